@@ -1,0 +1,641 @@
+//! The coordinator: runs one pipeline from its source through batching,
+//! processors and sinks to the checkpoint, and owns the delivery invariant.
+//!
+//! ```text
+//! source task ──bounded channel──▶ batcher ──▶ processors ──▶ sink tasks (concurrent)
+//!                                                               │ acks
+//!                                       commit policy ◀─────────┘
+//!                                             │ satisfied, in batch order
+//!                                   checkpoint writer (coalescing)
+//!                                             │ durable
+//!                                   SourceContext::durable (source may report it)
+//! ```
+//!
+//! **Invariant.** A checkpoint position is handed to the writer only when
+//! the batch that carries it, and every batch before it, satisfied the
+//! commit policy; the source learns of a position only after the writer's
+//! storage call returned. Sinks that the policy needs retry until they
+//! succeed (or the pipeline stops); other sinks give a batch up only after
+//! it was committed without them and their retries ran out.
+//!
+//! The coordinator never decides a position is safe by itself: it only
+//! forwards the positions sources attached to transaction ends.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use deltaforge_storage::StorageBackend;
+use metrics::{counter, gauge, histogram};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batch, BatchConfig, Batcher};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::event::Event;
+use crate::policy::CommitPolicy;
+use crate::position::Position;
+use crate::processor::{Processor, ProcessorError};
+use crate::schema::SchemaRegistry;
+use crate::sink::{Sink, SinkError};
+use crate::source::{ChunkSender, Source, SourceChunk, SourceContext, SourceError};
+
+/// Events per chunk a source sends over the channel.
+const CHUNK_EVENTS: usize = 1024;
+/// Chunks the source may run ahead of the batcher.
+const CHANNEL_CHUNKS: usize = 16;
+
+/// Retry and timeout settings of one sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryConfig {
+    /// Time limit of one delivery attempt.
+    pub timeout: Duration,
+    /// First backoff after a failure; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// Attempts after which a sink the policy does not need gives a batch up
+    /// (only once the batch was committed without it).
+    pub max_attempts: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            timeout: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// A sink with its pipeline-level settings.
+pub struct SinkSlot {
+    /// The sink's configured id.
+    pub id: String,
+    /// Whether `required` policy waits for it.
+    pub required: bool,
+    /// Retries and timeout.
+    pub delivery: DeliveryConfig,
+    /// The sink.
+    pub sink: Box<dyn Sink>,
+}
+
+/// Everything needed to run one pipeline once.
+pub struct Pipeline {
+    /// Pipeline name.
+    pub name: Arc<str>,
+    /// Tenant.
+    pub tenant: Arc<str>,
+    /// The source's `id`: the checkpoint key.
+    pub source_id: String,
+    /// The source.
+    pub source: Box<dyn Source>,
+    /// Processors, in order.
+    pub processors: Vec<Box<dyn Processor>>,
+    /// Sinks.
+    pub sinks: Vec<SinkSlot>,
+    /// Batch limits.
+    pub batch: BatchConfig,
+    /// Commit policy.
+    pub policy: CommitPolicy,
+    /// Storage for checkpoints and schema history.
+    pub storage: Arc<dyn StorageBackend>,
+    /// How long to keep delivering after shutdown was requested before
+    /// abandoning in-flight batches.
+    pub shutdown_grace: Duration,
+    /// Receives live status; optional.
+    pub status: Option<watch::Sender<PipelineStatus>>,
+}
+
+/// Live state of a running pipeline, for the control plane.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineStatus {
+    /// Events received from the source.
+    pub events_read: u64,
+    /// Last durable checkpoint.
+    pub checkpoint: Option<Checkpoint>,
+    /// Last sink or storage error, if the pipeline is degraded.
+    pub last_error: Option<String>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    /// Events received from the source.
+    pub events_read: u64,
+    /// Batches whose delivery satisfied the policy.
+    pub batches_committed: u64,
+    /// The last durable checkpoint position.
+    pub checkpoint: Option<Position>,
+}
+
+/// Why a run ended in failure. The checkpoint of everything acknowledged
+/// before the failure has been written when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source failed.
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    /// A sink failed in a way retries cannot fix.
+    #[error("sink {sink}: {error}")]
+    Sink {
+        /// Sink id.
+        sink: String,
+        /// The error.
+        error: SinkError,
+    },
+    /// A processor failed.
+    #[error(transparent)]
+    Processor(#[from] ProcessorError),
+    /// Checkpoints could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The source task panicked or was cancelled abnormally.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl PipelineError {
+    /// Whether restarting the pipeline may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PipelineError::Source(SourceError::Retryable(_)))
+    }
+}
+
+/// A batch handed to the sinks.
+struct Delivery {
+    seq: u64,
+    events: Vec<Event>,
+    commit: Option<Position>,
+    /// Events before the batch's last transaction end.
+    commit_index: usize,
+}
+
+enum SinkOutcome {
+    Acked,
+    GaveUp,
+    Fatal(SinkError),
+}
+
+struct SinkReport {
+    seq: u64,
+    sink: usize,
+    outcome: SinkOutcome,
+}
+
+struct InFlight {
+    seq: u64,
+    commit: Option<Position>,
+    last_ts_ms: Option<i64>,
+    acked: Vec<bool>,
+    done: Vec<bool>,
+}
+
+struct Labels {
+    pipeline: String,
+}
+
+impl Pipeline {
+    /// Runs until the source is exhausted, `shutdown` fires, or a fatal error.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, PipelineError> {
+        let Pipeline {
+            name,
+            tenant,
+            source_id,
+            source,
+            mut processors,
+            sinks,
+            batch,
+            policy,
+            storage,
+            shutdown_grace,
+            status,
+        } = self;
+        let labels = Labels { pipeline: name.to_string() };
+        let store = CheckpointStore::new(storage.clone());
+        let resume = store.load(&source_id).await?;
+        let schemas = SchemaRegistry::load(storage.clone(), &tenant)
+            .await
+            .map_err(|e| PipelineError::Checkpoint(CheckpointError::Storage(e)))?;
+        match &resume {
+            Some(cp) => tracing::info!(pipeline = %name, source = %source_id, position = %cp.position, "resuming after checkpoint"),
+            None => tracing::info!(pipeline = %name, source = %source_id, "no checkpoint: reading from the beginning"),
+        }
+
+        // Source.
+        let (chunk_tx, mut chunk_rx) = mpsc::channel::<SourceChunk>(CHANNEL_CHUNKS);
+        let (durable_tx, durable_rx) = watch::channel(resume.as_ref().map(|c| c.position.clone()));
+        let source_stop = shutdown.child_token();
+        let ctx = SourceContext {
+            pipeline: name.clone(),
+            tenant: tenant.clone(),
+            resume_from: resume.as_ref().map(|c| c.position.clone()),
+            sender: ChunkSender::new(chunk_tx, CHUNK_EVENTS),
+            durable: durable_rx,
+            shutdown: source_stop.clone(),
+            schemas,
+        };
+        let mut source_task: Option<JoinHandle<Result<(), SourceError>>> = Some(tokio::spawn(source.run(ctx)));
+
+        // Sinks.
+        let committed_seq = Arc::new(AtomicU64::new(0));
+        let abort = CancellationToken::new();
+        let required: Vec<bool> = sinks.iter().map(|s| s.required).collect();
+        let sink_ids: Vec<String> = sinks.iter().map(|s| s.id.clone()).collect();
+        let (report_tx, mut report_rx) = mpsc::unbounded_channel::<SinkReport>();
+        let mut sink_queues = Vec::new();
+        let mut sink_tasks = Vec::new();
+        for (i, slot) in sinks.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel::<Arc<Delivery>>(batch.max_inflight.max(1));
+            sink_queues.push(tx);
+            let resume_at = resume.as_ref().and_then(|c| c.sinks.get(&slot.id).cloned());
+            let worker = SinkWorker {
+                index: i,
+                needed: policy.needs_sink(slot.required),
+                slot,
+                resume_at,
+                committed_seq: committed_seq.clone(),
+                abort: abort.clone(),
+                reports: report_tx.clone(),
+                pipeline: labels.pipeline.clone(),
+            };
+            sink_tasks.push(tokio::spawn(worker.run(rx)));
+        }
+        drop(report_tx);
+
+        // Checkpoint writer.
+        let (cp_tx, cp_rx) = watch::channel::<Option<Checkpoint>>(None);
+        let writer = tokio::spawn(checkpoint_writer(
+            store.clone(),
+            source_id.clone(),
+            cp_rx,
+            durable_tx,
+            status.clone(),
+            labels.pipeline.clone(),
+        ));
+
+        let mut sink_positions: BTreeMap<String, Position> = resume.as_ref().map(|c| c.sinks.clone()).unwrap_or_default();
+        let mut last_committed = resume.as_ref().map(|c| c.position.clone());
+        let mut batcher = Batcher::new(batch.clone());
+        let mut pending: VecDeque<Batch> = VecDeque::new();
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut next_seq = 1u64;
+        let mut summary = RunSummary { checkpoint: last_committed.clone(), ..RunSummary::default() };
+        let mut failure: Option<PipelineError> = None;
+        let mut source_failure: Option<SourceError> = None;
+        let mut last_committed_ts: Option<i64> = None;
+        let lag_seconds = gauge!("deltaforge_checkpoint_lag_seconds", "pipeline" => labels.pipeline.clone());
+        let mut lag_tick = tokio::time::interval(Duration::from_secs(1));
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut source_done = false;
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+        let events_read = counter!("deltaforge_events_read_total", "pipeline" => labels.pipeline.clone());
+        let batch_events = histogram!("deltaforge_batch_events", "pipeline" => labels.pipeline.clone());
+        let mut status_events_read = 0u64;
+
+        loop {
+            // Dispatch closed batches while there is room in flight.
+            while inflight.len() < batch.max_inflight.max(1) && failure.is_none() {
+                let Some(b) = pending.pop_front() else { break };
+                let Batch { mut events, commit, commit_index, .. } = b;
+                let original_len = events.len();
+                let last_ts_ms = events.last().map(|e| e.source.ts_ms);
+                for p in processors.iter_mut() {
+                    match p.process(events).await {
+                        Ok(out) => events = out,
+                        Err(e) => {
+                            failure = Some(e.into());
+                            events = Vec::new();
+                            break;
+                        }
+                    }
+                }
+                if failure.is_some() {
+                    break;
+                }
+                batch_events.record(events.len() as f64);
+                let seq = next_seq;
+                next_seq += 1;
+                // Processors may change the events; the per-sink skip then only
+                // applies to batches that end at a transaction end.
+                let commit_index = if commit_index == original_len {
+                    events.len()
+                } else if processors.is_empty() {
+                    commit_index
+                } else {
+                    0
+                };
+                let d = Arc::new(Delivery { seq, events, commit: commit.clone(), commit_index });
+                for q in &sink_queues {
+                    // A closed queue means the sink task ended (fatal); its report says why.
+                    let _ = q.send(d.clone()).await;
+                }
+                let n = sink_ids.len();
+                inflight.push_back(InFlight { seq, commit, last_ts_ms, acked: vec![false; n], done: vec![false; n] });
+            }
+
+            let room = pending.is_empty() && inflight.len() < batch.max_inflight.max(1);
+            let draining = source_done && pending.is_empty() && batcher.is_empty();
+            if (draining || failure.is_some()) && inflight.is_empty() {
+                break;
+            }
+            if failure.is_some() && !abort.is_cancelled() {
+                abort.cancel();
+                source_stop.cancel();
+            }
+            if failure.is_some() && inflight.iter().all(|f| f.done.iter().all(|d| *d)) {
+                break;
+            }
+
+            tokio::select! {
+                biased;
+                report = report_rx.recv() => {
+                    let Some(r) = report else { break };
+                    let f = inflight.iter_mut().find(|f| f.seq == r.seq);
+                    match r.outcome {
+                        SinkOutcome::Acked => {
+                            if let Some(f) = f {
+                                f.acked[r.sink] = true;
+                                f.done[r.sink] = true;
+                                if let Some(c) = &f.commit {
+                                    sink_positions.insert(sink_ids[r.sink].clone(), c.clone());
+                                }
+                            }
+                        }
+                        SinkOutcome::GaveUp => {
+                            if let Some(f) = f { f.done[r.sink] = true; }
+                        }
+                        SinkOutcome::Fatal(e) => {
+                            if let Some(f) = f { f.done[r.sink] = true; }
+                            if failure.is_none() {
+                                failure = Some(PipelineError::Sink { sink: sink_ids[r.sink].clone(), error: e });
+                            }
+                        }
+                    }
+                    // Commit, in order, every head batch that satisfies the policy.
+                    let mut advanced = false;
+                    while let Some(head) = inflight.front() {
+                        if !policy.is_satisfied(&head.acked, &required) {
+                            break;
+                        }
+                        let head = inflight.pop_front().expect("front exists");
+                        committed_seq.store(head.seq, Ordering::Release);
+                        summary.batches_committed += 1;
+                        if let Some(c) = head.commit {
+                            last_committed = Some(c);
+                            advanced = true;
+                        }
+                        if head.last_ts_ms.is_some() {
+                            last_committed_ts = head.last_ts_ms;
+                        }
+                    }
+                    if let (true, Some(pos)) = (advanced, &last_committed) {
+                        cp_tx.send_replace(Some(Checkpoint { position: pos.clone(), sinks: sink_positions.clone(), written_at: Utc::now() }));
+                    }
+                }
+                chunk = chunk_rx.recv(), if room && !source_done => {
+                    match chunk {
+                        Some(c) => {
+                            let n = c.events.len() as u64;
+                            summary.events_read += n;
+                            events_read.increment(n);
+                            status_events_read += n;
+                            let closed = batcher.push(c);
+                            pending.extend(closed);
+                            if batcher.is_empty() { deadline = None; }
+                            else if deadline.is_none() { deadline = Some(tokio::time::Instant::now() + batch.max_wait); }
+                            if let Some(s) = &status {
+                                s.send_modify(|st| st.events_read = status_events_read);
+                            }
+                        }
+                        None => {
+                            source_done = true;
+                            if let Some(b) = batcher.flush() { pending.push_back(b); }
+                            deadline = None;
+                            if let Some(task) = source_task.take() {
+                                match task.await {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(e)) => {
+                                        // Deliver what was read before the failure, then report it.
+                                        tracing::warn!(pipeline = %name, "source stopped: {e}");
+                                        source_failure = Some(e);
+                                    }
+                                    Err(e) => { failure.get_or_insert(PipelineError::Internal(format!("source task: {e}"))); }
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                    if let Some(b) = batcher.flush() { pending.push_back(b); }
+                    deadline = None;
+                }
+                _ = lag_tick.tick() => {
+                    let idle = inflight.is_empty() && pending.is_empty() && batcher.is_empty();
+                    let lag = match (idle, last_committed_ts.or_else(|| inflight.front().and_then(|f| f.last_ts_ms))) {
+                        (true, _) | (false, None) => 0.0,
+                        (false, Some(ts)) => (Utc::now().timestamp_millis() - ts).max(0) as f64 / 1000.0,
+                    };
+                    lag_seconds.set(lag);
+                }
+                _ = shutdown.cancelled(), if grace_deadline.is_none() => {
+                    tracing::info!(pipeline = %name, "shutdown requested: finishing in-flight batches");
+                    source_stop.cancel();
+                    grace_deadline = Some(tokio::time::Instant::now() + shutdown_grace);
+                }
+                _ = sleep_until_opt(grace_deadline), if grace_deadline.is_some() && !abort.is_cancelled() => {
+                    tracing::warn!(pipeline = %name, inflight = inflight.len(), "shutdown grace expired: abandoning undelivered batches (they will be replayed)");
+                    abort.cancel();
+                    inflight.clear();
+                    pending.clear();
+                    let _ = batcher.flush();
+                    source_done = true;
+                }
+            }
+        }
+
+        // Wind down: stop the source, close the sink queues, write the last checkpoint.
+        source_stop.cancel();
+        drop(chunk_rx);
+        if let Some(task) = source_task.take() {
+            if let Ok(Err(e)) = task.await {
+                if failure.is_none() && source_failure.is_none() && !shutdown.is_cancelled() {
+                    source_failure = Some(e);
+                }
+            }
+        }
+        abort.cancel();
+        drop(sink_queues);
+        for t in sink_tasks {
+            let _ = t.await;
+        }
+        drop(cp_tx);
+        match writer.await {
+            Ok(Ok(last)) => summary.checkpoint = last.or(summary.checkpoint),
+            Ok(Err(e)) => failure = failure.or(Some(PipelineError::Checkpoint(e))),
+            Err(e) => failure = failure.or(Some(PipelineError::Internal(format!("checkpoint writer: {e}")))),
+        }
+        match failure.or(source_failure.map(PipelineError::Source)) {
+            Some(f) => Err(f),
+            None => Ok(summary),
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct SinkWorker {
+    index: usize,
+    needed: bool,
+    slot: SinkSlot,
+    resume_at: Option<Position>,
+    committed_seq: Arc<AtomicU64>,
+    abort: CancellationToken,
+    reports: mpsc::UnboundedSender<SinkReport>,
+    pipeline: String,
+}
+
+impl SinkWorker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Arc<Delivery>>) {
+        let delivered = counter!("deltaforge_sink_events_delivered_total", "pipeline" => self.pipeline.clone(), "sink" => self.slot.id.clone());
+        let errors = counter!("deltaforge_sink_errors_total", "pipeline" => self.pipeline.clone(), "sink" => self.slot.id.clone());
+        let dropped = counter!("deltaforge_sink_batches_dropped_total", "pipeline" => self.pipeline.clone(), "sink" => self.slot.id.clone());
+        let latency = histogram!("deltaforge_sink_delivery_seconds", "pipeline" => self.pipeline.clone(), "sink" => self.slot.id.clone());
+        while let Some(d) = rx.recv().await {
+            let events = self.events_to_send(&d);
+            let outcome = if events.is_empty() {
+                SinkOutcome::Acked
+            } else {
+                self.deliver_with_retries(&d, events, &errors, &latency).await
+            };
+            match &outcome {
+                SinkOutcome::Acked => delivered.increment(events.len() as u64),
+                SinkOutcome::GaveUp => dropped.increment(1),
+                SinkOutcome::Fatal(_) => {}
+            }
+            let fatal = matches!(outcome, SinkOutcome::Fatal(_));
+            if self.reports.send(SinkReport { seq: d.seq, sink: self.index, outcome }).is_err() || fatal {
+                break;
+            }
+        }
+        if let Err(e) = self.slot.sink.close().await {
+            tracing::warn!(sink = %self.slot.id, "closing sink failed: {e}");
+        }
+    }
+
+    /// After a restart, skips the part of a batch this sink already
+    /// acknowledged in an earlier run (per-sink progress).
+    fn events_to_send<'a>(&mut self, d: &'a Delivery) -> &'a [Event] {
+        if let (Some(resume), Some(commit)) = (&self.resume_at, &d.commit) {
+            if commit.is_at_or_before(resume) {
+                return &d.events[d.commit_index..];
+            }
+            self.resume_at = None;
+        }
+        &d.events
+    }
+
+    async fn deliver_with_retries(
+        &mut self,
+        d: &Delivery,
+        events: &[Event],
+        errors: &metrics::Counter,
+        latency: &metrics::Histogram,
+    ) -> SinkOutcome {
+        let cfg = self.slot.delivery.clone();
+        let mut backoff = cfg.initial_backoff;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = tokio::time::timeout(cfg.timeout, self.slot.sink.deliver(events)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(SinkError::Retryable(format!("delivery timed out after {:?}", cfg.timeout))),
+                },
+                _ = self.abort.cancelled() => return SinkOutcome::GaveUp,
+            };
+            match result {
+                Ok(()) => {
+                    latency.record(started.elapsed().as_secs_f64());
+                    if attempts > 1 {
+                        tracing::info!(sink = %self.slot.id, attempts, "sink recovered");
+                    }
+                    return SinkOutcome::Acked;
+                }
+                Err(SinkError::Fatal(m)) => {
+                    errors.increment(1);
+                    tracing::error!(sink = %self.slot.id, "sink failed permanently: {m}");
+                    return SinkOutcome::Fatal(SinkError::Fatal(m));
+                }
+                Err(SinkError::Retryable(m)) => {
+                    errors.increment(1);
+                    let committed = self.committed_seq.load(Ordering::Acquire) >= d.seq;
+                    if !self.needed && committed && attempts >= cfg.max_attempts {
+                        tracing::error!(sink = %self.slot.id, attempts, events = events.len(), "giving up on a batch for a sink the commit policy does not need: {m}");
+                        return SinkOutcome::GaveUp;
+                    }
+                    tracing::warn!(sink = %self.slot.id, attempts, retry_in = ?backoff, "delivery failed: {m}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.abort.cancelled() => return SinkOutcome::GaveUp,
+                    }
+                    backoff = (backoff * 2).min(cfg.max_backoff);
+                }
+            }
+        }
+    }
+}
+
+async fn checkpoint_writer(
+    store: CheckpointStore,
+    source_id: String,
+    mut rx: watch::Receiver<Option<Checkpoint>>,
+    durable: watch::Sender<Option<Position>>,
+    status: Option<watch::Sender<PipelineStatus>>,
+    pipeline: String,
+) -> Result<Option<Position>, CheckpointError> {
+    let written = counter!("deltaforge_checkpoints_written_total", "pipeline" => pipeline.clone());
+    let mut last: Option<Position> = None;
+    loop {
+        let closed = rx.changed().await.is_err();
+        let next = rx.borrow_and_update().clone();
+        if let Some(cp) = next {
+            if last.as_ref() != Some(&cp.position) {
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    match store.save(&source_id, &cp).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 8 => {
+                            tracing::warn!(source = %source_id, attempt, "checkpoint write failed, retrying: {e}");
+                            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                written.increment(1);
+                last = Some(cp.position.clone());
+                // Only now may the source report this position to its server.
+                durable.send_replace(Some(cp.position.clone()));
+                if let Some(s) = &status {
+                    s.send_modify(|st| st.checkpoint = Some(cp.clone()));
+                }
+            }
+        }
+        if closed {
+            return Ok(last);
+        }
+    }
+}

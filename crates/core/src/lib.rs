@@ -1,0 +1,30 @@
+//! DeltaForge's core: the event model, positions, the component traits
+//! (source, processor, sink), batching, the commit policy, the checkpoint
+//! store, the schema registry and the coordinator that ties them together.
+//!
+//! This crate owns the delivery invariant: no checkpoint, and no position
+//! reported to a source server, ever passes an event that the commit
+//! policy's sinks have not acknowledged. It must never know about any
+//! concrete source, sink or storage engine.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod coordinator;
+pub mod event;
+pub mod policy;
+pub mod position;
+pub mod processor;
+pub mod schema;
+pub mod sink;
+pub mod source;
+
+pub use batch::{Batch, BatchConfig, Batcher};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+pub use coordinator::{DeliveryConfig, Pipeline, PipelineError, PipelineStatus, RunSummary, SinkSlot};
+pub use event::{Columns, Event, NativeEnvelope, Op, Row, SourceMeta};
+pub use policy::CommitPolicy;
+pub use position::{Lsn, Position};
+pub use processor::{Processor, ProcessorError};
+pub use schema::{SchemaRegistry, SchemaVersion};
+pub use sink::{Sink, SinkError};
+pub use source::{ChunkSender, Commit, PipelineClosed, Source, SourceChunk, SourceContext, SourceError};

@@ -1,0 +1,151 @@
+//! The source side of a pipeline: the [`Source`] trait and the channel a
+//! source writes into.
+//!
+//! A source reads its log from the position it is given, pushes events into
+//! a [`ChunkSender`], marks each transaction's end with
+//! [`ChunkSender::commit`], and watches [`SourceContext::durable`] to learn
+//! which positions are safe to report to its server (e.g. PostgreSQL's flush
+//! LSN). A source must never report a position to its server that has not
+//! appeared on `durable`: that is the second half of the checkpoint
+//! invariant.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Event;
+use crate::position::Position;
+use crate::schema::SchemaRegistry;
+
+/// A run of events handed from a source to the coordinator, with the
+/// transaction commits that fall inside it.
+#[derive(Debug, Default)]
+pub struct SourceChunk {
+    /// Events in source order.
+    pub events: Vec<Event>,
+    /// Transaction ends inside this chunk, in order: after the first
+    /// `after` events, the source may resume from `position`.
+    pub commits: Vec<Commit>,
+}
+
+/// A transaction end inside a [`SourceChunk`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// Number of events of the chunk that precede this commit.
+    pub after: usize,
+    /// Position from which the source resumes once everything before it is
+    /// delivered (the end of the transaction).
+    pub position: Position,
+}
+
+/// The receiving end of the pipeline has gone away (shutdown or failure).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the pipeline stopped accepting events")]
+pub struct PipelineClosed;
+
+/// Buffers events into chunks and sends them over the bounded channel, so
+/// that a slow sink slows the source (backpressure) while per-event cost
+/// stays a push into a vector.
+///
+/// Sources call [`push`](Self::push) per event, [`commit`](Self::commit) at
+/// each transaction end, and [`flush`](Self::flush) before they wait for
+/// more input, so that a quiet source never holds events back.
+pub struct ChunkSender {
+    tx: mpsc::Sender<SourceChunk>,
+    buf: SourceChunk,
+    chunk_events: usize,
+}
+
+impl ChunkSender {
+    /// Wraps a channel; chunks are sent when they reach `chunk_events`.
+    pub fn new(tx: mpsc::Sender<SourceChunk>, chunk_events: usize) -> Self {
+        let chunk_events = chunk_events.max(1);
+        ChunkSender { tx, buf: SourceChunk { events: Vec::with_capacity(chunk_events), commits: Vec::new() }, chunk_events }
+    }
+
+    /// Adds one event; sends the chunk when it is full (waiting if the
+    /// pipeline is behind).
+    pub async fn push(&mut self, event: Event) -> Result<(), PipelineClosed> {
+        self.buf.events.push(event);
+        if self.buf.events.len() >= self.chunk_events {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Marks the end of a transaction: everything pushed so far may be
+    /// checkpointed at `position` once delivered.
+    pub async fn commit(&mut self, position: Position) -> Result<(), PipelineClosed> {
+        self.buf.commits.push(Commit { after: self.buf.events.len(), position });
+        if self.buf.events.len() >= self.chunk_events || self.buf.commits.len() >= self.chunk_events {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends whatever is buffered.
+    pub async fn flush(&mut self) -> Result<(), PipelineClosed> {
+        if self.buf.events.is_empty() && self.buf.commits.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(
+            &mut self.buf,
+            SourceChunk { events: Vec::with_capacity(self.chunk_events), commits: Vec::new() },
+        );
+        self.tx.send(chunk).await.map_err(|_| PipelineClosed)
+    }
+
+    /// Number of events buffered and not yet sent.
+    pub fn buffered(&self) -> usize {
+        self.buf.events.len()
+    }
+}
+
+/// Everything a running source is given.
+pub struct SourceContext {
+    /// Pipeline name.
+    pub pipeline: Arc<str>,
+    /// Tenant of the pipeline.
+    pub tenant: Arc<str>,
+    /// The durable checkpoint to resume after (`None`: start from the beginning).
+    pub resume_from: Option<Position>,
+    /// Where events go.
+    pub sender: ChunkSender,
+    /// Positions that are durably checkpointed; the only positions the
+    /// source may report to its server as safe.
+    pub durable: watch::Receiver<Option<Position>>,
+    /// Fires when the source must stop reading and return.
+    pub shutdown: CancellationToken,
+    /// Schema history of this pipeline's tenant.
+    pub schemas: SchemaRegistry,
+}
+
+/// Errors that end a source's run.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Wrong configuration or server set-up; retrying will not help.
+    #[error("{0}")]
+    Fatal(String),
+    /// A failure that may pass (connection lost, server restarting); the
+    /// pipeline restarts the source from the durable checkpoint after a backoff.
+    #[error("{0}")]
+    Retryable(String),
+}
+
+impl From<PipelineClosed> for SourceError {
+    fn from(e: PipelineClosed) -> Self {
+        SourceError::Retryable(e.to_string())
+    }
+}
+
+/// A change source. One instance runs once; the pipeline builds a new one
+/// from its config for every (re)start.
+#[async_trait]
+pub trait Source: Send {
+    /// Reads changes from `ctx.resume_from` on, until `ctx.shutdown` fires
+    /// (then returns `Ok`), the source is exhausted (returns `Ok`), or an
+    /// error occurs.
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
+}
