@@ -1,1 +1,32 @@
-fn main() {}
+//! `deltaforge`: the binary. Parses the command line, sets up logging and
+//! storage, and hands pipelines to the runner. All engine logic lives in the
+//! library crates; this crate only wires them together.
+
+mod cli;
+mod failpoint;
+mod registry;
+mod runner;
+mod storage;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli::execute(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

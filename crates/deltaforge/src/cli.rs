@@ -1,0 +1,175 @@
+//! Command-line interface: `run`, `validate` and `checkpoints`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use deltaforge_config::PipelineSpec;
+use deltaforge_core::CheckpointStore;
+
+use crate::registry::Registry;
+use crate::storage::StorageArgs;
+
+/// DeltaForge: change data capture from MySQL/MariaDB and PostgreSQL to
+/// files, Kafka, Redis, NATS and HTTP, with checkpoints saved only after
+/// delivery.
+#[derive(Debug, Parser)]
+#[command(name = "deltaforge", version, about)]
+pub struct Cli {
+    /// Log level (overridden by RUST_LOG).
+    #[arg(long, global = true, default_value = "info", env = "DELTAFORGE_LOG_LEVEL")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "DELTAFORGE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipelines of a config file or directory.
+    Run {
+        /// Pipeline spec file, or a directory of *.yaml files.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Seconds to keep delivering in-flight batches after SIGINT/SIGTERM.
+        #[arg(long, default_value_t = 10)]
+        shutdown_grace_secs: u64,
+    },
+    /// Check a config offline (opens no connection): exit 0 when valid.
+    Validate {
+        /// Pipeline spec file, or a directory of *.yaml files.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also check that each source and sink is reachable and set up.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Inspect or reset stored checkpoints (offline).
+    Checkpoints {
+        #[command(subcommand)]
+        action: CheckpointAction,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointAction {
+    /// List every stored checkpoint.
+    List,
+    /// Print one checkpoint as JSON.
+    Show {
+        /// The source id (the pipeline's `spec.source.config.id`).
+        source_id: String,
+    },
+    /// Delete a checkpoint: the pipeline re-reads from the beginning.
+    Reset {
+        /// The source id.
+        source_id: String,
+    },
+}
+
+/// Sets up `tracing` from the flags and `RUST_LOG`.
+pub fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads and validates a config path.
+pub fn load_config(path: &std::path::Path) -> Result<Vec<PipelineSpec>, deltaforge_config::ConfigErrors> {
+    deltaforge_config::load_path(path, &|name| std::env::var(name).ok(), &Registry)
+}
+
+/// Runs the chosen command; returns the process exit code.
+pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config, storage, shutdown_grace_secs } => {
+            let specs = match load_config(&config) {
+                Ok(s) => s,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let store = crate::storage::open(&storage).await?;
+            crate::runner::run(specs, store, std::time::Duration::from_secs(shutdown_grace_secs)).await
+        }
+        Command::Validate { config, connect } => match load_config(&config) {
+            Ok(specs) => {
+                for s in &specs {
+                    println!(
+                        "ok: pipeline {} ({} source {:?}, {} sink(s), commit policy {})",
+                        s.name,
+                        s.source.kind,
+                        s.source.id,
+                        s.sinks.len(),
+                        s.commit_policy
+                    );
+                }
+                if connect {
+                    println!("note: --connect has nothing to check for datagen, file, stdout and discard components");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Checkpoints { action, storage } => {
+            let store = CheckpointStore::new(crate::storage::open(&storage).await?);
+            match action {
+                CheckpointAction::List => {
+                    let all = store.list().await.context("listing checkpoints")?;
+                    if all.is_empty() {
+                        println!("no checkpoints stored");
+                    }
+                    for (id, cp) in all {
+                        match cp {
+                            Ok(cp) => println!("{id}\t{}\t{}", serde_json::to_string(&cp.position)?, cp.written_at.to_rfc3339()),
+                            Err(e) => println!("{id}\tUNREADABLE: {e}"),
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                CheckpointAction::Show { source_id } => match store.load(&source_id).await? {
+                    Some(cp) => {
+                        println!("{}", serde_json::to_string_pretty(&cp)?);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    None => {
+                        eprintln!("no checkpoint stored for source id {source_id:?} (see `deltaforge checkpoints list`)");
+                        Ok(ExitCode::from(3))
+                    }
+                },
+                CheckpointAction::Reset { source_id } => {
+                    if store.delete(&source_id).await? {
+                        println!("checkpoint of {source_id:?} deleted: its pipeline re-reads from the beginning at next start");
+                    } else {
+                        println!("no checkpoint stored for {source_id:?}; nothing to do");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The component registry: maps `type:` names in a pipeline spec to the
+//! source, sink and processor implementations, validates their configs
+//! offline, and builds them.
+//!
+//! Adding a component means one module in its crate and one line in each
+//! table below. This module must never open a connection while validating.
+
+use std::sync::Arc;
+
+use deltaforge_config::{Catalog, ComponentSpec, PipelineSpec, SinkSpec};
+use deltaforge_core::{Processor, Sink, SinkError, Source, SourceError};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::failpoint::FailpointSink;
+
+type Config = Map<String, Value>;
+
+/// Parses a component config into its typed struct, naming the field at fault.
+fn parse<T: DeserializeOwned>(config: &Config) -> Result<T, (String, String)> {
+    serde_json::from_value(Value::Object(config.clone())).map_err(|e| {
+        let msg = e.to_string();
+        // serde names unknown and missing fields between backticks.
+        let field = msg.split('`').nth(1).unwrap_or("").to_string();
+        (field, msg)
+    })
+}
+
+struct SourceEntry {
+    kind: &'static str,
+    check: fn(&Config) -> Result<(), (String, String)>,
+    build: fn(&Config) -> Result<Box<dyn Source>, SourceError>,
+}
+
+struct SinkEntry {
+    kind: &'static str,
+    check: fn(&Config) -> Result<(), (String, String)>,
+    build: fn(&Config, &str) -> Result<Box<dyn Sink>, SinkError>,
+}
+
+struct ProcessorEntry {
+    kind: &'static str,
+    check: fn(&Config) -> Result<(), (String, String)>,
+    build: fn(&Config) -> Result<Box<dyn Processor>, String>,
+}
+
+const SOURCES: &[SourceEntry] = &[SourceEntry {
+    kind: "datagen",
+    check: |c| parse::<deltaforge_source_datagen::DatagenConfig>(c)?.check(),
+    build: |c| {
+        let cfg = parse::<deltaforge_source_datagen::DatagenConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
+        Ok(Box::new(deltaforge_source_datagen::DatagenSource::new(cfg)))
+    },
+}];
+
+const SINKS: &[SinkEntry] = &[
+    SinkEntry {
+        kind: "file",
+        check: |c| parse::<deltaforge_sinks_basic::FileConfig>(c).map(|_| ()),
+        build: |c, _| {
+            let cfg = parse::<deltaforge_sinks_basic::FileConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
+            Ok(Box::new(deltaforge_sinks_basic::FileSink::open(cfg)?))
+        },
+    },
+    SinkEntry {
+        kind: "stdout",
+        check: |c| parse::<deltaforge_sinks_basic::StdoutConfig>(c).map(|_| ()),
+        build: |c, _| {
+            let cfg = parse::<deltaforge_sinks_basic::StdoutConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
+            Ok(Box::new(deltaforge_sinks_basic::StdoutSink::new(cfg)))
+        },
+    },
+    SinkEntry {
+        kind: "discard",
+        check: |c| parse::<deltaforge_sinks_basic::DiscardConfig>(c).map(|_| ()),
+        build: |c, _| {
+            let cfg = parse::<deltaforge_sinks_basic::DiscardConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
+            Ok(Box::new(deltaforge_sinks_basic::DiscardSink::new(cfg)))
+        },
+    },
+];
+
+const PROCESSORS: &[ProcessorEntry] = &[];
+
+/// The registry of every built-in component.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Registry;
+
+impl Catalog for Registry {
+    fn source_types(&self) -> Vec<&'static str> {
+        SOURCES.iter().map(|e| e.kind).collect()
+    }
+    fn sink_types(&self) -> Vec<&'static str> {
+        SINKS.iter().map(|e| e.kind).collect()
+    }
+    fn processor_types(&self) -> Vec<&'static str> {
+        PROCESSORS.iter().map(|e| e.kind).collect()
+    }
+    fn check_source(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
+        match SOURCES.iter().find(|e| e.kind == kind) {
+            Some(e) => (e.check)(config),
+            None => Err((String::new(), format!("unknown source type {kind:?}"))),
+        }
+    }
+    fn check_sink(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
+        match SINKS.iter().find(|e| e.kind == kind) {
+            Some(e) => (e.check)(config),
+            None => Err((String::new(), format!("unknown sink type {kind:?}"))),
+        }
+    }
+    fn check_processor(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
+        match PROCESSORS.iter().find(|e| e.kind == kind) {
+            Some(e) => (e.check)(config),
+            None => Err((String::new(), format!("unknown processor type {kind:?}"))),
+        }
+    }
+}
+
+impl Registry {
+    /// Builds the source of a pipeline.
+    pub fn build_source(&self, spec: &PipelineSpec) -> Result<Box<dyn Source>, SourceError> {
+        let entry = SOURCES
+            .iter()
+            .find(|e| e.kind == spec.source.kind)
+            .ok_or_else(|| SourceError::Fatal(format!("unknown source type {:?}", spec.source.kind)))?;
+        (entry.build)(&spec.source.config)
+    }
+
+    /// Builds one sink, wrapped in its failpoint when one is configured.
+    pub fn build_sink(&self, pipeline: &str, spec: &SinkSpec) -> Result<Box<dyn Sink>, SinkError> {
+        let entry = SINKS
+            .iter()
+            .find(|e| e.kind == spec.kind)
+            .ok_or_else(|| SinkError::Fatal(format!("unknown sink type {:?}", spec.kind)))?;
+        let sink = (entry.build)(&spec.config, pipeline)?;
+        Ok(match crate::failpoint::for_sink(&spec.id) {
+            Some(flag) => Box::new(FailpointSink::new(sink, flag)),
+            None => sink,
+        })
+    }
+
+    /// Builds one processor.
+    pub fn build_processor(&self, spec: &ComponentSpec) -> Result<Box<dyn Processor>, String> {
+        let entry = PROCESSORS
+            .iter()
+            .find(|e| e.kind == spec.kind)
+            .ok_or_else(|| format!("unknown processor type {:?}", spec.kind))?;
+        (entry.build)(&spec.config)
+    }
+}
+
+/// Shared handle used by the runner.
+pub type SharedRegistry = Arc<Registry>;

@@ -1,0 +1,51 @@
+//! Opening the configured storage backend.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use deltaforge_storage::{MemoryBackend, SqliteBackend, StorageBackend};
+
+/// Which storage backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// SQLite file (default; single instance).
+    Sqlite,
+    /// In memory; everything is lost at exit (tests).
+    Memory,
+    /// PostgreSQL (several instances).
+    Postgres,
+}
+
+/// Storage options shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Storage backend.
+    #[arg(long, value_enum, default_value = "sqlite", env = "DELTAFORGE_STORAGE_BACKEND")]
+    pub storage_backend: BackendKind,
+    /// SQLite file (parent directories are created).
+    #[arg(long, default_value = "./data/deltaforge.db", env = "DELTAFORGE_STORAGE_PATH")]
+    pub storage_path: PathBuf,
+    /// PostgreSQL DSN for the postgres backend.
+    #[arg(long, env = "DELTAFORGE_STORAGE_DSN", hide_env_values = true)]
+    pub storage_dsn: Option<String>,
+}
+
+/// Opens the backend the arguments name.
+pub async fn open(args: &StorageArgs) -> anyhow::Result<Arc<dyn StorageBackend>> {
+    Ok(match args.storage_backend {
+        BackendKind::Memory => Arc::new(MemoryBackend::new()),
+        BackendKind::Sqlite => Arc::new(
+            SqliteBackend::open(&args.storage_path)
+                .await
+                .with_context(|| format!("opening SQLite storage at {}", args.storage_path.display()))?,
+        ),
+        BackendKind::Postgres => {
+            bail!(
+                "the postgres storage backend is not available in this build yet; \
+                 use --storage-backend sqlite (the default) for a single instance"
+            )
+        }
+    })
+}
