@@ -1,1 +1,154 @@
-//! placeholder
+//! Shared helpers for DeltaForge's integration tests: running the real
+//! binary, killing it, waiting for conditions, reading what sinks wrote and
+//! what storage holds, and starting the real servers through the
+//! repository's own scripts (`scripts/services/*.sh`).
+//!
+//! Nothing here fakes a server; helpers for fakes do not belong here.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Starts a server with `scripts/services/{name}.sh` (idempotent) and
+/// returns its connection string (the script's last stdout line).
+///
+/// # Panics
+/// If the script fails; its stderr is in the message.
+pub fn service(name: &str) -> String {
+    let script = repo_root().join("scripts/services").join(format!("{name}.sh"));
+    let out = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed: {}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `deltaforge` process whose stderr goes to a log file.
+pub struct Deltaforge {
+    /// The child process.
+    pub child: Child,
+    /// Where its logs go.
+    pub log: PathBuf,
+}
+
+impl Deltaforge {
+    /// Starts `bin` with `args`, logging to `log` (appended).
+    pub fn start(bin: &Path, args: &[&str], log: &Path, envs: &[(&str, &str)]) -> Self {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(file);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        Deltaforge { child, log: log.to_path_buf() }
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    /// Waits for exit up to `timeout`; returns the exit code (None: still running or signalled).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        wait_for(timeout, || self.child.try_wait().ok().flatten()).and_then(|s| s.code())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Deltaforge {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill9();
+        }
+    }
+}
+
+/// Reads a JSON Lines file, ignoring a last line without its newline (a
+/// write in progress). A missing file reads as empty.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => return Vec::new(),
+    };
+    complete
+        .lines()
+        .map(|l| {
+            let l = l.expect("utf-8 line");
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line in {}: {e}: {l}", path.display()))
+        })
+        .collect()
+}
+
+/// The stored checkpoint of `source_id` in a SQLite storage file, read
+/// through SQLite itself (`kv` table, namespace `checkpoints`).
+pub fn sqlite_checkpoint(db: &Path, source_id: &str) -> Option<Value> {
+    if !db.exists() {
+        return None;
+    }
+    let conn = rusqlite::Connection::open(db).expect("open storage");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.query_row("SELECT value FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id], |r| r.get::<_, String>(0))
+        .ok()
+        .map(|v| serde_json::from_str(&v).expect("checkpoint JSON"))
+}
+
+/// A small deterministic random generator (xorshift64*), seeded per test
+/// and printed so that a failing run can be repeated.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeds from `DELTAFORGE_TEST_SEED` or the clock, printing the seed.
+    pub fn from_env() -> Self {
+        let seed = std::env::var("DELTAFORGE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42)
+        });
+        eprintln!("random seed: {seed} (set DELTAFORGE_TEST_SEED to repeat)");
+        Rng(seed.max(1))
+    }
+
+    /// Next value in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        lo + (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo).max(1))
+    }
+}
