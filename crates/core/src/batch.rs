@@ -188,6 +188,7 @@ mod tests {
             tx_position: Position::Datagen { seq },
             index: 0,
             schema_version: None,
+            key_columns: None,
         }
     }
 

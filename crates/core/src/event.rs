@@ -213,6 +213,9 @@ pub struct Event {
     pub index: u32,
     /// Version of the table schema this event was decoded with.
     pub schema_version: Option<u64>,
+    /// Primary-key (or replica-identity) column names of the table, when
+    /// known; sinks use them as the default message key.
+    pub key_columns: Option<Columns>,
 }
 
 impl Event {
@@ -333,6 +336,7 @@ mod tests {
             tx_position: Position::Datagen { seq },
             index: 0,
             schema_version: Some(1),
+            key_columns: None,
         }
     }
 

@@ -169,6 +169,7 @@ impl Source for DatagenSource {
                 .map_err(|e| SourceError::Retryable(format!("registering schema: {e}")))?;
             versions.push(v);
         }
+        let key: Columns = vec![Arc::<str>::from("id")].into();
         let started = tokio::time::Instant::now();
         let start_seq = seq;
         loop {
@@ -212,6 +213,7 @@ impl Source for DatagenSource {
                     tx_position: tx_position.clone(),
                     index: index as u32,
                     schema_version: Some(versions[t]),
+                    key_columns: Some(key.clone()),
                 };
                 ctx.sender.push(event).await?;
             }
