@@ -56,6 +56,7 @@ fn event(id: u64, tx_end: u64, index: u32) -> Event {
         tx_position: Position::Datagen { seq: tx_end },
         index,
         schema_version: None,
+        key_columns: None,
     }
 }
 
