@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command (README, second command): starts every server the
+# integration tests need through the repository's own scripts, then checks
+# formatting, lints, and runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+started=$(date +%s)
+
+echo "== starting services (scripts/services/all.sh)" >&2
+bash scripts/services/all.sh start postgres mariadb redis nats kafka >&2
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test" >&2
+# Integration tests share real servers; each test uses its own objects.
+cargo test --workspace --locked -- --test-threads="${DELTAFORGE_TEST_THREADS:-4}"
+
+echo "== done in $(( $(date +%s) - started )) s" >&2
