@@ -14,10 +14,10 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 
 echo "== cargo clippy" >&2
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test" >&2
 # Integration tests share real servers; each test uses its own objects.
-cargo test --workspace --locked -- --test-threads="${DELTAFORGE_TEST_THREADS:-4}"
+cargo test --workspace -- --test-threads="${DELTAFORGE_TEST_THREADS:-4}"
 
 echo "== done in $(( $(date +%s) - started )) s" >&2

@@ -287,7 +287,8 @@ mod tests {
     #[test]
     fn commit_without_events_still_flushes_a_position() {
         let mut b = Batcher::new(cfg(10, true));
-        let c = SourceChunk { events: vec![], commits: vec![Commit { after: 0, position: Position::Datagen { seq: 9 } }] };
+        let c =
+            SourceChunk { events: vec![], commits: vec![Commit { after: 0, position: Position::Datagen { seq: 9 } }] };
         assert!(b.push(c).is_empty());
         let out = b.flush().unwrap();
         assert!(out.events.is_empty());

@@ -223,7 +223,9 @@ impl Pipeline {
             .await
             .map_err(|e| PipelineError::Checkpoint(CheckpointError::Storage(e)))?;
         match &resume {
-            Some(cp) => tracing::info!(pipeline = %name, source = %source_id, position = %cp.position, "resuming after checkpoint"),
+            Some(cp) => {
+                tracing::info!(pipeline = %name, source = %source_id, position = %cp.position, "resuming after checkpoint")
+            }
             None => tracing::info!(pipeline = %name, source = %source_id, "no checkpoint: reading from the beginning"),
         }
 
@@ -279,7 +281,8 @@ impl Pipeline {
             labels.pipeline.clone(),
         ));
 
-        let mut sink_positions: BTreeMap<String, Position> = resume.as_ref().map(|c| c.sinks.clone()).unwrap_or_default();
+        let mut sink_positions: BTreeMap<String, Position> =
+            resume.as_ref().map(|c| c.sinks.clone()).unwrap_or_default();
         let mut last_committed = resume.as_ref().map(|c| c.position.clone());
         let mut batcher = Batcher::new(batch.clone());
         let mut pending: VecDeque<Batch> = VecDeque::new();

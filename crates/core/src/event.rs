@@ -255,9 +255,7 @@ impl Event {
             }
         }
         fn row_size(r: &Option<Row>) -> usize {
-            r.as_ref()
-                .map(|r| r.iter().map(|(k, v)| k.len() + 3 + value_size(v)).sum::<usize>())
-                .unwrap_or(4)
+            r.as_ref().map(|r| r.iter().map(|(k, v)| k.len() + 3 + value_size(v)).sum::<usize>()).unwrap_or(4)
         }
         160 + row_size(&self.before) + row_size(&self.after)
     }

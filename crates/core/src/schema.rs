@@ -46,12 +46,15 @@ pub struct SchemaVersion {
     pub seq: u64,
 }
 
+/// Versions of each `(db, table)`, oldest first.
+type History = HashMap<(String, String), Vec<SchemaVersion>>;
+
 /// Shared, cloneable handle to one tenant's schema history.
 #[derive(Clone)]
 pub struct SchemaRegistry {
     storage: Arc<dyn StorageBackend>,
     tenant: Arc<str>,
-    tables: Arc<Mutex<HashMap<(String, String), Vec<SchemaVersion>>>>,
+    tables: Arc<Mutex<History>>,
 }
 
 /// Computes the fingerprint of a schema description.
@@ -78,14 +81,16 @@ impl SchemaRegistry {
     /// Loads a tenant's history from storage.
     pub async fn load(storage: Arc<dyn StorageBackend>, tenant: &str) -> Result<Self, StorageError> {
         let entries = storage.log_read(NAMESPACE, &format!("{tenant}/"), 0).await?;
-        let mut tables: HashMap<(String, String), Vec<SchemaVersion>> = HashMap::new();
+        let mut tables: History = HashMap::new();
         for e in entries {
             match serde_json::from_str::<SchemaVersion>(&e.value) {
                 Ok(mut v) => {
                     v.seq = e.seq;
                     tables.entry((v.db.clone(), v.table.clone())).or_default().push(v);
                 }
-                Err(err) => tracing::warn!(key = %e.key, seq = e.seq, "skipping unreadable schema history record: {err}"),
+                Err(err) => {
+                    tracing::warn!(key = %e.key, seq = e.seq, "skipping unreadable schema history record: {err}")
+                }
             }
         }
         Ok(SchemaRegistry { storage, tenant: tenant.into(), tables: Arc::new(Mutex::new(tables)) })
@@ -148,11 +153,7 @@ impl SchemaRegistry {
     pub fn version_at(&self, db: &str, table: &str, position: &Position) -> Option<SchemaVersion> {
         let tables = self.tables.lock().expect("schema registry lock");
         let versions = tables.get(&(db.to_string(), table.to_string()))?;
-        versions
-            .iter()
-            .rev()
-            .find(|v| v.position.as_ref().is_none_or(|p| p.is_at_or_before(position)))
-            .cloned()
+        versions.iter().rev().find(|v| v.position.as_ref().is_none_or(|p| p.is_at_or_before(position))).cloned()
     }
 
     /// Every table with a history, as `(db, table)`.

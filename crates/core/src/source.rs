@@ -62,7 +62,11 @@ impl ChunkSender {
     /// Wraps a channel; chunks are sent when they reach `chunk_events`.
     pub fn new(tx: mpsc::Sender<SourceChunk>, chunk_events: usize) -> Self {
         let chunk_events = chunk_events.max(1);
-        ChunkSender { tx, buf: SourceChunk { events: Vec::with_capacity(chunk_events), commits: Vec::new() }, chunk_events }
+        ChunkSender {
+            tx,
+            buf: SourceChunk { events: Vec::with_capacity(chunk_events), commits: Vec::new() },
+            chunk_events,
+        }
     }
 
     /// Adds one event; sends the chunk when it is full (waiting if the

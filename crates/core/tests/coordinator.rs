@@ -215,7 +215,14 @@ async fn all_policy_never_checkpoints_past_a_failing_sink() {
         }
     });
     let dyn_storage: Arc<dyn StorageBackend> = storage.clone();
-    let p = pipeline(dyn_storage.clone(), 5000, 1, vec![("a", true, a.clone()), ("b", true, b.clone())], CommitPolicy::All, 100);
+    let p = pipeline(
+        dyn_storage.clone(),
+        5000,
+        1,
+        vec![("a", true, a.clone()), ("b", true, b.clone())],
+        CommitPolicy::All,
+        100,
+    );
     let task = tokio::spawn(p.run(CancellationToken::new()));
     // While b is down, nothing may be checkpointed.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -244,8 +251,16 @@ async fn required_policy_advances_past_a_failing_optional_sink() {
         }
     });
     let dyn_storage: Arc<dyn StorageBackend> = storage.clone();
-    let p = pipeline(dyn_storage.clone(), 2000, 1, vec![("req", true, req.clone()), ("opt", false, opt.clone())], CommitPolicy::Required, 500);
-    let summary = tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new())).await.unwrap().unwrap();
+    let p = pipeline(
+        dyn_storage.clone(),
+        2000,
+        1,
+        vec![("req", true, req.clone()), ("opt", false, opt.clone())],
+        CommitPolicy::Required,
+        500,
+    );
+    let summary =
+        tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new())).await.unwrap().unwrap();
     assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 2000 }));
     assert_eq!(stored_seq(&dyn_storage).await, Some(2000));
     assert!(storage.violations.lock().unwrap().is_empty());
@@ -259,7 +274,14 @@ async fn required_policy_blocks_on_a_failing_required_sink() {
     let opt = TestSink::default();
     req.failing.store(true, Ordering::SeqCst);
     let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
-    let p = pipeline(storage.clone(), 1000, 1, vec![("req", true, req.clone()), ("opt", false, opt.clone())], CommitPolicy::Required, 100);
+    let p = pipeline(
+        storage.clone(),
+        1000,
+        1,
+        vec![("req", true, req.clone()), ("opt", false, opt.clone())],
+        CommitPolicy::Required,
+        100,
+    );
     let task = tokio::spawn(p.run(CancellationToken::new()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(stored_seq(&storage).await, None);
@@ -282,7 +304,8 @@ async fn quorum_commits_with_enough_sinks() {
         CommitPolicy::Quorum(2),
         100,
     );
-    let summary = tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new())).await.unwrap().unwrap();
+    let summary =
+        tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new())).await.unwrap().unwrap();
     assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 600 }));
     assert_eq!(sinks[0].delivered.lock().unwrap().len(), 600);
 }
@@ -314,7 +337,8 @@ async fn large_transactions_checkpoint_only_at_their_commit() {
     // Transactions of 250 events, batches of 100: a checkpoint must always
     // be a multiple of 250.
     let s = TestSink::default();
-    let storage = checked(|seq| if seq % 250 == 0 { Ok(()) } else { Err(format!("checkpoint {seq} inside a transaction")) });
+    let storage =
+        checked(|seq| if seq % 250 == 0 { Ok(()) } else { Err(format!("checkpoint {seq} inside a transaction")) });
     let dyn_storage: Arc<dyn StorageBackend> = storage.clone();
     let p = pipeline(dyn_storage, 2500, 250, vec![("s", true, s.clone())], CommitPolicy::All, 100);
     let summary = p.run(CancellationToken::new()).await.unwrap();
@@ -330,15 +354,25 @@ async fn resumes_after_the_checkpoint_and_skips_what_a_sink_already_has() {
     // Pretend an earlier run checkpointed at 100, with sink `ahead` already at 200.
     let cp = Checkpoint {
         position: Position::Datagen { seq: 100 },
-        sinks: [("ahead".to_string(), Position::Datagen { seq: 200 }), ("behind".to_string(), Position::Datagen { seq: 100 })]
-            .into_iter()
-            .collect(),
+        sinks: [
+            ("ahead".to_string(), Position::Datagen { seq: 200 }),
+            ("behind".to_string(), Position::Datagen { seq: 100 }),
+        ]
+        .into_iter()
+        .collect(),
         written_at: chrono::Utc::now(),
     };
     CheckpointStore::new(storage.clone()).save("src", &cp).await.unwrap();
     let ahead = TestSink::default();
     let behind = TestSink::default();
-    let p = pipeline(storage.clone(), 300, 1, vec![("ahead", true, ahead.clone()), ("behind", true, behind.clone())], CommitPolicy::All, 50);
+    let p = pipeline(
+        storage.clone(),
+        300,
+        1,
+        vec![("ahead", true, ahead.clone()), ("behind", true, behind.clone())],
+        CommitPolicy::All,
+        50,
+    );
     let summary = p.run(CancellationToken::new()).await.unwrap();
     assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 300 }));
     assert_eq!(*behind.delivered.lock().unwrap(), (101..=300).collect::<Vec<_>>());

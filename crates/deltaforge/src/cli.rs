@@ -87,7 +87,11 @@ pub enum CheckpointAction {
 pub fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -145,7 +149,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     for (id, cp) in all {
                         match cp {
-                            Ok(cp) => println!("{id}\t{}\t{}", serde_json::to_string(&cp.position)?, cp.written_at.to_rfc3339()),
+                            Ok(cp) => println!(
+                                "{id}\t{}\t{}",
+                                serde_json::to_string(&cp.position)?,
+                                cp.written_at.to_rfc3339()
+                            ),
                             Err(e) => println!("{id}\tUNREADABLE: {e}"),
                         }
                     }
@@ -157,7 +165,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                         Ok(ExitCode::SUCCESS)
                     }
                     None => {
-                        eprintln!("no checkpoint stored for source id {source_id:?} (see `deltaforge checkpoints list`)");
+                        eprintln!(
+                            "no checkpoint stored for source id {source_id:?} (see `deltaforge checkpoints list`)"
+                        );
                         Ok(ExitCode::from(3))
                     }
                 },

@@ -5,8 +5,6 @@
 //! Adding a component means one module in its crate and one line in each
 //! table below. This module must never open a connection while validating.
 
-use std::sync::Arc;
-
 use deltaforge_config::{Catalog, ComponentSpec, PipelineSpec, SinkSpec};
 use deltaforge_core::{Processor, Sink, SinkError, Source, SourceError};
 use serde::de::DeserializeOwned;
@@ -15,6 +13,16 @@ use serde_json::{Map, Value};
 use crate::failpoint::FailpointSink;
 
 type Config = Map<String, Value>;
+/// Builds a sink from its config and where it runs.
+type BuildSink = fn(&Config, &SinkContext<'_>) -> Result<Box<dyn Sink>, SinkError>;
+
+/// What a sink is built with besides its own config.
+pub struct SinkContext<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The sink's configured id.
+    pub sink_id: &'a str,
+}
 
 /// Parses a component config into its typed struct, naming the field at fault.
 fn parse<T: DeserializeOwned>(config: &Config) -> Result<T, (String, String)> {
@@ -35,7 +43,7 @@ struct SourceEntry {
 struct SinkEntry {
     kind: &'static str,
     check: fn(&Config) -> Result<(), (String, String)>,
-    build: fn(&Config, &str) -> Result<Box<dyn Sink>, SinkError>,
+    build: BuildSink,
 }
 
 struct ProcessorEntry {
@@ -51,13 +59,14 @@ const SOURCES: &[SourceEntry] = &[SourceEntry {
         let cfg = parse::<deltaforge_source_datagen::DatagenConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
         Ok(Box::new(deltaforge_source_datagen::DatagenSource::new(cfg)))
     },
-}];
+},
+];
 
 const SINKS: &[SinkEntry] = &[
     SinkEntry {
         kind: "file",
         check: |c| parse::<deltaforge_sinks_basic::FileConfig>(c).map(|_| ()),
-        build: |c, _| {
+        build: |c, _ctx| {
             let cfg = parse::<deltaforge_sinks_basic::FileConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
             Ok(Box::new(deltaforge_sinks_basic::FileSink::open(cfg)?))
         },
@@ -65,7 +74,7 @@ const SINKS: &[SinkEntry] = &[
     SinkEntry {
         kind: "stdout",
         check: |c| parse::<deltaforge_sinks_basic::StdoutConfig>(c).map(|_| ()),
-        build: |c, _| {
+        build: |c, _ctx| {
             let cfg = parse::<deltaforge_sinks_basic::StdoutConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
             Ok(Box::new(deltaforge_sinks_basic::StdoutSink::new(cfg)))
         },
@@ -73,7 +82,7 @@ const SINKS: &[SinkEntry] = &[
     SinkEntry {
         kind: "discard",
         check: |c| parse::<deltaforge_sinks_basic::DiscardConfig>(c).map(|_| ()),
-        build: |c, _| {
+        build: |c, _ctx| {
             let cfg = parse::<deltaforge_sinks_basic::DiscardConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
             Ok(Box::new(deltaforge_sinks_basic::DiscardSink::new(cfg)))
         },
@@ -132,7 +141,7 @@ impl Registry {
             .iter()
             .find(|e| e.kind == spec.kind)
             .ok_or_else(|| SinkError::Fatal(format!("unknown sink type {:?}", spec.kind)))?;
-        let sink = (entry.build)(&spec.config, pipeline)?;
+        let sink = (entry.build)(&spec.config, &SinkContext { pipeline, sink_id: &spec.id })?;
         Ok(match crate::failpoint::for_sink(&spec.id) {
             Some(flag) => Box::new(FailpointSink::new(sink, flag)),
             None => sink,
@@ -148,6 +157,3 @@ impl Registry {
         (entry.build)(&spec.config)
     }
 }
-
-/// Shared handle used by the runner.
-pub type SharedRegistry = Arc<Registry>;

@@ -16,7 +16,11 @@ use crate::registry::Registry;
 /// Runs every pipeline until all have finished or a signal arrives.
 /// Exit code 0 when every pipeline ended cleanly (or was stopped by a
 /// signal), 1 when any failed.
-pub async fn run(specs: Vec<PipelineSpec>, storage: Arc<dyn StorageBackend>, grace: Duration) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    specs: Vec<PipelineSpec>,
+    storage: Arc<dyn StorageBackend>,
+    grace: Duration,
+) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     let mut tasks = Vec::new();
@@ -63,14 +67,17 @@ async fn watch_signals(shutdown: CancellationToken) {
 }
 
 /// Builds the runtime parts of a pipeline from its spec.
-pub fn build(spec: &PipelineSpec, storage: Arc<dyn StorageBackend>, grace: Duration) -> Result<Pipeline, PipelineError> {
+pub fn build(
+    spec: &PipelineSpec,
+    storage: Arc<dyn StorageBackend>,
+    grace: Duration,
+) -> Result<Pipeline, PipelineError> {
     let registry = Registry;
     let source = registry.build_source(spec)?;
     let mut sinks = Vec::new();
     for s in &spec.sinks {
-        let sink = registry
-            .build_sink(&spec.name, s)
-            .map_err(|error| PipelineError::Sink { sink: s.id.clone(), error })?;
+        let sink =
+            registry.build_sink(&spec.name, s).map_err(|error| PipelineError::Sink { sink: s.id.clone(), error })?;
         sinks.push(SinkSlot { id: s.id.clone(), required: s.required, delivery: s.delivery.clone(), sink });
     }
     let mut processors = Vec::new();
@@ -94,7 +101,12 @@ pub fn build(spec: &PipelineSpec, storage: Arc<dyn StorageBackend>, grace: Durat
 
 /// Runs one pipeline, restarting it after retryable failures. Returns
 /// whether it ended without a fatal error.
-async fn supervise(spec: PipelineSpec, storage: Arc<dyn StorageBackend>, shutdown: CancellationToken, grace: Duration) -> bool {
+async fn supervise(
+    spec: PipelineSpec,
+    storage: Arc<dyn StorageBackend>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> bool {
     let mut backoff = Duration::from_secs(1);
     loop {
         let result = match build(&spec, storage.clone(), grace) {
@@ -115,7 +127,10 @@ async fn supervise(spec: PipelineSpec, storage: Arc<dyn StorageBackend>, shutdow
                 tracing::warn!(pipeline = %spec.name, "pipeline stopped during shutdown: {e}");
                 return true;
             }
-            Err(e) if e.is_retryable() || matches!(&e, PipelineError::Sink { error: deltaforge_core::SinkError::Retryable(_), .. }) => {
+            Err(e)
+                if e.is_retryable()
+                    || matches!(&e, PipelineError::Sink { error: deltaforge_core::SinkError::Retryable(_), .. }) =>
+            {
                 tracing::warn!(pipeline = %spec.name, retry_in = ?backoff, "pipeline failed, restarting from its checkpoint: {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

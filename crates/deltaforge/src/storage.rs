@@ -22,13 +22,13 @@ pub enum BackendKind {
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// Storage backend.
-    #[arg(long, value_enum, default_value = "sqlite", env = "DELTAFORGE_STORAGE_BACKEND")]
+    #[arg(long, global = true, value_enum, default_value = "sqlite", env = "DELTAFORGE_STORAGE_BACKEND")]
     pub storage_backend: BackendKind,
     /// SQLite file (parent directories are created).
-    #[arg(long, default_value = "./data/deltaforge.db", env = "DELTAFORGE_STORAGE_PATH")]
+    #[arg(long, global = true, default_value = "./data/deltaforge.db", env = "DELTAFORGE_STORAGE_PATH")]
     pub storage_path: PathBuf,
     /// PostgreSQL DSN for the postgres backend.
-    #[arg(long, env = "DELTAFORGE_STORAGE_DSN", hide_env_values = true)]
+    #[arg(long, global = true, env = "DELTAFORGE_STORAGE_DSN", hide_env_values = true)]
     pub storage_dsn: Option<String>,
 }
 

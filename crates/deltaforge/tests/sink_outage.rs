@@ -58,7 +58,8 @@ fn run_outage(policy: &str, flaky_required: bool) -> (u64, u64, u64, u64, tempfi
         &log,
         &[("DELTAFORGE_FAILPOINTS", &fp)],
     );
-    wait_for(Duration::from_secs(30), || (seq(&db) > 500).then_some(())).unwrap_or_else(|| panic!("no progress\n{}", df.log_text()));
+    wait_for(Duration::from_secs(30), || (seq(&db) > 500).then_some(()))
+        .unwrap_or_else(|| panic!("no progress\n{}", df.log_text()));
     // Take the flaky sink down.
     std::fs::write(&flag, b"down").unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -86,7 +87,8 @@ fn all_policy_holds_the_checkpoint_while_a_sink_is_down() {
     assert!(during <= start + 600, "checkpoint moved from {start} to {during} during the outage under `all`");
     // After recovery both sinks have every event up to the final checkpoint.
     for f in ["good.jsonl", "flaky.jsonl"] {
-        let mut ids: Vec<u64> = read_jsonl(&dir.path().join(f)).iter().map(|e| e["after"]["id"].as_u64().unwrap()).collect();
+        let mut ids: Vec<u64> =
+            read_jsonl(&dir.path().join(f)).iter().map(|e| e["after"]["id"].as_u64().unwrap()).collect();
         ids.sort();
         ids.dedup();
         assert!(ids.len() as u64 >= end, "{f} is missing events below the checkpoint {end}");
@@ -97,9 +99,13 @@ fn all_policy_holds_the_checkpoint_while_a_sink_is_down() {
 #[test]
 fn required_policy_advances_while_an_optional_sink_is_down() {
     let (start, during, flaky_high, end, dir) = run_outage("required", false);
-    assert!(during > start + 1000, "checkpoint did not advance during the optional sink's outage ({start} -> {during})");
+    assert!(
+        during > start + 1000,
+        "checkpoint did not advance during the optional sink's outage ({start} -> {during})"
+    );
     assert!(during > flaky_high, "expected the checkpoint to pass the optional sink");
-    let good: Vec<u64> = read_jsonl(&dir.path().join("good.jsonl")).iter().map(|e| e["after"]["id"].as_u64().unwrap()).collect();
+    let good: Vec<u64> =
+        read_jsonl(&dir.path().join("good.jsonl")).iter().map(|e| e["after"]["id"].as_u64().unwrap()).collect();
     assert_eq!(good, (1..=good.len() as u64).collect::<Vec<_>>(), "the required sink has a gap or duplicate");
     assert!(good.len() as u64 >= end);
 }

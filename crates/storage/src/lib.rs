@@ -67,14 +67,8 @@ pub enum StorageError {
 
 impl StorageError {
     /// Wraps an underlying error, naming the operation that failed.
-    pub fn backend(
-        op: impl Into<String>,
-        err: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        StorageError::Backend {
-            op: op.into(),
-            source: Box::new(err),
-        }
+    pub fn backend(op: impl Into<String>, err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StorageError::Backend { op: op.into(), source: Box::new(err) }
     }
 }
 
@@ -142,13 +136,7 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// Reads a key; expired keys read as absent.
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>>;
     /// Writes a key, replacing any value; with `ttl` it expires after that long.
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<()>;
+    async fn kv_put(&self, namespace: &str, key: &str, value: &str, ttl: Option<Duration>) -> Result<()>;
     /// Deletes a key; returns whether it existed.
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
     /// Lists live keys starting with `prefix`, ordered by key.
@@ -159,35 +147,18 @@ pub trait StorageBackend: Send + Sync + 'static {
     async fn log_append(&self, namespace: &str, key: &str, value: &str) -> Result<u64>;
     /// Reads records whose key starts with `key_prefix` and whose sequence is
     /// greater than `after_seq`, in sequence order.
-    async fn log_read(
-        &self,
-        namespace: &str,
-        key_prefix: &str,
-        after_seq: u64,
-    ) -> Result<Vec<LogEntry>>;
+    async fn log_read(&self, namespace: &str, key_prefix: &str, after_seq: u64) -> Result<Vec<LogEntry>>;
 
     /// Reads a slot.
     async fn slot_get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>>;
     /// Writes a slot if its current version is `expected` (`None`: the slot must be empty).
-    async fn slot_cas(
-        &self,
-        namespace: &str,
-        key: &str,
-        expected: Option<u64>,
-        value: &str,
-    ) -> Result<CasOutcome>;
+    async fn slot_cas(&self, namespace: &str, key: &str, expected: Option<u64>, value: &str) -> Result<CasOutcome>;
     /// Empties a slot; returns whether it held a value.
     async fn slot_delete(&self, namespace: &str, key: &str) -> Result<bool>;
 
     /// Appends an item to a bounded queue; fails with [`StorageError::QueueFull`]
     /// when it already holds `capacity` unacknowledged items.
-    async fn queue_push(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &str,
-        capacity: u64,
-    ) -> Result<u64>;
+    async fn queue_push(&self, namespace: &str, key: &str, value: &str, capacity: u64) -> Result<u64>;
     /// Returns up to `limit` unacknowledged items, oldest first.
     async fn queue_peek(&self, namespace: &str, key: &str, limit: usize) -> Result<Vec<QueueItem>>;
     /// Acknowledges (removes) an item; returns whether it was present.

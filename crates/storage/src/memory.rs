@@ -99,34 +99,18 @@ impl StorageBackend for MemoryBackend {
         }
     }
 
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<()> {
+    async fn kv_put(&self, namespace: &str, key: &str, value: &str, ttl: Option<Duration>) -> Result<()> {
         let now = Instant::now();
-        let entry = KvEntry {
-            value: value.to_owned(),
-            expires_at: deadline(now, ttl),
-        };
+        let entry = KvEntry { value: value.to_owned(), expires_at: deadline(now, ttl) };
         let mut state = self.state();
-        state
-            .kv
-            .entry(namespace.to_owned())
-            .or_default()
-            .insert(key.to_owned(), entry);
+        state.kv.entry(namespace.to_owned()).or_default().insert(key.to_owned(), entry);
         Ok(())
     }
 
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
         let now = Instant::now();
         let mut state = self.state();
-        let removed = state
-            .kv
-            .get_mut(namespace)
-            .and_then(|keys| keys.remove(key));
+        let removed = state.kv.get_mut(namespace).and_then(|keys| keys.remove(key));
         Ok(removed.is_some_and(|entry| entry.is_live(now)))
     }
 
@@ -137,10 +121,7 @@ impl StorageBackend for MemoryBackend {
             return Ok(Vec::new());
         };
         Ok(keys
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .filter(|(_, entry)| entry.is_live(now))
             .map(|(key, entry)| (key.clone(), entry.value.clone()))
@@ -156,25 +137,14 @@ impl StorageBackend for MemoryBackend {
             )
         })?;
         state.last_seq = seq;
-        let entry = LogEntry {
-            seq,
-            key: key.to_owned(),
-            value: value.to_owned(),
-        };
+        let entry = LogEntry { seq, key: key.to_owned(), value: value.to_owned() };
         state.log.push((namespace.to_owned(), entry));
         Ok(seq)
     }
 
-    async fn log_read(
-        &self,
-        namespace: &str,
-        key_prefix: &str,
-        after_seq: u64,
-    ) -> Result<Vec<LogEntry>> {
+    async fn log_read(&self, namespace: &str, key_prefix: &str, after_seq: u64) -> Result<Vec<LogEntry>> {
         let state = self.state();
-        let start = state
-            .log
-            .partition_point(|(_, entry)| entry.seq <= after_seq);
+        let start = state.log.partition_point(|(_, entry)| entry.seq <= after_seq);
         Ok(state.log[start..]
             .iter()
             .filter(|(ns, entry)| ns == namespace && entry.key.starts_with(key_prefix))
@@ -184,19 +154,10 @@ impl StorageBackend for MemoryBackend {
 
     async fn slot_get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>> {
         let state = self.state();
-        Ok(state
-            .slots
-            .get(&(namespace.to_owned(), key.to_owned()))
-            .cloned())
+        Ok(state.slots.get(&(namespace.to_owned(), key.to_owned())).cloned())
     }
 
-    async fn slot_cas(
-        &self,
-        namespace: &str,
-        key: &str,
-        expected: Option<u64>,
-        value: &str,
-    ) -> Result<CasOutcome> {
+    async fn slot_cas(&self, namespace: &str, key: &str, expected: Option<u64>, value: &str) -> Result<CasOutcome> {
         let mut state = self.state();
         let id = (namespace.to_owned(), key.to_owned());
         let current = state.slots.get(&id);
@@ -213,53 +174,27 @@ impl StorageBackend for MemoryBackend {
                 )
             })?,
         };
-        state.slots.insert(
-            id,
-            Versioned {
-                version,
-                value: value.to_owned(),
-            },
-        );
+        state.slots.insert(id, Versioned { version, value: value.to_owned() });
         Ok(CasOutcome::Swapped(version))
     }
 
     async fn slot_delete(&self, namespace: &str, key: &str) -> Result<bool> {
         let mut state = self.state();
-        Ok(state
-            .slots
-            .remove(&(namespace.to_owned(), key.to_owned()))
-            .is_some())
+        Ok(state.slots.remove(&(namespace.to_owned(), key.to_owned())).is_some())
     }
 
-    async fn queue_push(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &str,
-        capacity: u64,
-    ) -> Result<u64> {
+    async fn queue_push(&self, namespace: &str, key: &str, value: &str, capacity: u64) -> Result<u64> {
         let mut state = self.state();
         let id = (namespace.to_owned(), key.to_owned());
         let len = state.queues.get(&id).map_or(0, BTreeMap::len);
         if len as u64 >= capacity {
-            return Err(StorageError::QueueFull {
-                namespace: namespace.to_owned(),
-                key: key.to_owned(),
-                capacity,
-            });
+            return Err(StorageError::QueueFull { namespace: namespace.to_owned(), key: key.to_owned(), capacity });
         }
         let item_id = state.last_queue_id.checked_add(1).ok_or_else(|| {
-            StorageError::backend(
-                format!("queue_push {namespace}/{key}"),
-                std::io::Error::other("queue ids exhausted"),
-            )
+            StorageError::backend(format!("queue_push {namespace}/{key}"), std::io::Error::other("queue ids exhausted"))
         })?;
         state.last_queue_id = item_id;
-        state
-            .queues
-            .entry(id)
-            .or_default()
-            .insert(item_id, value.to_owned());
+        state.queues.entry(id).or_default().insert(item_id, value.to_owned());
         Ok(item_id)
     }
 
@@ -268,22 +203,12 @@ impl StorageBackend for MemoryBackend {
         let Some(queue) = state.queues.get(&(namespace.to_owned(), key.to_owned())) else {
             return Ok(Vec::new());
         };
-        Ok(queue
-            .iter()
-            .take(limit)
-            .map(|(&id, value)| QueueItem {
-                id,
-                value: value.clone(),
-            })
-            .collect())
+        Ok(queue.iter().take(limit).map(|(&id, value)| QueueItem { id, value: value.clone() }).collect())
     }
 
     async fn queue_ack(&self, namespace: &str, key: &str, id: u64) -> Result<bool> {
         let mut state = self.state();
-        let Some(queue) = state
-            .queues
-            .get_mut(&(namespace.to_owned(), key.to_owned()))
-        else {
+        let Some(queue) = state.queues.get_mut(&(namespace.to_owned(), key.to_owned())) else {
             return Ok(false);
         };
         Ok(queue.remove(&id).is_some())
@@ -291,10 +216,7 @@ impl StorageBackend for MemoryBackend {
 
     async fn queue_len(&self, namespace: &str, key: &str) -> Result<u64> {
         let state = self.state();
-        Ok(state
-            .queues
-            .get(&(namespace.to_owned(), key.to_owned()))
-            .map_or(0, |queue| queue.len() as u64))
+        Ok(state.queues.get(&(namespace.to_owned(), key.to_owned())).map_or(0, |queue| queue.len() as u64))
     }
 }
 

@@ -70,8 +70,7 @@ INSERT INTO meta (key, value) VALUES ('schema_version', '1');
 ";
 
 /// What an operator can do about a damaged or foreign store file.
-const FIX_RESTORE: &str =
-    "Restore the file from a backup, or move it aside to start from empty checkpoints \
+const FIX_RESTORE: &str = "Restore the file from a backup, or move it aside to start from empty checkpoints \
      (every pipeline then re-reads from its beginning)";
 
 /// A [`StorageBackend`] kept in one SQLite file (default `./data/deltaforge.db`).
@@ -119,10 +118,7 @@ impl SqliteBackend {
         let conn = tokio::task::spawn_blocking(move || open_blocking(&for_task))
             .await
             .map_err(|err| StorageError::backend(format!("open {}", path.display()), err))??;
-        Ok(Self {
-            path,
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { path, conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// The path of the database file, as given to [`SqliteBackend::open`].
@@ -202,8 +198,9 @@ fn inspect(conn: &Connection, location: &str) -> Result<Layout> {
         fix: fix.to_owned(),
     };
     let tables: Vec<String> = (|| {
-        let mut stmt =
-            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")?;
+        let mut stmt = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+        )?;
         let names = stmt.query_map([], |row| row.get(0))?;
         names.collect::<rusqlite::Result<Vec<String>>>()
     })()
@@ -223,11 +220,7 @@ fn inspect(conn: &Connection, location: &str) -> Result<Layout> {
         ));
     }
     let version: Option<String> = conn
-        .query_row(
-            "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'schema_version'",
-            [],
-            |row| row.get(0),
-        )
+        .query_row("SELECT CAST(value AS TEXT) FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
         .optional()
         .map_err(|err| open_error(location, "inspect", err))?
         .flatten();
@@ -244,22 +237,13 @@ fn inspect(conn: &Connection, location: &str) -> Result<Layout> {
             ));
         }
         None => {
-            return Err(unusable(
-                "its meta table holds no schema_version".to_owned(),
-                FIX_RESTORE,
-            ));
+            return Err(unusable("its meta table holds no schema_version".to_owned(), FIX_RESTORE));
         }
     }
-    let missing: Vec<&str> = TABLES
-        .into_iter()
-        .filter(|table| !tables.iter().any(|t| t == table))
-        .collect();
+    let missing: Vec<&str> = TABLES.into_iter().filter(|table| !tables.iter().any(|t| t == table)).collect();
     if !missing.is_empty() {
         return Err(unusable(
-            format!(
-                "it declares schema version {SCHEMA_VERSION} but lacks table(s) {}",
-                missing.join(", ")
-            ),
+            format!("it declares schema version {SCHEMA_VERSION} but lacks table(s) {}", missing.join(", ")),
             FIX_RESTORE,
         ));
     }
@@ -269,24 +253,14 @@ fn inspect(conn: &Connection, location: &str) -> Result<Layout> {
 /// Opens, configures and (when new) initialises the file; runs on a blocking thread.
 fn open_blocking(path: &Path) -> Result<Connection> {
     let location = path.display().to_string();
-    if let Some(parent) = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-    {
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|err| {
-            StorageError::backend(
-                format!("create directory {} for {location}", parent.display()),
-                err,
-            )
+            StorageError::backend(format!("create directory {} for {location}", parent.display()), err)
         })?;
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(path, flags)
-        .map_err(|err| open_error(&location, "open", err))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|err| open_error(&location, "configure", err))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|err| open_error(&location, "open", err))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|err| open_error(&location, "configure", err))?;
 
     // Refuse foreign or unknown files before changing anything in them.
     inspect(&conn, &location)?;
@@ -309,21 +283,16 @@ fn open_blocking(path: &Path) -> Result<Connection> {
         let created = match inspect(&tx, &location)? {
             Layout::Current => false,
             Layout::Empty => {
-                tx.execute_batch(SCHEMA_V1)
-                    .map_err(|err| open_error(&location, "create schema in", err))?;
+                tx.execute_batch(SCHEMA_V1).map_err(|err| open_error(&location, "create schema in", err))?;
                 true
             }
         };
-        tx.commit()
-            .map_err(|err| open_error(&location, "create schema in", err))?;
+        tx.commit().map_err(|err| open_error(&location, "create schema in", err))?;
         Ok(created)
     })()?;
 
     let purged = conn
-        .execute(
-            "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-            params![now_millis()],
-        )
+        .execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1", params![now_millis()])
         .map_err(|err| open_error(&location, "purge expired keys in", err))?;
     tracing::info!(path = %location, created, purged_expired_keys = purged, "opened SQLite storage");
     Ok(conn)
@@ -331,11 +300,7 @@ fn open_blocking(path: &Path) -> Result<Connection> {
 
 /// Wall-clock time in unix milliseconds (0 before the epoch).
 fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The `expires_at` value of a key written now with `ttl`.
@@ -365,13 +330,7 @@ impl StorageBackend for SqliteBackend {
         .await
     }
 
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<()> {
+    async fn kv_put(&self, namespace: &str, key: &str, value: &str, ttl: Option<Duration>) -> Result<()> {
         let (ns, k, v) = (namespace.to_owned(), key.to_owned(), value.to_owned());
         self.run(
             || format!("kv_put {namespace}/{key}"),
@@ -393,9 +352,8 @@ impl StorageBackend for SqliteBackend {
             || format!("kv_delete {namespace}/{key}"),
             move |conn| {
                 let now = now_millis();
-                let mut stmt = conn.prepare_cached(
-                    "DELETE FROM kv WHERE namespace = ?1 AND key = ?2 RETURNING expires_at",
-                )?;
+                let mut stmt =
+                    conn.prepare_cached("DELETE FROM kv WHERE namespace = ?1 AND key = ?2 RETURNING expires_at")?;
                 let deleted = stmt.query_map(params![ns, k], |row| row.get::<_, Option<i64>>(0))?;
                 let mut was_live = false;
                 for expires_at in deleted {
@@ -437,10 +395,8 @@ impl StorageBackend for SqliteBackend {
         self.run(
             || format!("log_append {namespace}/{key}"),
             move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO log (namespace, key, value, created_at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![ns, k, v, now_millis()])?;
+                conn.prepare_cached("INSERT INTO log (namespace, key, value, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![ns, k, v, now_millis()])?;
                 // AUTOINCREMENT rowids are positive and never reused.
                 Ok(conn.last_insert_rowid().unsigned_abs())
             },
@@ -448,12 +404,7 @@ impl StorageBackend for SqliteBackend {
         .await
     }
 
-    async fn log_read(
-        &self,
-        namespace: &str,
-        key_prefix: &str,
-        after_seq: u64,
-    ) -> Result<Vec<LogEntry>> {
+    async fn log_read(&self, namespace: &str, key_prefix: &str, after_seq: u64) -> Result<Vec<LogEntry>> {
         let (ns, p) = (namespace.to_owned(), key_prefix.to_owned());
         let Ok(after) = i64::try_from(after_seq) else {
             // No sequence number can exceed i64::MAX in SQLite.
@@ -480,20 +431,10 @@ impl StorageBackend for SqliteBackend {
 
     async fn slot_get(&self, namespace: &str, key: &str) -> Result<Option<Versioned>> {
         let (ns, k) = (namespace.to_owned(), key.to_owned());
-        self.run(
-            || format!("slot_get {namespace}/{key}"),
-            move |conn| read_slot(conn, &ns, &k),
-        )
-        .await
+        self.run(|| format!("slot_get {namespace}/{key}"), move |conn| read_slot(conn, &ns, &k)).await
     }
 
-    async fn slot_cas(
-        &self,
-        namespace: &str,
-        key: &str,
-        expected: Option<u64>,
-        value: &str,
-    ) -> Result<CasOutcome> {
+    async fn slot_cas(&self, namespace: &str, key: &str, expected: Option<u64>, value: &str) -> Result<CasOutcome> {
         let (ns, k, v) = (namespace.to_owned(), key.to_owned(), value.to_owned());
         self.run(
             || format!("slot_cas {namespace}/{key}"),
@@ -541,13 +482,7 @@ impl StorageBackend for SqliteBackend {
         .await
     }
 
-    async fn queue_push(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: &str,
-        capacity: u64,
-    ) -> Result<u64> {
+    async fn queue_push(&self, namespace: &str, key: &str, value: &str, capacity: u64) -> Result<u64> {
         let (ns, k, v) = (namespace.to_owned(), key.to_owned(), value.to_owned());
         let pushed = self
             .run(
@@ -568,11 +503,7 @@ impl StorageBackend for SqliteBackend {
                 },
             )
             .await?;
-        pushed.ok_or_else(|| StorageError::QueueFull {
-            namespace: namespace.to_owned(),
-            key: key.to_owned(),
-            capacity,
-        })
+        pushed.ok_or_else(|| StorageError::QueueFull { namespace: namespace.to_owned(), key: key.to_owned(), capacity })
     }
 
     async fn queue_peek(&self, namespace: &str, key: &str, limit: usize) -> Result<Vec<QueueItem>> {
@@ -584,7 +515,8 @@ impl StorageBackend for SqliteBackend {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, value FROM queue WHERE namespace = ?1 AND key = ?2 ORDER BY id LIMIT ?3",
                 )?;
-                let items = stmt.query_map(params![ns, k, limit], |row| Ok(QueueItem { id: row.get(0)?, value: row.get(1)? }))?;
+                let items =
+                    stmt.query_map(params![ns, k, limit], |row| Ok(QueueItem { id: row.get(0)?, value: row.get(1)? }))?;
                 items.collect()
             },
         )
@@ -601,9 +533,7 @@ impl StorageBackend for SqliteBackend {
             || format!("queue_ack {namespace}/{key} id {id}"),
             move |conn| {
                 let deleted = conn
-                    .prepare_cached(
-                        "DELETE FROM queue WHERE namespace = ?1 AND key = ?2 AND id = ?3",
-                    )?
+                    .prepare_cached("DELETE FROM queue WHERE namespace = ?1 AND key = ?2 AND id = ?3")?
                     .execute(params![ns, k, id])?;
                 Ok(deleted > 0)
             },
@@ -627,12 +557,7 @@ impl StorageBackend for SqliteBackend {
 /// Reads one slot.
 fn read_slot(conn: &Connection, namespace: &str, key: &str) -> rusqlite::Result<Option<Versioned>> {
     conn.prepare_cached("SELECT version, value FROM slots WHERE namespace = ?1 AND key = ?2")?
-        .query_row(params![namespace, key], |row| {
-            Ok(Versioned {
-                version: row.get(0)?,
-                value: row.get(1)?,
-            })
-        })
+        .query_row(params![namespace, key], |row| Ok(Versioned { version: row.get(0)?, value: row.get(1)? }))
         .optional()
 }
 
@@ -648,9 +573,7 @@ mod tests {
 
     async fn make_store() -> (Arc<dyn StorageBackend>, TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteBackend::open(dir.path().join("deltaforge.db"))
-            .await
-            .unwrap();
+        let store = SqliteBackend::open(dir.path().join("deltaforge.db")).await.unwrap();
         (Arc::new(store), dir)
     }
 
@@ -661,14 +584,7 @@ mod tests {
         match SqliteBackend::open(path).await {
             Err(err @ StorageError::Unusable { .. }) => {
                 let message = err.to_string();
-                let StorageError::Unusable {
-                    location,
-                    reason,
-                    fix,
-                } = err
-                else {
-                    unreachable!()
-                };
+                let StorageError::Unusable { location, reason, fix } = err else { unreachable!() };
                 (location, reason, fix, message)
             }
             Err(other) => panic!("expected Unusable, got {other:?}"),
@@ -691,104 +607,43 @@ mod tests {
         let path = dir.path().join("deltaforge.db");
         let (seq, queued) = {
             let store = SqliteBackend::open(&path).await.unwrap();
-            store
-                .kv_put("checkpoints", "pg-orders", r#"{"lsn":"0/16B3748"}"#, None)
-                .await
-                .unwrap();
-            store
-                .kv_put(
-                    "leases",
-                    "gone",
-                    "x",
-                    Some(std::time::Duration::from_millis(1)),
-                )
-                .await
-                .unwrap();
-            let seq = store
-                .log_append("schemas", "public.orders", "v1")
-                .await
-                .unwrap();
-            assert_eq!(
-                store.slot_cas("cursors", "snap", None, "c1").await.unwrap(),
-                CasOutcome::Swapped(1)
-            );
-            let queued = store
-                .queue_push("dlq", "pg-orders", "bad event", 10)
-                .await
-                .unwrap();
+            store.kv_put("checkpoints", "pg-orders", r#"{"lsn":"0/16B3748"}"#, None).await.unwrap();
+            store.kv_put("leases", "gone", "x", Some(std::time::Duration::from_millis(1))).await.unwrap();
+            let seq = store.log_append("schemas", "public.orders", "v1").await.unwrap();
+            assert_eq!(store.slot_cas("cursors", "snap", None, "c1").await.unwrap(), CasOutcome::Swapped(1));
+            let queued = store.queue_push("dlq", "pg-orders", "bad event", 10).await.unwrap();
             (seq, queued)
         };
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
 
         let store = SqliteBackend::open(&path).await.unwrap();
-        assert_eq!(
-            store
-                .kv_get("checkpoints", "pg-orders")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some(r#"{"lsn":"0/16B3748"}"#)
-        );
+        assert_eq!(store.kv_get("checkpoints", "pg-orders").await.unwrap().as_deref(), Some(r#"{"lsn":"0/16B3748"}"#));
         assert_eq!(store.kv_get("leases", "gone").await.unwrap(), None);
         let log = store.log_read("schemas", "", 0).await.unwrap();
         assert_eq!(log.len(), 1);
         assert_eq!((log[0].seq, log[0].value.as_str()), (seq, "v1"));
-        assert!(
-            store
-                .log_append("schemas", "public.orders", "v2")
-                .await
-                .unwrap()
-                > seq
-        );
+        assert!(store.log_append("schemas", "public.orders", "v2").await.unwrap() > seq);
         assert_eq!(
             store.slot_get("cursors", "snap").await.unwrap(),
-            Some(Versioned {
-                version: 1,
-                value: "c1".into()
-            })
+            Some(Versioned { version: 1, value: "c1".into() })
         );
-        assert_eq!(
-            store
-                .slot_cas("cursors", "snap", Some(1), "c2")
-                .await
-                .unwrap(),
-            CasOutcome::Swapped(2)
-        );
+        assert_eq!(store.slot_cas("cursors", "snap", Some(1), "c2").await.unwrap(), CasOutcome::Swapped(2));
         let items = store.queue_peek("dlq", "pg-orders", 10).await.unwrap();
         assert_eq!(items.len(), 1);
-        assert_eq!(
-            (items[0].id, items[0].value.as_str()),
-            (queued, "bad event")
-        );
-        assert!(
-            store
-                .queue_push("dlq", "pg-orders", "next", 10)
-                .await
-                .unwrap()
-                > queued
-        );
+        assert_eq!((items[0].id, items[0].value.as_str()), (queued, "bad event"));
+        assert!(store.queue_push("dlq", "pg-orders", "next", 10).await.unwrap() > queued);
 
         // The expired key was purged on open.
         let external = Connection::open(&path).unwrap();
-        let rows: i64 = external
-            .query_row(
-                "SELECT COUNT(*) FROM kv WHERE namespace = 'leases'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
+        let rows: i64 =
+            external.query_row("SELECT COUNT(*) FROM kv WHERE namespace = 'leases'", [], |row| row.get(0)).unwrap();
         assert_eq!(rows, 0);
     }
 
     #[tokio::test]
     async fn creates_parent_directories() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir
-            .path()
-            .join("a")
-            .join("b")
-            .join("data")
-            .join("deltaforge.db");
+        let path = dir.path().join("a").join("b").join("data").join("deltaforge.db");
         let store = SqliteBackend::open(&path).await.unwrap();
         store.kv_put("checkpoints", "k", "v", None).await.unwrap();
         assert!(path.is_file());
@@ -801,10 +656,7 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         let store = SqliteBackend::open(&path).await.unwrap();
         store.kv_put("checkpoints", "k", "v", None).await.unwrap();
-        assert_eq!(
-            store.kv_get("checkpoints", "k").await.unwrap().as_deref(),
-            Some("v")
-        );
+        assert_eq!(store.kv_get("checkpoints", "k").await.unwrap().as_deref(), Some("v"));
     }
 
     #[tokio::test]
@@ -819,15 +671,8 @@ mod tests {
         assert_eq!(location, path.display().to_string());
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(reason.contains("not a SQLite database"), "{reason}");
-        assert!(
-            fix.contains("backup") && fix.contains("move it aside"),
-            "{fix}"
-        );
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            garbage,
-            "the file must not be modified"
-        );
+        assert!(fix.contains("backup") && fix.contains("move it aside"), "{fix}");
+        assert_eq!(std::fs::read(&path).unwrap(), garbage, "the file must not be modified");
     }
 
     #[tokio::test]
@@ -837,10 +682,7 @@ mod tests {
         drop(SqliteBackend::open(&path).await.unwrap());
         Connection::open(&path)
             .unwrap()
-            .execute(
-                "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
-                [],
-            )
+            .execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", [])
             .unwrap();
 
         let (location, reason, _fix, message) = unusable(&path).await;
@@ -854,10 +696,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deltaforge.db");
         drop(SqliteBackend::open(&path).await.unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .execute("DELETE FROM meta", [])
-            .unwrap();
+        Connection::open(&path).unwrap().execute("DELETE FROM meta", []).unwrap();
         let (_, reason, _, _) = unusable(&path).await;
         assert!(reason.contains("schema_version"), "{reason}");
     }
@@ -867,10 +706,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deltaforge.db");
         drop(SqliteBackend::open(&path).await.unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .execute("DROP TABLE slots", [])
-            .unwrap();
+        Connection::open(&path).unwrap().execute("DROP TABLE slots", []).unwrap();
         let (_, reason, _, _) = unusable(&path).await;
         assert!(reason.contains("slots"), "{reason}");
     }
@@ -881,22 +717,13 @@ mod tests {
         let path = dir.path().join("other-app.db");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);")
-                .unwrap();
+            conn.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);").unwrap();
         }
         let (_, reason, _, _) = unusable(&path).await;
-        assert!(
-            reason.contains("did not create") && reason.contains("users"),
-            "{reason}"
-        );
+        assert!(reason.contains("did not create") && reason.contains("users"), "{reason}");
         let conn = Connection::open(&path).unwrap();
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(
-            mode, "delete",
-            "journal mode of a foreign file must not change"
-        );
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+        assert_eq!(mode, "delete", "journal mode of a foreign file must not change");
     }
 
     #[tokio::test]
@@ -912,84 +739,38 @@ mod tests {
         let path = dir.path().join("data").join("deltaforge.db");
         let store = SqliteBackend::open(&path).await.unwrap();
         let checkpoint = r#"{"lsn":"0/16B3748"}"#;
-        store
-            .kv_put("checkpoints", "pg-orders", checkpoint, None)
-            .await
-            .unwrap();
-        store
-            .kv_put("leases", "pg-orders", "node-1", None)
-            .await
-            .unwrap();
+        store.kv_put("checkpoints", "pg-orders", checkpoint, None).await.unwrap();
+        store.kv_put("leases", "pg-orders", "node-1", None).await.unwrap();
 
         let external = Connection::open(&path).unwrap();
-        let mut stmt = external
-            .prepare("SELECT key, length(value) FROM kv WHERE namespace='checkpoints'")
-            .unwrap();
-        let rows: Vec<(String, i64)> = stmt
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(
-            rows,
-            vec![("pg-orders".to_string(), checkpoint.len() as i64)]
-        );
+        let mut stmt = external.prepare("SELECT key, length(value) FROM kv WHERE namespace='checkpoints'").unwrap();
+        let rows: Vec<(String, i64)> =
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+        assert_eq!(rows, vec![("pg-orders".to_string(), checkpoint.len() as i64)]);
         let value_type: String = external
-            .query_row(
-                "SELECT typeof(value) FROM kv WHERE namespace='checkpoints'",
-                [],
-                |row| row.get(0),
-            )
+            .query_row("SELECT typeof(value) FROM kv WHERE namespace='checkpoints'", [], |row| row.get(0))
             .unwrap();
         assert_eq!(value_type, "text");
 
         // Deleting the row by hand resets that checkpoint.
-        external
-            .execute(
-                "DELETE FROM kv WHERE namespace='checkpoints' AND key='pg-orders'",
-                [],
-            )
-            .unwrap();
-        assert_eq!(
-            store.kv_get("checkpoints", "pg-orders").await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .kv_get("leases", "pg-orders")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("node-1")
-        );
+        external.execute("DELETE FROM kv WHERE namespace='checkpoints' AND key='pg-orders'", []).unwrap();
+        assert_eq!(store.kv_get("checkpoints", "pg-orders").await.unwrap(), None);
+        assert_eq!(store.kv_get("leases", "pg-orders").await.unwrap().as_deref(), Some("node-1"));
     }
 
     #[tokio::test]
     async fn durability_settings_are_applied() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteBackend::open(dir.path().join("deltaforge.db"))
-            .await
-            .unwrap();
+        let store = SqliteBackend::open(dir.path().join("deltaforge.db")).await.unwrap();
         let conn = store.conn.lock().unwrap();
-        let journal_mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-            .unwrap();
+        let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
         assert_eq!(journal_mode, "wal");
-        let synchronous: i64 = conn
-            .query_row("PRAGMA synchronous", [], |row| row.get(0))
-            .unwrap();
+        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0)).unwrap();
         assert_eq!(synchronous, 2, "synchronous=FULL");
-        let busy_timeout: i64 = conn
-            .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
-            .unwrap();
+        let busy_timeout: i64 = conn.query_row("PRAGMA busy_timeout", [], |row| row.get(0)).unwrap();
         assert!(busy_timeout >= 1000);
-        let version: String = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
+        let version: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0)).unwrap();
         assert_eq!(version, "1");
     }
 

@@ -24,7 +24,8 @@ pub fn repo_root() -> PathBuf {
 /// If the script fails; its stderr is in the message.
 pub fn service(name: &str) -> String {
     let script = repo_root().join("scripts/services").join(format!("{name}.sh"));
-    let out = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    let out =
+        Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(
         out.status.success(),
         "{} failed: {}\n{}",
@@ -125,9 +126,11 @@ pub fn sqlite_checkpoint(db: &Path, source_id: &str) -> Option<Value> {
     }
     let conn = rusqlite::Connection::open(db).expect("open storage");
     conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    conn.query_row("SELECT value FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id], |r| r.get::<_, String>(0))
-        .ok()
-        .map(|v| serde_json::from_str(&v).expect("checkpoint JSON"))
+    conn.query_row("SELECT value FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id], |r| {
+        r.get::<_, String>(0)
+    })
+    .ok()
+    .map(|v| serde_json::from_str(&v).expect("checkpoint JSON"))
 }
 
 /// A small deterministic random generator (xorshift64*), seeded per test
@@ -138,7 +141,10 @@ impl Rng {
     /// Seeds from `DELTAFORGE_TEST_SEED` or the clock, printing the seed.
     pub fn from_env() -> Self {
         let seed = std::env::var("DELTAFORGE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(42)
         });
         eprintln!("random seed: {seed} (set DELTAFORGE_TEST_SEED to repeat)");
         Rng(seed.max(1))
@@ -151,4 +157,85 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         lo + (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo).max(1))
     }
+}
+
+/// Runs SQL on a MariaDB/MySQL server through the `mariadb` command-line
+/// client (installed by `scripts/services/mariadb.sh`), as the user of
+/// `url` (`mysql://user:pass@host:port/db`). Returns stdout in batch form:
+/// one line per row, tab-separated, no column names.
+///
+/// # Panics
+/// If the client fails; its stderr is in the message.
+pub fn mariadb_sql(url: &str, sql: &str) -> String {
+    let out = mariadb_command(url).arg("-e").arg(sql).output().expect("running the mariadb client");
+    assert!(out.status.success(), "mariadb client failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `mariadb` client command for `url` (batch mode, no column names),
+/// ready for more arguments or a piped stdin.
+pub fn mariadb_command(url: &str) -> Command {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let (auth, hostpart) = rest.rsplit_once('@').unwrap_or(("root", rest));
+    let (user, pass) = auth.split_once(':').unwrap_or((auth, ""));
+    let (hostport, db) = hostpart.split_once('/').unwrap_or((hostpart, ""));
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "3306"));
+    let mut cmd = Command::new("mariadb");
+    cmd.args(["--protocol=TCP", "-h", host, "-P", port, "-u", user, "-N", "-B", "--default-character-set=utf8mb4"]);
+    if !pass.is_empty() {
+        cmd.arg(format!("-p{pass}"));
+    }
+    if !db.is_empty() {
+        cmd.arg(db);
+    }
+    cmd
+}
+
+/// Runs SQL on PostgreSQL through `psql` (installed by
+/// `scripts/services/postgres.sh`) against `url`, stopping at the first
+/// error. Returns stdout unaligned: one line per row, `|`-separated, no
+/// column names.
+///
+/// # Panics
+/// If `psql` fails; its stderr is in the message.
+pub fn pg_sql(url: &str, sql: &str) -> String {
+    let out = pg_command(url).arg("-c").arg(sql).output().expect("running psql");
+    assert!(out.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `psql` command for `url` (quiet, unaligned, tuples only, stop on
+/// error), ready for more arguments or a piped stdin.
+pub fn pg_command(url: &str) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args([url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    cmd
+}
+
+/// Overwrites the stored checkpoint of `source_id` in a SQLite storage file
+/// (`kv` table, namespace `checkpoints`) with `checkpoint` (the whole JSON
+/// record, as [`sqlite_checkpoint`] returns it). For tests that rewind a
+/// pipeline to replay part of its log.
+pub fn sqlite_put_checkpoint(db: &Path, source_id: &str, checkpoint: &Value) {
+    let conn = rusqlite::Connection::open(db).expect("open storage");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.execute(
+        "INSERT OR REPLACE INTO kv (namespace, key, value, expires_at) VALUES ('checkpoints', ?1, ?2, NULL)",
+        [source_id, &checkpoint.to_string()],
+    )
+    .expect("write checkpoint");
+}
+
+/// The records of a storage log (`log` table) in `namespace` whose key is
+/// `key`, oldest first, parsed as JSON (e.g. the schema history of one
+/// table: namespace `schemas`, key `{tenant}/{db}/{table}`).
+pub fn sqlite_log(db: &Path, namespace: &str, key: &str) -> Vec<Value> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    let conn = rusqlite::Connection::open(db).expect("open storage");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    let mut stmt = conn.prepare("SELECT value FROM log WHERE namespace = ?1 AND key = ?2 ORDER BY seq").expect("prepare");
+    let rows = stmt.query_map([namespace, key], |r| r.get::<_, String>(0)).expect("query log");
+    rows.map(|r| serde_json::from_str(&r.expect("row")).expect("log record JSON")).collect()
 }

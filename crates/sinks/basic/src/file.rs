@@ -49,8 +49,9 @@ impl FileSink {
         }
         let target = rotated_name(&self.path, n);
         self.file = None;
-        std::fs::rename(&self.path, &target)
-            .map_err(|e| SinkError::Retryable(format!("rotating {} to {}: {e}", self.path.display(), target.display())))?;
+        std::fs::rename(&self.path, &target).map_err(|e| {
+            SinkError::Retryable(format!("rotating {} to {}: {e}", self.path.display(), target.display()))
+        })?;
         let (file, size) = open_repaired(&self.path)?;
         self.file = Some(file);
         self.size = size;
@@ -69,7 +70,8 @@ fn open_repaired(path: &Path) -> Result<(File, u64), SinkError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| fail("creating the directory of", e))?;
     }
-    let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(|e| fail("opening", e))?;
+    let mut file =
+        OpenOptions::new().read(true).append(true).create(true).open(path).map_err(|e| fail("opening", e))?;
     let len = file.metadata().map_err(|e| fail("reading metadata of", e))?.len();
     if len == 0 {
         return Ok((file, 0));

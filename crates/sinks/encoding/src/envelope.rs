@@ -139,10 +139,8 @@ pub fn cloudevents(e: &Event) -> Value {
         Op::Read => "read",
         Op::Truncate => "truncated",
     };
-    let time = Utc
-        .timestamp_millis_opt(m.ts_ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let time =
+        Utc.timestamp_millis_opt(m.ts_ms).single().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     json!({
         "specversion": "1.0",
         "id": e.idempotency_key(),

@@ -57,9 +57,8 @@ impl Template {
                 parts.push(Part::Text(rest[..start].to_string()));
             }
             let after = &rest[start + 2..];
-            let end = after
-                .find('}')
-                .ok_or_else(|| TemplateError(format!("unclosed placeholder in template {text:?}")))?;
+            let end =
+                after.find('}').ok_or_else(|| TemplateError(format!("unclosed placeholder in template {text:?}")))?;
             let name = &after[..end];
             parts.push(match name {
                 "db" => Part::Db,
@@ -147,7 +146,9 @@ mod tests {
 
     #[test]
     fn renders_every_placeholder() {
-        let t = Template::parse("${tenant}/${pipeline}/${db}.${table}/${op}/${after.region}/${before.region}/${after.id}").unwrap();
+        let t =
+            Template::parse("${tenant}/${pipeline}/${db}.${table}/${op}/${after.region}/${before.region}/${after.id}")
+                .unwrap();
         assert_eq!(t.render(&ev()), "acme/orders-cdc/public.orders/u/us/eu/7");
     }
 

@@ -92,7 +92,7 @@ fn values_for(id: u64) -> Vec<Value> {
         json!(id % 1000),
         Value::String(format!("{}.{:02}", cents / 100, cents % 100)),
         Value::String(STATUSES[(id % 4) as usize].to_string()),
-        if id % 10 == 0 { Value::Null } else { Value::String(format!("order {id}")) },
+        if id.is_multiple_of(10) { Value::Null } else { Value::String(format!("order {id}")) },
         Value::String(timestamp(EPOCH_MS + id as i64)),
     ]
 }
