@@ -164,3 +164,55 @@ impl SchemaRegistry {
         keys
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltaforge_storage::MemoryBackend;
+    use serde_json::json;
+
+    fn pos(seq: u64) -> Option<Position> {
+        Some(Position::Datagen { seq })
+    }
+
+    #[tokio::test]
+    async fn versions_follow_fingerprints_and_survive_reload() {
+        let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
+        let reg = SchemaRegistry::load(storage.clone(), "acme").await.unwrap();
+        let v1 = json!({"columns": ["id", "name"]});
+        let v2 = json!({"columns": ["id", "name", "email"]});
+        assert_eq!(reg.register("shop", "users", v1.clone(), pos(10), pos(5)).await.unwrap(), 1);
+        // Same schema again (keys in another order hash alike): no new version.
+        assert_eq!(
+            reg.register("shop", "users", json!({"columns": ["id", "name"]}), pos(20), pos(5)).await.unwrap(),
+            1
+        );
+        assert_eq!(reg.register("shop", "users", v2.clone(), pos(30), pos(25)).await.unwrap(), 2);
+        // Another tenant's history is separate.
+        let other = SchemaRegistry::load(storage.clone(), "other").await.unwrap();
+        assert_eq!(other.register("shop", "users", v2.clone(), pos(1), None).await.unwrap(), 1);
+
+        let reloaded = SchemaRegistry::load(storage, "acme").await.unwrap();
+        let versions = reloaded.versions("shop", "users");
+        assert_eq!(versions.len(), 2);
+        assert_eq!(versions[0].schema, v1);
+        assert_eq!(versions[1].position, pos(30));
+        assert_eq!(versions[1].checkpoint, pos(25));
+        assert!(versions[0].seq < versions[1].seq);
+        // Lookups by position: the version active there.
+        assert_eq!(reloaded.version_at("shop", "users", &Position::Datagen { seq: 29 }).unwrap().version, 1);
+        assert_eq!(reloaded.version_at("shop", "users", &Position::Datagen { seq: 30 }).unwrap().version, 2);
+        assert_eq!(reloaded.version_at("shop", "users", &Position::Datagen { seq: 5 }), None);
+        assert_eq!(reloaded.latest("shop", "users").unwrap().version, 2);
+        assert_eq!(reloaded.tables(), vec![("shop".to_string(), "users".to_string())]);
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order() {
+        assert_eq!(
+            fingerprint(&json!({"a": 1, "b": [1, {"c": 2, "d": 3}]})),
+            fingerprint(&json!({"b": [1, {"d": 3, "c": 2}], "a": 1}))
+        );
+        assert_ne!(fingerprint(&json!({"a": 1})), fingerprint(&json!({"a": 2})));
+    }
+}
