@@ -64,6 +64,9 @@ pub struct PipelineSpec {
     pub batch: deltaforge_core::BatchConfig,
     /// `spec.commit_policy`, default `all`.
     pub commit_policy: deltaforge_core::CommitPolicy,
+    /// `spec.dlq` when `enabled: true`: events rejected for their own fault
+    /// are set aside in the dead-letter queue instead of stopping the pipeline.
+    pub dlq: Option<deltaforge_core::DlqConfig>,
     /// The file path (or `<api>`, or the origin given to [`parse_str`]) it came from.
     pub origin: String,
     /// The whole document after environment expansion. It may hold

@@ -816,3 +816,30 @@ fn unknown_commit_policy_mapping_key() {
         "did you mean `quorum`?",
     );
 }
+
+#[test]
+fn dlq_is_off_by_default_and_parsed_when_enabled() {
+    assert_eq!(parse(BASE).unwrap()[0].dlq, None);
+    let spec = &parse(&with("  dlq: { capacity: 50, overflow: drop_oldest }\n")).unwrap()[0];
+    assert_eq!(
+        spec.dlq,
+        Some(deltaforge_core::DlqConfig { capacity: 50, overflow: deltaforge_core::DlqOverflow::DropOldest })
+    );
+    assert_eq!(parse(&with("  dlq: { enabled: false }\n")).unwrap()[0].dlq, None);
+}
+
+#[test]
+fn dlq_bad_values_are_rejected() {
+    let errs = errors(&with("  dlq: { overflow: spill }\n"));
+    expect(
+        &errs,
+        Some("orders"),
+        "spec.dlq.overflow",
+        "unknown overflow policy",
+        "block (default), drop_oldest, reject",
+    );
+    let errs = errors(&with("  dlq: { capacity: 0 }\n"));
+    expect(&errs, Some("orders"), "spec.dlq.capacity", "positive integer", "spec.dlq.capacity");
+    let errs = errors(&with("  dlq: { enable: true }\n"));
+    expect(&errs, Some("orders"), "spec.dlq.enable", "unknown key `enable`", "enabled");
+}

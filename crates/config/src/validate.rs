@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deltaforge_core::{BatchConfig, CommitPolicy, DeliveryConfig};
+use deltaforge_core::{BatchConfig, CommitPolicy, DeliveryConfig, DlqConfig, DlqOverflow};
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
@@ -42,7 +42,8 @@ pub const MAX_INFLIGHT: u64 = 64;
 
 const TOP_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_KEYS: &[&str] = &["name", "tenant"];
-const SPEC_KEYS: &[&str] = &["source", "processors", "sinks", "batch", "commit_policy"];
+const SPEC_KEYS: &[&str] = &["source", "processors", "sinks", "batch", "commit_policy", "dlq"];
+const DLQ_KEYS: &[&str] = &["enabled", "capacity", "overflow"];
 const COMPONENT_KEYS: &[&str] = &["type", "config"];
 const BATCH_KEYS: &[&str] = &["max_events", "max_bytes", "max_ms", "respect_source_tx", "max_inflight"];
 const POLICY_FIX: &str = "use `all`, `required`, `quorum(n)` or `{ quorum: n }` with n ≥ 1";
@@ -151,6 +152,7 @@ pub(crate) fn check_document(
             sinks: p.sinks,
             batch: p.batch,
             commit_policy: p.commit_policy,
+            dlq: p.dlq,
             origin: origin.to_string(),
             document: doc,
         }),
@@ -167,6 +169,7 @@ struct Parts {
     sinks: Vec<SinkSpec>,
     batch: BatchConfig,
     commit_policy: CommitPolicy,
+    dlq: Option<DlqConfig>,
 }
 
 struct SpecParts {
@@ -175,6 +178,7 @@ struct SpecParts {
     sinks: Vec<SinkSpec>,
     batch: BatchConfig,
     commit_policy: Option<CommitPolicy>,
+    dlq: Option<DlqConfig>,
 }
 
 /// What the commit-policy checks need to know about the sinks.
@@ -372,6 +376,7 @@ impl Ctx<'_> {
             sinks: spec.sinks,
             batch: spec.batch,
             commit_policy: spec.commit_policy?,
+            dlq: spec.dlq,
         })
     }
 
@@ -433,7 +438,8 @@ impl Ctx<'_> {
         let sinks = self.sinks(m.get("sinks"), catalog);
         let batch = self.batch(m.get("batch"));
         let commit_policy = self.policy(m.get("commit_policy"), &sinks);
-        SpecParts { source, processors, sinks: sinks.specs, batch, commit_policy }
+        let dlq = self.dlq(m.get("dlq"));
+        SpecParts { source, processors, sinks: sinks.specs, batch, commit_policy, dlq }
     }
 
     /// The `type` of a component, if present and known.
@@ -709,6 +715,59 @@ impl Ctx<'_> {
             ok = false;
         }
         ok.then_some(d)
+    }
+
+    /// `spec.dlq: { enabled: true, capacity: 10000, overflow: block | drop_oldest | reject }`.
+    fn dlq(&mut self, v: Option<&Value>) -> Option<DlqConfig> {
+        let m = match v {
+            None | Some(Value::Null) => return None,
+            Some(Value::Object(m)) => m,
+            Some(other) => {
+                self.err(
+                    "spec.dlq",
+                    format!("expected a mapping, found {}", describe(other)),
+                    "write `dlq: { enabled: true, capacity: 10000, overflow: block }` or remove it",
+                );
+                return None;
+            }
+        };
+        self.check_keys(m, "spec.dlq", DLQ_KEYS);
+        let mut cfg = DlqConfig::default();
+        let enabled = match m.get("enabled") {
+            None | Some(Value::Bool(true)) => true,
+            Some(Value::Bool(false)) => false,
+            Some(other) => {
+                self.err(
+                    "spec.dlq.enabled",
+                    format!("expected true or false, found {}", describe(other)),
+                    "set spec.dlq.enabled to true or false",
+                );
+                false
+            }
+        };
+        if let Some(v) = m.get("capacity") {
+            match int_in(v, 1, 100_000_000) {
+                Some(n) => cfg.capacity = n,
+                None => self.err(
+                    "spec.dlq.capacity",
+                    format!("must be a positive integer, found {}", describe(v)),
+                    "set spec.dlq.capacity to the most events to keep, e.g. 10000 (the default)",
+                ),
+            }
+        }
+        if let Some(v) = m.get("overflow") {
+            match v.as_str() {
+                Some("block") => cfg.overflow = DlqOverflow::Block,
+                Some("drop_oldest") => cfg.overflow = DlqOverflow::DropOldest,
+                Some("reject") => cfg.overflow = DlqOverflow::Reject,
+                _ => self.err(
+                    "spec.dlq.overflow",
+                    format!("unknown overflow policy {}", describe(v)),
+                    "use one of block (default), drop_oldest, reject",
+                ),
+            }
+        }
+        enabled.then_some(cfg)
     }
 
     fn batch(&mut self, v: Option<&Value>) -> BatchConfig {

@@ -35,12 +35,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, BatchConfig, Batcher};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::dlq::{DeadLetterQueue, DlqConfig, DlqError};
 use crate::event::Event;
 use crate::policy::CommitPolicy;
 use crate::position::Position;
 use crate::processor::{Processor, ProcessorError};
 use crate::schema::SchemaRegistry;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{RejectedEvent, Sink, SinkError};
 use crate::source::{ChunkSender, Source, SourceChunk, SourceContext, SourceError};
 
 /// Events per chunk a source sends over the channel.
@@ -110,6 +111,9 @@ pub struct Pipeline {
     pub shutdown_grace: Duration,
     /// Receives live status; optional.
     pub status: Option<watch::Sender<PipelineStatus>>,
+    /// Dead-letter queue settings; `None`: an event rejected for its own
+    /// fault stops the pipeline.
+    pub dlq: Option<DlqConfig>,
 }
 
 /// Live state of a running pipeline, for the control plane.
@@ -152,6 +156,9 @@ pub enum PipelineError {
     /// A processor failed.
     #[error(transparent)]
     Processor(#[from] ProcessorError),
+    /// The dead-letter queue refused an event.
+    #[error(transparent)]
+    DeadLetter(#[from] DlqError),
     /// Checkpoints could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -215,6 +222,7 @@ impl Pipeline {
             storage,
             shutdown_grace,
             status,
+            dlq,
         } = self;
         let labels = Labels { pipeline: name.to_string() };
         let store = CheckpointStore::new(storage.clone());
@@ -244,6 +252,8 @@ impl Pipeline {
         };
         let mut source_task: Option<JoinHandle<Result<(), SourceError>>> = Some(tokio::spawn(source.run(ctx)));
 
+        let dlq_queue = dlq.map(|c| DeadLetterQueue::new(storage.clone(), &name, c));
+
         // Sinks.
         let committed_seq = Arc::new(AtomicU64::new(0));
         let abort = CancellationToken::new();
@@ -263,6 +273,7 @@ impl Pipeline {
                 resume_at,
                 committed_seq: committed_seq.clone(),
                 abort: abort.clone(),
+                dlq: dlq_queue.clone(),
                 reports: report_tx.clone(),
                 pipeline: labels.pipeline.clone(),
             };
@@ -309,18 +320,14 @@ impl Pipeline {
                 let Batch { mut events, commit, commit_index, .. } = b;
                 let original_len = events.len();
                 let last_ts_ms = events.last().map(|e| e.source.ts_ms);
-                for p in processors.iter_mut() {
-                    match p.process(events).await {
+                if !processors.is_empty() {
+                    match run_processors(&mut processors, events, dlq_queue.as_ref()).await {
                         Ok(out) => events = out,
                         Err(e) => {
-                            failure = Some(e.into());
-                            events = Vec::new();
+                            failure = Some(e);
                             break;
                         }
                     }
-                }
-                if failure.is_some() {
-                    break;
                 }
                 batch_events.record(events.len() as f64);
                 let seq = next_seq;
@@ -505,6 +512,7 @@ struct SinkWorker {
     resume_at: Option<Position>,
     committed_seq: Arc<AtomicU64>,
     abort: CancellationToken,
+    dlq: Option<DeadLetterQueue>,
     reports: mpsc::UnboundedSender<SinkReport>,
     pipeline: String,
 }
@@ -577,6 +585,11 @@ impl SinkWorker {
                     }
                     return SinkOutcome::Acked;
                 }
+                Err(SinkError::Rejected(rejected)) => {
+                    errors.increment(1);
+                    let (queue, sink_id) = (self.dlq.clone(), self.slot.id.clone());
+                    return dead_letter(queue.as_ref(), &sink_id, events, rejected).await;
+                }
                 Err(SinkError::Fatal(m)) => {
                     errors.increment(1);
                     tracing::error!(sink = %self.slot.id, "sink failed permanently: {m}");
@@ -599,6 +612,74 @@ impl SinkWorker {
             }
         }
     }
+}
+
+/// Sets aside the events a sink rejected for their own fault (the rest of
+/// the batch was delivered); without a dead-letter queue the pipeline must
+/// stop rather than lose them.
+async fn dead_letter(
+    queue: Option<&DeadLetterQueue>,
+    sink_id: &str,
+    events: &[Event],
+    rejected: Vec<RejectedEvent>,
+) -> SinkOutcome {
+    {
+        let Some(queue) = queue else {
+            let first = rejected.first().map(|r| r.reason.clone()).unwrap_or_default();
+            return SinkOutcome::Fatal(SinkError::Fatal(format!(
+                "{} event(s) rejected for their own fault (first: {first}) and the pipeline has no dead-letter \
+                 queue; enable spec.dlq to set such events aside, or fix the events or the target",
+                rejected.len()
+            )));
+        };
+        for r in &rejected {
+            let Some(event) = events.get(r.index) else {
+                return SinkOutcome::Fatal(SinkError::Fatal(format!(
+                    "sink reported a rejected event index {} outside its batch of {}",
+                    r.index,
+                    events.len()
+                )));
+            };
+            if let Err(e) = queue.push(event, &r.reason, Some(sink_id), None).await {
+                return SinkOutcome::Fatal(SinkError::Fatal(e.to_string()));
+            }
+        }
+        SinkOutcome::Acked
+    }
+}
+
+/// Runs the processors in order. An event a processor fails on for its own
+/// fault goes to the dead-letter queue and the processor runs again without
+/// it; any other failure stops the pipeline.
+async fn run_processors(
+    processors: &mut [Box<dyn Processor>],
+    mut events: Vec<Event>,
+    dlq: Option<&DeadLetterQueue>,
+) -> Result<Vec<Event>, PipelineError> {
+    for p in processors.iter_mut() {
+        let Some(queue) = dlq else {
+            events = p.process(events).await?;
+            continue;
+        };
+        // Keep the input to retry without a poison event.
+        let mut input = events;
+        loop {
+            match p.process(input.clone()).await {
+                Ok(out) => {
+                    events = out;
+                    break;
+                }
+                Err(e) => match e.event_index.filter(|i| *i < input.len()) {
+                    Some(i) => {
+                        let poison = input.remove(i);
+                        queue.push(&poison, &e.message, None, Some(&e.processor)).await?;
+                    }
+                    None => return Err(e.into()),
+                },
+            }
+        }
+    }
+    Ok(events)
 }
 
 async fn checkpoint_writer(

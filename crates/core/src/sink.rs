@@ -10,9 +10,24 @@ use async_trait::async_trait;
 
 use crate::event::Event;
 
+/// An event the target refused for the event's own fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedEvent {
+    /// Index of the event in the slice given to [`Sink::deliver`].
+    pub index: usize,
+    /// Why the target refused it (e.g. the 4xx body, "message too large").
+    pub reason: String,
+}
+
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// Some events were refused for their own fault; **every other event of
+    /// the batch was durably accepted**. With a dead-letter queue the
+    /// refused events are set aside and the batch counts as delivered;
+    /// without one the pipeline stops, since they must not be lost.
+    #[error("{} event(s) rejected by the target: {}", .0.len(), .0.first().map(|r| r.reason.as_str()).unwrap_or(""))]
+    Rejected(Vec<RejectedEvent>),
     /// May succeed if tried again (timeout, connection refused, 5xx).
     #[error("{0}")]
     Retryable(String),

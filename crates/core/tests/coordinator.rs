@@ -190,6 +190,7 @@ fn pipeline(
         storage,
         shutdown_grace: Duration::from_secs(5),
         status: None,
+        dlq: None,
     }
 }
 
@@ -430,4 +431,128 @@ async fn fatal_sink_error_stops_the_pipeline() {
     let err = r.unwrap_err();
     assert!(err.to_string().contains("bad credentials"), "{err}");
     assert_eq!(stored_seq(&storage).await, None);
+}
+
+/// Delivers every event except those whose id is a multiple of `every`,
+/// which it rejects for their own fault.
+#[derive(Clone, Default)]
+struct PoisonSink {
+    every: u64,
+    inner: TestSink,
+}
+
+#[async_trait]
+impl Sink for PoisonSink {
+    async fn deliver(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        let id = |e: &Event| e.after.as_ref().unwrap().get("id").unwrap().as_u64().unwrap();
+        let good: Vec<Event> = events.iter().filter(|e| id(e) % self.every != 0).cloned().collect();
+        self.inner.deliver(&good).await?;
+        let rejected: Vec<RejectedEvent> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| id(e) % self.every == 0)
+            .map(|(index, e)| RejectedEvent { index, reason: format!("poison {}", id(e)) })
+            .collect();
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::Rejected(rejected))
+        }
+    }
+}
+
+async fn dlq_ids(storage: &Arc<dyn StorageBackend>) -> Vec<u64> {
+    DeadLetterQueue::new(storage.clone(), "p", DlqConfig::default())
+        .list(usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, l)| l.event["after"]["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn rejected_events_go_to_the_dead_letter_queue_and_the_rest_is_delivered() {
+    let sink = PoisonSink { every: 100, inner: TestSink::default() };
+    let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
+    let mut p = pipeline(storage.clone(), 5000, 1, vec![], CommitPolicy::All, 300);
+    p.sinks =
+        vec![SinkSlot { id: "s".into(), required: true, delivery: fast_delivery(), sink: Box::new(sink.clone()) }];
+    p.dlq = Some(DlqConfig::default());
+    let summary = p.run(CancellationToken::new()).await.unwrap();
+    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 5000 }));
+    assert_eq!(dlq_ids(&storage).await, (1..=50).map(|i| i * 100).collect::<Vec<_>>());
+    let delivered = sink.inner.delivered.lock().unwrap().clone();
+    assert_eq!(delivered, (1..=5000).filter(|i| i % 100 != 0).collect::<Vec<_>>());
+    let letter = &DeadLetterQueue::new(storage, "p", DlqConfig::default()).list(1).await.unwrap()[0].1;
+    assert_eq!(letter.sink.as_deref(), Some("s"));
+    assert_eq!(letter.error, "poison 100");
+    assert_eq!(letter.position, Position::Datagen { seq: 100 });
+}
+
+#[tokio::test]
+async fn rejected_events_without_a_dead_letter_queue_stop_the_pipeline() {
+    let sink = PoisonSink { every: 100, inner: TestSink::default() };
+    let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
+    let mut p = pipeline(storage.clone(), 5000, 1, vec![], CommitPolicy::All, 300);
+    p.sinks = vec![SinkSlot { id: "s".into(), required: true, delivery: fast_delivery(), sink: Box::new(sink) }];
+    let err = p.run(CancellationToken::new()).await.unwrap_err();
+    assert!(err.to_string().contains("no dead-letter"), "{err}");
+    assert_eq!(stored_seq(&storage).await, None, "the batch with the rejected event must not be checkpointed");
+}
+
+#[tokio::test]
+async fn a_full_dead_letter_queue_with_reject_stops_the_pipeline() {
+    let sink = PoisonSink { every: 10, inner: TestSink::default() };
+    let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
+    let mut p = pipeline(storage.clone(), 1000, 1, vec![], CommitPolicy::All, 100);
+    p.sinks = vec![SinkSlot { id: "s".into(), required: true, delivery: fast_delivery(), sink: Box::new(sink) }];
+    p.dlq = Some(DlqConfig { capacity: 5, overflow: DlqOverflow::Reject });
+    let err = p.run(CancellationToken::new()).await.unwrap_err();
+    assert!(err.to_string().contains("is full"), "{err}");
+    assert_eq!(dlq_ids(&storage).await.len(), 5);
+}
+
+#[tokio::test]
+async fn drop_oldest_keeps_the_newest_dead_letters() {
+    let sink = PoisonSink { every: 10, inner: TestSink::default() };
+    let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
+    let mut p = pipeline(storage.clone(), 1000, 1, vec![], CommitPolicy::All, 100);
+    p.sinks = vec![SinkSlot { id: "s".into(), required: true, delivery: fast_delivery(), sink: Box::new(sink) }];
+    p.dlq = Some(DlqConfig { capacity: 5, overflow: DlqOverflow::DropOldest });
+    p.run(CancellationToken::new()).await.unwrap();
+    assert_eq!(dlq_ids(&storage).await, vec![960, 970, 980, 990, 1000]);
+}
+
+/// Fails on events whose id is a multiple of 7, naming the event.
+struct PickyProcessor;
+
+#[async_trait]
+impl Processor for PickyProcessor {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    async fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>, ProcessorError> {
+        for (i, e) in events.iter().enumerate() {
+            let id = e.after.as_ref().unwrap().get("id").unwrap().as_u64().unwrap();
+            if id % 7 == 0 {
+                return Err(ProcessorError::event("picky", i, format!("cannot handle {id}")));
+            }
+        }
+        Ok(events)
+    }
+}
+
+#[tokio::test]
+async fn processor_poison_events_are_dead_lettered() {
+    let sink = TestSink::default();
+    let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
+    let mut p = pipeline(storage.clone(), 100, 1, vec![("s", true, sink.clone())], CommitPolicy::All, 30);
+    p.processors = vec![Box::new(PickyProcessor)];
+    p.dlq = Some(DlqConfig::default());
+    p.run(CancellationToken::new()).await.unwrap();
+    assert_eq!(dlq_ids(&storage).await, (1..=14).map(|i| i * 7).collect::<Vec<_>>());
+    assert_eq!(*sink.delivered.lock().unwrap(), (1..=100).filter(|i| i % 7 != 0).collect::<Vec<_>>());
+    let letter = &DeadLetterQueue::new(storage, "p", DlqConfig::default()).list(1).await.unwrap()[0].1;
+    assert_eq!(letter.processor.as_deref(), Some("picky"));
 }

@@ -96,6 +96,7 @@ pub fn build(
         storage,
         shutdown_grace: grace,
         status: None,
+        dlq: spec.dlq.clone(),
     })
 }
 

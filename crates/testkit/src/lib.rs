@@ -239,3 +239,11 @@ pub fn sqlite_log(db: &Path, namespace: &str, key: &str) -> Vec<Value> {
     let rows = stmt.query_map([namespace, key], |r| r.get::<_, String>(0)).expect("query log");
     rows.map(|r| serde_json::from_str(&r.expect("row")).expect("log record JSON")).collect()
 }
+
+impl Rng {
+    /// A generator with a fixed seed (e.g. one drawn from [`Rng::from_env`]
+    /// for a second, independent stream in another thread).
+    pub fn seeded(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Benchmark of the `postgres` source: drain a backlog of ROWS row changes
+# (written while the pipeline is stopped, in transactions of 100 and of 1
+# rows) to the `file` sink, and, in the same run, the rate at which
+# pg_recvlogical with pgoutput reads the same backlog into /dev/null (the
+# server's own limit). Prints events/s and deltaforge's peak RSS, medians of
+# REPS runs.
+#
+# usage: bench/pg.sh            (ROWS=1000000 REPS=3 TX_SIZES="100 1" by default)
+#        ROWS=200000 REPS=1 bench/pg.sh   (a quick look)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROWS="${ROWS:-1000000}"
+REPS="${REPS:-3}"
+TX_SIZES="${TX_SIZES:-100 1}"
+PGBIN=/usr/lib/postgresql/15/bin
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+URL="$("$ROOT/scripts/services/postgres.sh")"
+PORT="${URL##*:}"; PORT="${PORT%%/*}"
+echo "PostgreSQL: $URL" >&2
+echo "building deltaforge (release)…" >&2
+(cd "$ROOT" && cargo build --release -q -p deltaforge)
+BIN="$CARGO_TARGET_DIR/release/deltaforge"
+WORK="$(mktemp -d /tmp/deltaforge-bench-pg.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+
+sql() { psql "$URL" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+sql "DROP TABLE IF EXISTS bench_pg; DROP PUBLICATION IF EXISTS bench_pg;" >/dev/null
+sql "CREATE TABLE bench_pg (id bigint PRIMARY KEY, name text, amount numeric(12,2), created_at timestamptz);
+     CREATE PUBLICATION bench_pg FOR TABLE bench_pg;
+     CREATE OR REPLACE PROCEDURE bench_pg_fill(n bigint, per_tx int) LANGUAGE plpgsql AS \$\$
+     DECLARE i bigint := 0;
+     BEGIN
+       WHILE i < n LOOP
+         INSERT INTO bench_pg SELECT g, 'name ' || g, g * 1.5, now()
+           FROM generate_series(i + 1, least(i + per_tx, n)) g;
+         i := i + per_tx;
+         COMMIT;
+       END LOOP;
+     END \$\$;" >/dev/null
+
+printf '%-8s %-5s %14s %14s %8s %12s\n' "tx_rows" "rep" "deltaforge ev/s" "recvlogical ev/s" "ratio" "peak RSS MB"
+summary=()
+for TX in $TX_SIZES; do
+  sql "TRUNCATE bench_pg" >/dev/null
+  # One slot per run, for the engine and for pg_recvlogical, created before
+  # the backlog so that each reads all of it.
+  for r in $(seq 1 "$REPS"); do
+    for kind in df raw; do
+      sql "SELECT pg_drop_replication_slot('bench_${kind}_$r') FROM pg_replication_slots WHERE slot_name = 'bench_${kind}_$r'" >/dev/null
+      sql "SELECT pg_create_logical_replication_slot('bench_${kind}_$r', 'pgoutput')" >/dev/null
+    done
+  done
+  echo "writing $ROWS rows in transactions of $TX…" >&2
+  t0=$(date +%s.%N)
+  sql "CALL bench_pg_fill($ROWS, $TX)" >/dev/null
+  echo "  written in $(echo "$(date +%s.%N) - $t0" | bc) s" >&2
+  ENDPOS="$(sql "SELECT pg_current_wal_lsn()")"
+  df_rates=(); raw_rates=(); rss=()
+  for r in $(seq 1 "$REPS"); do
+    # Server limit: pg_recvlogical to /dev/null up to the backlog's end.
+    t0=$(date +%s.%N)
+    "$PGBIN/pg_recvlogical" -h 127.0.0.1 -p "$PORT" -U postgres -d deltaforge --start --slot "bench_raw_$r" \
+      --plugin pgoutput -o proto_version=1 -o publication_names=bench_pg -f /dev/null --endpos "$ENDPOS" --no-loop
+    raw=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
+
+    # deltaforge: postgres → file, until every row is in the file.
+    out="$WORK/out-$TX-$r.jsonl"
+    cat >"$WORK/p.yaml" <<EOF
+apiVersion: deltaforge/v1
+kind: Pipeline
+metadata: { name: bench-pg, tenant: bench }
+spec:
+  source:
+    type: postgres
+    config: { id: bench-pg-$TX-$r, dsn: '$URL', tables: [public.bench_pg], slot: bench_df_$r, publication: bench_pg }
+  sinks:
+    - type: file
+      config: { id: out, path: $out }
+  batch: { max_events: 4000, max_bytes: 4194304, max_ms: 100 }
+EOF
+    t0=$(date +%s.%N)
+    /usr/bin/time -v -o "$WORK/time.txt" "$BIN" run --config "$WORK/p.yaml" --storage-path "$WORK/state-$TX-$r/df.db" \
+      2>"$WORK/df.log" &
+    tpid=$!
+    while :; do
+      n=$( (wc -l <"$out") 2>/dev/null || echo 0)
+      [ "$n" -ge "$ROWS" ] && break
+      if ! kill -0 "$tpid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$WORK/df.log" >&2; exit 1; fi
+      sleep 0.2
+    done
+    dfr=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
+    for c in $(pgrep -P "$tpid"); do kill -TERM "$c"; done
+    wait "$tpid" || true
+    kb=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$WORK/time.txt")
+    mb=$((kb / 1024))
+    rm -f "$out"
+    printf '%-8s %-5s %14s %14s %8s %12s\n' "$TX" "$r" "$dfr" "$raw" "$(echo "scale=2; $dfr / $raw" | bc)" "$mb"
+    df_rates+=("$dfr"); raw_rates+=("$raw"); rss+=("$mb")
+  done
+  mdf=$(printf '%s\n' "${df_rates[@]}" | median)
+  mraw=$(printf '%s\n' "${raw_rates[@]}" | median)
+  mrss=$(printf '%s\n' "${rss[@]}" | median)
+  summary+=("$(printf '%-8s %-5s %14s %14s %8s %12s' "$TX" "median" "$mdf" "$mraw" "$(echo "scale=2; $mdf / $mraw" | bc)" "$mrss")")
+  for r in $(seq 1 "$REPS"); do
+    for kind in df raw; do
+      sql "SELECT pg_drop_replication_slot('bench_${kind}_$r')" >/dev/null || true
+    done
+  done
+done
+echo
+printf '%-8s %-5s %14s %14s %8s %12s\n' "tx_rows" "" "deltaforge ev/s" "recvlogical ev/s" "ratio" "peak RSS MB"
+printf '%s\n' "${summary[@]}"
+sql "DROP PUBLICATION IF EXISTS bench_pg; DROP TABLE IF EXISTS bench_pg; DROP PROCEDURE IF EXISTS bench_pg_fill" >/dev/null
