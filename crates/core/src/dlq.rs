@@ -171,7 +171,7 @@ impl DeadLetterQueue {
     }
 
     /// Number of dead letters.
-    pub async fn len(&self) -> Result<u64, DlqError> {
+    pub async fn count(&self) -> Result<u64, DlqError> {
         Ok(self.storage.queue_len(NAMESPACE, &self.pipeline).await?)
     }
 }
