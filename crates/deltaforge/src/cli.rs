@@ -58,12 +58,39 @@ pub enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Inspect or redrive a pipeline's dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Inspect or reset stored checkpoints (offline).
     Checkpoints {
         #[command(subcommand)]
         action: CheckpointAction,
         #[command(flatten)]
         storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Print a pipeline's dead letters, oldest first (JSON lines).
+    List {
+        /// Pipeline name.
+        pipeline: String,
+        /// Pipeline spec file or directory.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Deliver a pipeline's dead letters again, in order, removing each once delivered.
+    Redrive {
+        /// Pipeline name.
+        pipeline: String,
+        /// Pipeline spec file or directory (the sinks to redrive to).
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -139,6 +166,21 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Dlq { action, storage } => {
+            let (DlqAction::List { config, .. } | DlqAction::Redrive { config, .. }) = &action;
+            let specs = match load_config(config) {
+                Ok(s) => s,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let store = crate::storage::open(&storage).await?;
+            match action {
+                DlqAction::List { pipeline, .. } => crate::dlq_cmd::list(&specs, &pipeline, store).await,
+                DlqAction::Redrive { pipeline, .. } => crate::dlq_cmd::redrive(&specs, &pipeline, store).await,
+            }
+        }
         Command::Checkpoints { action, storage } => {
             let store = CheckpointStore::new(crate::storage::open(&storage).await?);
             match action {
@@ -181,5 +223,15 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,46 +1,98 @@
-//! Test hooks that make a sink fail on demand, for crash and outage tests
-//! against the real binary.
+//! Test hooks that make a sink fail on demand, for crash, outage and
+//! dead-letter tests against the real binary.
 //!
-//! `DELTAFORGE_FAILPOINTS=sink:out=/tmp/out.fail,sink:audit=/tmp/a.fail`
-//! makes sink `out` fail every delivery (as a retryable error) while the
-//! file `/tmp/out.fail` exists. Unset, no sink is wrapped and nothing costs
-//! anything. Never enable it in production.
+//! `DELTAFORGE_FAILPOINTS` holds comma-separated hooks:
+//!
+//! - `sink:ID=/path/flag` — sink `ID` fails every delivery (retryably)
+//!   while the file exists (an outage);
+//! - `poison:ID=/path/flag@N` — while the file exists, sink `ID` rejects as
+//!   poison (for the event's own fault) every event whose `after.id` is a
+//!   multiple of N, and delivers the others.
+//!
+//! Unset, no sink is wrapped and nothing costs anything. Never enable it in
+//! production.
 
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_core::{Event, RejectedEvent, Sink, SinkError};
 
-/// The flag file configured for a sink id, if any.
-pub fn for_sink(sink_id: &str) -> Option<PathBuf> {
-    let spec = std::env::var("DELTAFORGE_FAILPOINTS").ok()?;
-    spec.split(',').find_map(|item| {
-        let (name, path) = item.trim().split_once('=')?;
-        (name.strip_prefix("sink:")? == sink_id).then(|| PathBuf::from(path))
-    })
+/// What a hook does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hook {
+    /// Fail every delivery while the flag exists.
+    Outage(PathBuf),
+    /// Reject events whose id is a multiple of N while the flag exists.
+    Poison(PathBuf, u64),
 }
 
-/// Wraps a sink and fails while a flag file exists.
+/// The hooks configured for a sink id.
+pub fn for_sink(sink_id: &str) -> Vec<Hook> {
+    let Ok(spec) = std::env::var("DELTAFORGE_FAILPOINTS") else { return Vec::new() };
+    spec.split(',')
+        .filter_map(|item| {
+            let (name, arg) = item.trim().split_once('=')?;
+            if name.strip_prefix("sink:") == Some(sink_id) {
+                return Some(Hook::Outage(PathBuf::from(arg)));
+            }
+            if name.strip_prefix("poison:") == Some(sink_id) {
+                let (path, every) = arg.rsplit_once('@')?;
+                return Some(Hook::Poison(PathBuf::from(path), every.parse().ok().filter(|n| *n > 0)?));
+            }
+            None
+        })
+        .collect()
+}
+
+/// Wraps a sink with its hooks.
 pub struct FailpointSink {
     inner: Box<dyn Sink>,
-    flag: PathBuf,
+    hooks: Vec<Hook>,
 }
 
 impl FailpointSink {
     /// Wraps `inner`.
-    pub fn new(inner: Box<dyn Sink>, flag: PathBuf) -> Self {
-        tracing::warn!(flag = %flag.display(), "failpoint armed for a sink (test hook)");
-        FailpointSink { inner, flag }
+    pub fn new(inner: Box<dyn Sink>, hooks: Vec<Hook>) -> Self {
+        tracing::warn!(?hooks, "failpoints armed for a sink (test hook)");
+        FailpointSink { inner, hooks }
     }
+}
+
+fn event_id(e: &Event) -> Option<u64> {
+    e.after.as_ref()?.get("id")?.as_u64()
 }
 
 #[async_trait]
 impl Sink for FailpointSink {
     async fn deliver(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        if self.flag.exists() {
-            return Err(SinkError::Retryable(format!("failpoint: {} exists", self.flag.display())));
+        let mut poison_every = None;
+        for hook in &self.hooks {
+            match hook {
+                Hook::Outage(flag) if flag.exists() => {
+                    return Err(SinkError::Retryable(format!("failpoint: {} exists", flag.display())));
+                }
+                Hook::Poison(flag, every) if flag.exists() => poison_every = Some(*every),
+                _ => {}
+            }
         }
-        self.inner.deliver(events).await
+        let Some(every) = poison_every else { return self.inner.deliver(events).await };
+        let is_poison = |e: &Event| event_id(e).is_some_and(|id| id.is_multiple_of(every));
+        let good: Vec<Event> = events.iter().filter(|e| !is_poison(e)).cloned().collect();
+        self.inner.deliver(&good).await?;
+        let rejected: Vec<RejectedEvent> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| is_poison(e))
+            .map(|(index, e)| RejectedEvent {
+                index,
+                reason: format!("failpoint: event {} is poison", event_id(e).unwrap_or(0)),
+            })
+            .collect();
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::Rejected(rejected))
+        }
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {

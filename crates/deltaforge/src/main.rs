@@ -3,6 +3,7 @@
 //! library crates; this crate only wires them together.
 
 mod cli;
+mod dlq_cmd;
 mod failpoint;
 mod registry;
 mod runner;

@@ -59,8 +59,7 @@ const SOURCES: &[SourceEntry] = &[SourceEntry {
         let cfg = parse::<deltaforge_source_datagen::DatagenConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
         Ok(Box::new(deltaforge_source_datagen::DatagenSource::new(cfg)))
     },
-},
-];
+}];
 
 const SINKS: &[SinkEntry] = &[
     SinkEntry {
@@ -141,11 +140,11 @@ impl Registry {
             .iter()
             .find(|e| e.kind == spec.kind)
             .ok_or_else(|| SinkError::Fatal(format!("unknown sink type {:?}", spec.kind)))?;
-        let sink = (entry.build)(&spec.config, &SinkContext { pipeline, sink_id: &spec.id })?;
-        Ok(match crate::failpoint::for_sink(&spec.id) {
-            Some(flag) => Box::new(FailpointSink::new(sink, flag)),
-            None => sink,
-        })
+        let ctx = SinkContext { pipeline, sink_id: &spec.id };
+        tracing::debug!(pipeline = ctx.pipeline, sink = ctx.sink_id, kind = entry.kind, "building sink");
+        let sink = (entry.build)(&spec.config, &ctx)?;
+        let hooks = crate::failpoint::for_sink(&spec.id);
+        Ok(if hooks.is_empty() { sink } else { Box::new(FailpointSink::new(sink, hooks)) })
     }
 
     /// Builds one processor.

@@ -235,7 +235,8 @@ pub fn sqlite_log(db: &Path, namespace: &str, key: &str) -> Vec<Value> {
     }
     let conn = rusqlite::Connection::open(db).expect("open storage");
     conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    let mut stmt = conn.prepare("SELECT value FROM log WHERE namespace = ?1 AND key = ?2 ORDER BY seq").expect("prepare");
+    let mut stmt =
+        conn.prepare("SELECT value FROM log WHERE namespace = ?1 AND key = ?2 ORDER BY seq").expect("prepare");
     let rows = stmt.query_map([namespace, key], |r| r.get::<_, String>(0)).expect("query log");
     rows.map(|r| serde_json::from_str(&r.expect("row")).expect("log record JSON")).collect()
 }
