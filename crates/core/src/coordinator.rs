@@ -125,6 +125,8 @@ pub struct PipelineStatus {
     pub checkpoint: Option<Checkpoint>,
     /// Last sink or storage error, if the pipeline is degraded.
     pub last_error: Option<String>,
+    /// The value last set on `deltaforge_checkpoint_lag_seconds` (updated every second).
+    pub lag_seconds: f64,
 }
 
 /// What a finished run did.
@@ -453,6 +455,13 @@ impl Pipeline {
                         (false, Some(ts)) => (Utc::now().timestamp_millis() - ts).max(0) as f64 / 1000.0,
                     };
                     lag_seconds.set(lag);
+                    if let Some(s) = &status {
+                        s.send_if_modified(|st| {
+                            let changed = st.lag_seconds != lag;
+                            st.lag_seconds = lag;
+                            changed
+                        });
+                    }
                 }
                 _ = shutdown.cancelled(), if grace_deadline.is_none() => {
                     tracing::info!(pipeline = %name, "shutdown requested: finishing in-flight batches");

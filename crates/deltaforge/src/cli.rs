@@ -1,4 +1,6 @@
-//! Command-line interface: `run`, `validate` and `checkpoints`.
+//! Command-line interface: `run` (pipelines with the REST API and metrics),
+//! `validate` and `checkpoints`, and logging set-up (`--log-format text|json`,
+//! `--log-level` or `RUST_LOG`). It parses and dispatches only.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,9 +47,12 @@ pub enum Command {
         config: PathBuf,
         #[command(flatten)]
         storage: StorageArgs,
-        /// Seconds to keep delivering in-flight batches after SIGINT/SIGTERM.
+        /// Seconds to keep delivering in-flight batches after SIGINT/SIGTERM
+        /// (and after a stop, pause or delete through the API).
         #[arg(long, default_value_t = 10)]
         shutdown_grace_secs: u64,
+        #[command(flatten)]
+        control: crate::runner::ControlArgs,
     },
     /// Check a config offline (opens no connection): exit 0 when valid.
     Validate {
@@ -133,7 +138,7 @@ pub fn load_config(path: &std::path::Path) -> Result<Vec<PipelineSpec>, deltafor
 /// Runs the chosen command; returns the process exit code.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config, storage, shutdown_grace_secs } => {
+        Command::Run { config, storage, shutdown_grace_secs, control } => {
             let specs = match load_config(&config) {
                 Ok(s) => s,
                 Err(errors) => {
@@ -142,7 +147,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let store = crate::storage::open(&storage).await?;
-            crate::runner::run(specs, store, std::time::Duration::from_secs(shutdown_grace_secs)).await
+            crate::runner::run(specs, store, std::time::Duration::from_secs(shutdown_grace_secs), control).await
         }
         Command::Validate { config, connect } => match load_config(&config) {
             Ok(specs) => {

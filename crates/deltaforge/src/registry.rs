@@ -52,14 +52,32 @@ struct ProcessorEntry {
     build: fn(&Config) -> Result<Box<dyn Processor>, String>,
 }
 
-const SOURCES: &[SourceEntry] = &[SourceEntry {
-    kind: "datagen",
-    check: |c| parse::<deltaforge_source_datagen::DatagenConfig>(c)?.check(),
-    build: |c| {
-        let cfg = parse::<deltaforge_source_datagen::DatagenConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
-        Ok(Box::new(deltaforge_source_datagen::DatagenSource::new(cfg)))
+const SOURCES: &[SourceEntry] = &[
+    SourceEntry {
+        kind: "datagen",
+        check: |c| parse::<deltaforge_source_datagen::DatagenConfig>(c)?.check(),
+        build: |c| {
+            let cfg = parse::<deltaforge_source_datagen::DatagenConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
+            Ok(Box::new(deltaforge_source_datagen::DatagenSource::new(cfg)))
+        },
     },
-}];
+    SourceEntry {
+        kind: "mysql",
+        check: |c| parse::<deltaforge_source_mysql::MysqlConfig>(c)?.check(),
+        build: |c| {
+            let cfg = parse::<deltaforge_source_mysql::MysqlConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
+            Ok(Box::new(deltaforge_source_mysql::MysqlSource::new(cfg)?))
+        },
+    },
+    SourceEntry {
+        kind: "postgres",
+        check: |c| parse::<deltaforge_source_postgres::PostgresConfig>(c)?.check(),
+        build: |c| {
+            let cfg = parse::<deltaforge_source_postgres::PostgresConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
+            Ok(Box::new(deltaforge_source_postgres::PostgresSource::new(cfg)?))
+        },
+    },
+];
 
 const SINKS: &[SinkEntry] = &[
     SinkEntry {
@@ -86,9 +104,73 @@ const SINKS: &[SinkEntry] = &[
             Ok(Box::new(deltaforge_sinks_basic::DiscardSink::new(cfg)))
         },
     },
+    SinkEntry {
+        kind: "kafka",
+        check: |c| parse::<deltaforge_sink_kafka::KafkaConfig>(c)?.check(),
+        build: |c, ctx| {
+            let cfg = parse::<deltaforge_sink_kafka::KafkaConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
+            Ok(Box::new(deltaforge_sink_kafka::KafkaSink::new(cfg, ctx.pipeline, ctx.sink_id)?))
+        },
+    },
+    SinkEntry {
+        kind: "redis",
+        check: |c| {
+            parse::<deltaforge_sink_redis::RedisConfig>(c)?.check().map_err(|e| (e.field().to_string(), e.to_string()))
+        },
+        build: |c, _ctx| {
+            let cfg = parse::<deltaforge_sink_redis::RedisConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
+            Ok(Box::new(deltaforge_sink_redis::RedisSink::new(cfg).map_err(|e| SinkError::Fatal(e.to_string()))?))
+        },
+    },
+    SinkEntry {
+        kind: "nats",
+        check: |c| {
+            parse::<deltaforge_sink_nats::NatsConfig>(c)?.check().map_err(|e| (e.field().to_string(), e.to_string()))
+        },
+        build: |c, _ctx| {
+            let cfg = parse::<deltaforge_sink_nats::NatsConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
+            Ok(Box::new(deltaforge_sink_nats::NatsSink::new(cfg).map_err(|e| SinkError::Fatal(e.to_string()))?))
+        },
+    },
+    SinkEntry {
+        kind: "http",
+        check: |c| {
+            parse::<deltaforge_sink_http::HttpConfig>(c)?.check().map_err(|e| (e.field().to_string(), e.to_string()))
+        },
+        build: |c, _ctx| {
+            let cfg = parse::<deltaforge_sink_http::HttpConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
+            Ok(Box::new(deltaforge_sink_http::HttpSink::new(cfg)?))
+        },
+    },
 ];
 
-const PROCESSORS: &[ProcessorEntry] = &[];
+const PROCESSORS: &[ProcessorEntry] = &[
+    ProcessorEntry {
+        kind: "filter",
+        check: |c| deltaforge_processors::check("filter", c),
+        build: |c| deltaforge_processors::build("filter", c),
+    },
+    ProcessorEntry {
+        kind: "mask",
+        check: |c| deltaforge_processors::check("mask", c),
+        build: |c| deltaforge_processors::build("mask", c),
+    },
+    ProcessorEntry {
+        kind: "flatten",
+        check: |c| deltaforge_processors::check("flatten", c),
+        build: |c| deltaforge_processors::build("flatten", c),
+    },
+    ProcessorEntry {
+        kind: "javascript",
+        check: |c| deltaforge_processors::check("javascript", c),
+        build: |c| deltaforge_processors::build("javascript", c),
+    },
+    ProcessorEntry {
+        kind: "outbox",
+        check: |c| deltaforge_processors::check("outbox", c),
+        build: |c| deltaforge_processors::build("outbox", c),
+    },
+];
 
 /// The registry of every built-in component.
 #[derive(Debug, Default, Clone, Copy)]

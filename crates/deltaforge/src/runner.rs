@@ -1,43 +1,182 @@
-//! Runs pipelines: builds each from its spec, supervises it (restarting
-//! after retryable failures with backoff), and stops everything cleanly on
-//! SIGINT/SIGTERM.
+//! Runs pipelines under the control plane: hands every spec to the
+//! [`PipelineManager`] (which supervises each one, restarting after
+//! retryable failures with backoff, and holds leases on shared storage),
+//! serves the REST API and the Prometheus metrics next to them, and stops
+//! everything cleanly on SIGINT/SIGTERM.
+//!
+//! The process exits by itself once every pipeline has ended on its own
+//! (finished, or failed: exit 1); pipelines stopped or paused through the
+//! API, or held by another instance, keep it running. This module must
+//! never decide anything about delivery or checkpoints.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deltaforge_config::PipelineSpec;
+use anyhow::{bail, Context};
+use clap::Args;
+use deltaforge_config::{Catalog, PipelineSpec};
+use deltaforge_control::{ApiState, LeaseConfig, ManagerConfig, PipelineFactory, PipelineManager};
 use deltaforge_core::{Pipeline, PipelineError, SinkSlot, SourceError};
 use deltaforge_storage::StorageBackend;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::Registry;
 
-/// Runs every pipeline until all have finished or a signal arrives.
-/// Exit code 0 when every pipeline ended cleanly (or was stopped by a
-/// signal), 1 when any failed.
+/// Default REST API address.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:8080";
+/// Default metrics address.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9000";
+
+/// Control-plane options of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct ControlArgs {
+    /// REST API address [default: 127.0.0.1:8080]. When given explicitly, a
+    /// failure to bind it is fatal; the default address is skipped with an
+    /// error log when taken. Port 0 picks a free port (logged).
+    #[arg(long, env = "DELTAFORGE_API_ADDR")]
+    pub api_addr: Option<SocketAddr>,
+    /// Prometheus metrics address, path /metrics [default: 127.0.0.1:9000];
+    /// bind failures as for --api-addr.
+    #[arg(long, env = "DELTAFORGE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Bearer token the API requires (`Authorization: Bearer TOKEN`); all
+    /// routes but /health.
+    #[arg(long, env = "DELTAFORGE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Allow a non-loopback --api-addr without --api-token.
+    #[arg(long)]
+    pub insecure_api: bool,
+    /// This instance's name in pipeline leases [default: HOSTNAME-PID].
+    #[arg(long, env = "DELTAFORGE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Lease time-to-live in seconds, on shared (postgres) storage; renewed every third of it.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_ttl_secs: u64,
+}
+
+/// Builds pipelines from specs through the component registry.
+struct Factory {
+    grace: Duration,
+}
+
+impl PipelineFactory for Factory {
+    fn catalog(&self) -> &dyn Catalog {
+        &Registry
+    }
+    fn build(&self, spec: &PipelineSpec, storage: Arc<dyn StorageBackend>) -> Result<Pipeline, PipelineError> {
+        build(spec, storage, self.grace)
+    }
+}
+
+/// Binds `addr` (or the default); `None` when the default is taken.
+async fn bind(what: &str, addr: Option<SocketAddr>, default: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let explicit = addr.is_some();
+    let addr = match addr {
+        Some(a) => a,
+        None => default.parse().expect("valid default address"),
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            let local = l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
+            tracing::info!("{what} bound to {local}");
+            Ok(Some(l))
+        }
+        Err(e) if explicit => {
+            Err(e).with_context(|| format!("cannot listen on {addr} for the {what}; choose another address"))
+        }
+        Err(e) => {
+            tracing::error!(
+                "cannot listen on the default {what} address {addr} ({e}); running without it. \
+                 Pass an explicit address (port 0 picks a free one)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "deltaforge".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs every pipeline with the API and metrics until all have ended by
+/// themselves or a signal arrives. Exit code 0, or 1 when any pipeline failed.
 pub async fn run(
     specs: Vec<PipelineSpec>,
     storage: Arc<dyn StorageBackend>,
     grace: Duration,
+    control: ControlArgs,
 ) -> anyhow::Result<ExitCode> {
+    let token = control.api_token.clone().filter(|t| !t.is_empty());
+    let api_addr = control.api_addr.unwrap_or_else(|| DEFAULT_API_ADDR.parse().expect("valid default"));
+    if !api_addr.ip().is_loopback() && token.is_none() && !control.insecure_api {
+        bail!(
+            "refusing to serve the REST API on non-loopback address {api_addr} without authentication: \
+             set --api-token (or DELTAFORGE_API_TOKEN), or pass --insecure-api if the network is trusted"
+        );
+    }
+    let api_listener = bind("REST API", control.api_addr, DEFAULT_API_ADDR).await?;
+    let metrics_listener = bind("metrics endpoint", control.metrics_addr, DEFAULT_METRICS_ADDR).await?;
+    let prometheus = match deltaforge_control::metrics::install() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!("cannot install the Prometheus recorder: {e}");
+            None
+        }
+    };
+
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
-    let mut tasks = Vec::new();
-    for spec in specs {
-        let storage = storage.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move { supervise(spec, storage, shutdown, grace).await }));
+    let leases =
+        (storage.kind() == "postgres").then(|| LeaseConfig::with_ttl(Duration::from_secs(control.lease_ttl_secs)));
+    let instance_id = control.instance_id.clone().unwrap_or_else(default_instance_id);
+    if leases.is_some() {
+        tracing::info!(instance = %instance_id, ttl_secs = control.lease_ttl_secs, "shared storage: pipelines run under leases");
     }
-    let mut failed = false;
-    for t in tasks {
+    let manager = PipelineManager::new(
+        Arc::new(Factory { grace }),
+        ManagerConfig { storage, leases, instance_id, stop_wait: grace + Duration::from_secs(5) },
+    );
+    let mut changes = manager.subscribe();
+    for spec in specs {
+        manager.add(spec);
+    }
+
+    let servers = CancellationToken::new();
+    let mut server_tasks = Vec::new();
+    if let Some(l) = api_listener {
+        let state =
+            ApiState { manager: manager.clone(), token: token.map(Into::into), command_wait: Duration::from_secs(5) };
+        server_tasks.push(tokio::spawn(deltaforge_control::api::serve(l, state, servers.clone())));
+    }
+    if let (Some(l), Some(h)) = (metrics_listener, prometheus) {
+        server_tasks.push(tokio::spawn(deltaforge_control::metrics::serve(l, h, servers.clone())));
+    }
+
+    let failed = loop {
+        if let Some(failed) = manager.all_ended() {
+            break failed;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break false,
+            r = changes.changed() => if r.is_err() { break false },
+        }
+    };
+    let failed = failed || manager.list().iter().any(|v| v.state == deltaforge_control::State::Failed);
+    manager.shutdown().await;
+    servers.cancel();
+    for t in server_tasks {
         match t.await {
-            Ok(true) => {}
-            Ok(false) => failed = true,
-            Err(e) => {
-                tracing::error!("pipeline task panicked: {e}");
-                failed = true;
-            }
+            Ok(Err(e)) => tracing::warn!("server ended with an error: {e}"),
+            Err(e) => tracing::warn!("server task failed: {e}"),
+            Ok(Ok(())) => {}
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -98,51 +237,4 @@ pub fn build(
         status: None,
         dlq: spec.dlq.clone(),
     })
-}
-
-/// Runs one pipeline, restarting it after retryable failures. Returns
-/// whether it ended without a fatal error.
-async fn supervise(
-    spec: PipelineSpec,
-    storage: Arc<dyn StorageBackend>,
-    shutdown: CancellationToken,
-    grace: Duration,
-) -> bool {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let result = match build(&spec, storage.clone(), grace) {
-            Ok(p) => p.run(shutdown.clone()).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(summary) => {
-                tracing::info!(
-                    pipeline = %spec.name,
-                    events = summary.events_read,
-                    checkpoint = ?summary.checkpoint.map(|p| p.to_json()),
-                    "pipeline finished"
-                );
-                return true;
-            }
-            Err(e) if shutdown.is_cancelled() => {
-                tracing::warn!(pipeline = %spec.name, "pipeline stopped during shutdown: {e}");
-                return true;
-            }
-            Err(e)
-                if e.is_retryable()
-                    || matches!(&e, PipelineError::Sink { error: deltaforge_core::SinkError::Retryable(_), .. }) =>
-            {
-                tracing::warn!(pipeline = %spec.name, retry_in = ?backoff, "pipeline failed, restarting from its checkpoint: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => return true,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => {
-                tracing::error!(pipeline = %spec.name, "pipeline failed: {e}");
-                return false;
-            }
-        }
-    }
 }

@@ -1,11 +1,12 @@
-//! Opening the configured storage backend.
+//! Opening the configured storage backend (`sqlite`, `memory` or `postgres`).
+//! Only opens; never reads or writes what is stored.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use deltaforge_storage::{MemoryBackend, SqliteBackend, StorageBackend};
+use deltaforge_storage::{MemoryBackend, PostgresBackend, SqliteBackend, StorageBackend};
 
 /// Which storage backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,7 +28,8 @@ pub struct StorageArgs {
     /// SQLite file (parent directories are created).
     #[arg(long, global = true, default_value = "./data/deltaforge.db", env = "DELTAFORGE_STORAGE_PATH")]
     pub storage_path: PathBuf,
-    /// PostgreSQL DSN for the postgres backend.
+    /// PostgreSQL DSN for the postgres backend (tables in schema `deltaforge`;
+    /// pipelines then hold leases so that several instances can share it).
     #[arg(long, global = true, env = "DELTAFORGE_STORAGE_DSN", hide_env_values = true)]
     pub storage_dsn: Option<String>,
 }
@@ -42,9 +44,16 @@ pub async fn open(args: &StorageArgs) -> anyhow::Result<Arc<dyn StorageBackend>>
                 .with_context(|| format!("opening SQLite storage at {}", args.storage_path.display()))?,
         ),
         BackendKind::Postgres => {
-            bail!(
-                "the postgres storage backend is not available in this build yet; \
-                 use --storage-backend sqlite (the default) for a single instance"
+            let Some(dsn) = args.storage_dsn.as_deref() else {
+                bail!(
+                    "--storage-backend postgres needs --storage-dsn (or DELTAFORGE_STORAGE_DSN), e.g. \
+                     postgres://USER:PASSWORD@HOST:5432/DATABASE"
+                )
+            };
+            Arc::new(
+                PostgresBackend::connect(dsn).await.with_context(|| {
+                    format!("opening PostgreSQL storage at {}", deltaforge_storage::redact_pg_dsn(dsn))
+                })?,
             )
         }
     })

@@ -1,8 +1,9 @@
 //! Durable state for every DeltaForge subsystem, behind one trait.
 //!
 //! This crate owns the [`StorageBackend`] trait and its implementations:
-//! [`MemoryBackend`] (tests; lost on restart) and [`SqliteBackend`]
-//! (the single-instance default). Four primitives cover every need, each
+//! [`MemoryBackend`] (tests; lost on restart), [`SqliteBackend`]
+//! (the single-instance default) and [`PostgresBackend`] (shared by
+//! several instances). Four primitives cover every need, each
 //! namespaced so that subsystems never collide:
 //!
 //! | primitive | semantics | used for |
@@ -21,6 +22,7 @@
 #[cfg(test)]
 mod conformance;
 mod memory;
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -28,6 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use memory::MemoryBackend;
+pub use postgres::{redact_pg_dsn, PostgresBackend, DEFAULT_SCHEMA as POSTGRES_DEFAULT_SCHEMA};
 pub use sqlite::SqliteBackend;
 
 /// Errors raised by a storage backend.

@@ -248,3 +248,102 @@ impl Rng {
         Rng(seed.max(1))
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; a tiny race with
+/// other processes is possible).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+}
+
+/// A minimal blocking HTTP/1.1 client for API tests: sends `method path`
+/// to `addr` (`127.0.0.1:PORT`) with optional bearer `token` and `body`,
+/// and returns the status code and the body text. Errors (connection
+/// refused, timeout) come back as `Err` so callers can poll.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Ok((status, body))
+}
+
+/// Decodes a chunked HTTP body.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// Like [`http`], parsing the body as JSON (`Value::Null` when it is not JSON).
+pub fn http_json(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    let (status, text) = http(addr, method, path, token, body)?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// The value of a Prometheus sample in a `/metrics` text, e.g.
+/// `metric_value(text, "deltaforge_events_read_total", &[("pipeline", "p")])`;
+/// the labels given must all match (others may be present).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            return None;
+        }
+        let all = labels.iter().all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        if all {
+            value.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Deletes the stored checkpoint of `source_id` from a SQLite storage file,
+/// as the documented operator command does (`DELETE FROM kv WHERE namespace
+/// = 'checkpoints' AND key = ...`); returns whether a row was deleted.
+pub fn delete_sqlite_checkpoint(db: &Path, source_id: &str) -> bool {
+    let conn = rusqlite::Connection::open(db).expect("open storage");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.execute("DELETE FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id]).expect("delete checkpoint")
+        == 1
+}

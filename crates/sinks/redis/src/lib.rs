@@ -1,1 +1,336 @@
-//! placeholder (work in progress)
+//! `type: redis` — delivers events to Redis Streams.
+//!
+//! Each event becomes one `XADD` to the stream named by the `stream`
+//! template (e.g. `cdc.${db}.${table}`), with the fields
+//!
+//! | field   | value |
+//! |---------|-------|
+//! | `id`    | the event's idempotency key (consumers deduplicate on it) |
+//! | `op`    | `c`, `u`, `d`, `r` or `t` |
+//! | `key`   | the default message key (`{"id":42}`); omitted when the table has no known key |
+//! | `value` | the envelope JSON (`envelope: native \| debezium \| cloudevents`) |
+//!
+//! and, with `maxlen: N`, approximate trimming (`XADD … MAXLEN ~ N *`).
+//! All the `XADD`s of a batch go in one pipeline (one round trip); the batch
+//! is acknowledged only when every reply is a stream entry id. Redis keeps
+//! what it acknowledged in memory: how durable that is depends on the
+//! server's persistence settings (`appendonly yes`, `appendfsync always`
+//! for no loss on a server crash), which this sink cannot change.
+//!
+//! This module owns the config, the connection and the mapping of Redis
+//! errors to [`SinkError::Retryable`] / [`SinkError::Fatal`]. It never
+//! retries by itself (the coordinator owns retries and backoff), never
+//! writes checkpoints, and never puts the URI's password into a log line or
+//! an error (URIs are shown through [`deltaforge_config::redact_dsn`]).
+//!
+//! Crate choice: `redis` 1.x (`tokio-comp`, `connection-manager`) is the
+//! maintained Rust client; its `ConnectionManager` reconnects by itself
+//! after a server restart, so an outage costs failed attempts, not a
+//! rebuilt sink. The connection is opened lazily on the first delivery, so
+//! building a sink (and `deltaforge validate`) never touches the network
+//! and a server that is down at start-up is a retryable condition.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deltaforge_config::redact_dsn;
+use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_encoding::{default_key, Envelope, Template};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use serde::Deserialize;
+
+/// Configuration of the Redis Streams sink.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Server URI, e.g. `redis://127.0.0.1:6379/0` or
+    /// `redis://:password@host:6379` (`rediss://` needs a TLS build of the
+    /// client and is refused).
+    pub uri: String,
+    /// Stream name template, e.g. `cdc.${db}.${table}`.
+    pub stream: String,
+    /// Approximate maximum stream length (`XADD … MAXLEN ~ N`); unbounded when absent.
+    #[serde(default)]
+    pub maxlen: Option<u64>,
+    /// Envelope of the `value` field.
+    #[serde(default)]
+    pub envelope: Envelope,
+    /// Time limit of one round trip, in milliseconds (default 10000).
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+}
+
+fn default_response_timeout_ms() -> u64 {
+    10_000
+}
+
+/// What is wrong with a Redis sink config (found offline).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `stream` template does not parse.
+    #[error("stream: {0}")]
+    Stream(#[from] deltaforge_encoding::TemplateError),
+    /// The `uri` is not a Redis URI.
+    #[error("uri: {uri} is not a valid Redis URI ({reason}); expected redis://[:password@]host[:port][/db]")]
+    Uri {
+        /// The URI, password masked.
+        uri: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// A value out of range.
+    #[error("{field}: {message}")]
+    Value {
+        /// The offending field.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The config field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Stream(_) => "stream",
+            ConfigError::Uri { .. } => "uri",
+            ConfigError::Value { field, .. } => field,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Offline validation: the template parses, the URI is a Redis URI,
+    /// values are in range. Opens no connection.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.parts().map(|_| ())
+    }
+
+    fn parts(&self) -> Result<(Template, redis::Client), ConfigError> {
+        let stream = Template::parse(&self.stream)?;
+        if self.stream.is_empty() {
+            return Err(ConfigError::Value { field: "stream", message: "must not be empty".into() });
+        }
+        if self.uri.starts_with("rediss://") {
+            return Err(ConfigError::Uri {
+                uri: redact_dsn(&self.uri),
+                reason: "TLS (rediss://) is not built into this binary".into(),
+            });
+        }
+        let client = redis::Client::open(self.uri.as_str())
+            .map_err(|e| ConfigError::Uri { uri: redact_dsn(&self.uri), reason: scrub(&e.to_string(), &self.uri) })?;
+        if self.maxlen == Some(0) {
+            return Err(ConfigError::Value {
+                field: "maxlen",
+                message: "must be at least 1 (omit it for no trimming)".into(),
+            });
+        }
+        if self.response_timeout_ms == 0 {
+            return Err(ConfigError::Value { field: "response_timeout_ms", message: "must be at least 1".into() });
+        }
+        Ok((stream, client))
+    }
+}
+
+/// Replaces any occurrence of the raw URI in a message by its redacted form.
+fn scrub(message: &str, uri: &str) -> String {
+    if uri.is_empty() {
+        message.to_string()
+    } else {
+        message.replace(uri, &redact_dsn(uri))
+    }
+}
+
+/// The Redis Streams sink.
+pub struct RedisSink {
+    client: redis::Client,
+    conn: Option<ConnectionManager>,
+    stream: Template,
+    maxlen: Option<u64>,
+    envelope: Envelope,
+    response_timeout: Duration,
+    /// The URI with its password masked, for messages.
+    shown_uri: String,
+    raw_uri: String,
+    buf: Vec<u8>,
+}
+
+impl RedisSink {
+    /// Builds the sink; no connection is opened until the first delivery.
+    pub fn new(cfg: RedisConfig) -> Result<Self, ConfigError> {
+        let (stream, client) = cfg.parts()?;
+        Ok(RedisSink {
+            client,
+            conn: None,
+            stream,
+            maxlen: cfg.maxlen,
+            envelope: cfg.envelope,
+            response_timeout: Duration::from_millis(cfg.response_timeout_ms),
+            shown_uri: redact_dsn(&cfg.uri),
+            raw_uri: cfg.uri,
+            buf: Vec::with_capacity(1024),
+        })
+    }
+
+    async fn connection(&mut self) -> Result<ConnectionManager, SinkError> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.response_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(|e| self.classify(&e, "connecting to"))?;
+        tracing::info!(uri = %self.shown_uri, "connected to Redis");
+        self.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Maps a Redis error to retryable or fatal, with a message that names
+    /// the server (password masked) and what to do.
+    fn classify(&self, e: &RedisError, doing: &str) -> SinkError {
+        let text = scrub(&e.to_string(), &self.raw_uri);
+        let code = e.code().unwrap_or("");
+        let fatal_hint = match (e.kind(), code) {
+            (ErrorKind::AuthenticationFailed, _) | (_, "NOAUTH" | "WRONGPASS") => {
+                Some("authentication failed: check the user and password in `uri`")
+            }
+            (ErrorKind::Server(ServerErrorKind::NoPerm), _) | (_, "NOPERM") => {
+                Some("the Redis user lacks permission for XADD on this stream: grant it with ACL SETUSER")
+            }
+            (_, "WRONGTYPE") => Some("the stream key already holds a value of another type: rename the `stream` template or delete the key"),
+            (ErrorKind::InvalidClientConfig, _) => Some("invalid client configuration: check `uri`"),
+            (ErrorKind::Server(ServerErrorKind::ResponseError), _)
+                if text.contains("unknown command") || text.contains("syntax error") =>
+            {
+                Some("the server does not support XADD with these arguments (Redis 5+ is needed; `maxlen` needs Redis 6.2+ for `~` with trimming)")
+            }
+            _ => None,
+        };
+        match fatal_hint {
+            Some(hint) => SinkError::Fatal(format!("redis {doing} {}: {text} — {hint}", self.shown_uri)),
+            None => SinkError::Retryable(format!("redis {doing} {}: {text}", self.shown_uri)),
+        }
+    }
+
+    /// Builds the pipeline of `XADD`s for a batch.
+    fn pipeline(&mut self, events: &[Event]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for e in events {
+            let stream = self.stream.render(e);
+            self.buf.clear();
+            self.envelope.encode_into(e, &mut self.buf);
+            let cmd = pipe.cmd("XADD").arg(stream);
+            if let Some(n) = self.maxlen {
+                cmd.arg("MAXLEN").arg("~").arg(n);
+            }
+            cmd.arg("*").arg("id").arg(e.idempotency_key()).arg("op").arg(e.op.code());
+            if let Some(k) = default_key(e) {
+                cmd.arg("key").arg(k);
+            }
+            cmd.arg("value").arg(&self.buf[..]);
+        }
+        pipe
+    }
+}
+
+#[async_trait]
+impl Sink for RedisSink {
+    async fn deliver(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connection().await?;
+        let pipe = self.pipeline(events);
+        let ids: Vec<String> = pipe.query_async(&mut conn).await.map_err(|e| self.classify(&e, "XADD on"))?;
+        if ids.len() != events.len() {
+            return Err(SinkError::Retryable(format!(
+                "redis XADD on {}: {} replies for {} events",
+                self.shown_uri,
+                ids.len(),
+                events.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: serde_json::Value) -> Result<RedisConfig, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    #[test]
+    fn defaults_and_unknown_fields() {
+        let c = cfg(json!({"uri": "redis://127.0.0.1:6379", "stream": "cdc.${table}"})).unwrap();
+        assert_eq!(c.envelope, Envelope::Native);
+        assert_eq!(c.maxlen, None);
+        assert!(c.check().is_ok());
+        let e = cfg(json!({"uri": "redis://h", "stream": "s", "max_len": 5})).unwrap_err();
+        assert!(e.to_string().contains("max_len"), "{e}");
+    }
+
+    #[test]
+    fn unknown_placeholder_names_the_field() {
+        let c = cfg(json!({"uri": "redis://h", "stream": "cdc.${schema}"})).unwrap();
+        let e = c.check().unwrap_err();
+        assert_eq!(e.field(), "stream");
+        assert!(e.to_string().contains("${schema}"), "{e}");
+    }
+
+    #[test]
+    fn bad_uri_is_named_without_its_password() {
+        let c = cfg(json!({"uri": "http://:hunter2@h:1", "stream": "s"})).unwrap();
+        let e = c.check().unwrap_err();
+        assert_eq!(e.field(), "uri");
+        let m = e.to_string();
+        assert!(!m.contains("hunter2"), "{m}");
+        assert!(m.contains("redis://"), "{m}");
+        let c = cfg(json!({"uri": "rediss://h", "stream": "s"})).unwrap();
+        assert!(c.check().unwrap_err().to_string().contains("TLS"));
+        let c = cfg(json!({"uri": "redis://h", "stream": "s", "maxlen": 0})).unwrap();
+        assert_eq!(c.check().unwrap_err().field(), "maxlen");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_retryable_and_hides_the_password() {
+        // Port 1 on loopback refuses connections.
+        let c = cfg(json!({"uri": "redis://:hunter2@127.0.0.1:1", "stream": "s", "response_timeout_ms": 500})).unwrap();
+        let mut sink = RedisSink::new(c).unwrap();
+        let ev = deltaforge_core::Event {
+            op: deltaforge_core::Op::Create,
+            before: None,
+            after: Some(deltaforge_core::Row::from_pairs([("id", json!(1))])),
+            source: deltaforge_core::SourceMeta {
+                connector: "datagen",
+                source_id: "dg".into(),
+                pipeline: "p".into(),
+                tenant: "t".into(),
+                db: "d".into(),
+                table: "t".into(),
+                position: deltaforge_core::Position::Datagen { seq: 1 },
+                ts_ms: 0,
+            },
+            tx_id: None,
+            tx_position: deltaforge_core::Position::Datagen { seq: 1 },
+            index: 0,
+            schema_version: None,
+            key_columns: None,
+        };
+        match sink.deliver(&[ev]).await {
+            Err(SinkError::Retryable(m)) => {
+                assert!(!m.contains("hunter2"), "{m}");
+                assert!(m.contains("127.0.0.1:1"), "{m}");
+            }
+            other => panic!("expected a retryable error, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics: installs the process-wide recorder and serves
+//! `GET /metrics`.
+//!
+//! This module owns the exporter set-up and the list of metric names with
+//! their help texts; the values are recorded where the events happen
+//! (coordinator, manager, sources) through the `metrics` facade. It must
+//! never record anything itself besides the descriptions.
+//!
+//! Metrics (all prefixed `deltaforge_`, labelled by `pipeline`, and by
+//! `sink` where it applies):
+//!
+//! | name | type | labels | set by |
+//! |---|---|---|---|
+//! | `deltaforge_events_read_total` | counter | pipeline | coordinator |
+//! | `deltaforge_sink_events_delivered_total` | counter | pipeline, sink | coordinator |
+//! | `deltaforge_sink_errors_total` | counter | pipeline, sink | coordinator |
+//! | `deltaforge_sink_batches_dropped_total` | counter | pipeline, sink | coordinator |
+//! | `deltaforge_checkpoints_written_total` | counter | pipeline | coordinator |
+//! | `deltaforge_batch_events` | histogram | pipeline | coordinator |
+//! | `deltaforge_sink_delivery_seconds` | histogram | pipeline, sink | coordinator |
+//! | `deltaforge_checkpoint_lag_seconds` | gauge | pipeline | coordinator (every second; 0 while idle) |
+//! | `deltaforge_checkpoint_lag_bytes` | gauge | pipeline | database sources (0 for datagen, set by the manager) |
+//! | `deltaforge_pipeline_status` | gauge | pipeline, state | manager (1 for the current state, 0 for the others) |
+//!
+//! **Contract for database sources:** `deltaforge_checkpoint_lag_bytes{pipeline}`
+//! is the source server's current log position minus the durable checkpoint
+//! position, in bytes: WAL bytes for PostgreSQL (`pg_current_wal_lsn()` minus
+//! the checkpoint LSN), binlog bytes for MySQL/MariaDB (summed over the
+//! binlog files from the checkpoint's file/pos to the server's current
+//! file/pos). Sources set it whenever they learn either value (at least
+//! every few seconds while running), never below 0.
+//!
+//! Why this crate: `metrics-exporter-prometheus` is the exporter of the
+//! `metrics` facade the coordinator already records through; it renders the
+//! text format and we serve it with the same axum as the API (its own
+//! HTTP listener feature would pull in hyper-util's server a second time).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Buckets of `deltaforge_batch_events`.
+const BATCH_BUCKETS: &[f64] = &[1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
+/// Buckets of `deltaforge_sink_delivery_seconds`.
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Installs the global Prometheus recorder and describes every metric.
+///
+/// # Errors
+/// When a recorder is already installed.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("deltaforge_batch_events".into()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("deltaforge_sink_delivery_seconds".into()), LATENCY_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("deltaforge_events_read_total", "Events received from the source.");
+    describe_counter!("deltaforge_sink_events_delivered_total", "Events a sink acknowledged.");
+    describe_counter!("deltaforge_sink_errors_total", "Failed delivery attempts of a sink.");
+    describe_counter!(
+        "deltaforge_sink_batches_dropped_total",
+        "Batches an optional sink gave up on after its retries (the batch was committed without it)."
+    );
+    describe_counter!("deltaforge_checkpoints_written_total", "Checkpoints written to storage.");
+    describe_histogram!("deltaforge_batch_events", "Events per delivered batch.");
+    describe_histogram!("deltaforge_sink_delivery_seconds", Unit::Seconds, "Duration of successful deliveries.");
+    describe_gauge!(
+        "deltaforge_checkpoint_lag_seconds",
+        Unit::Seconds,
+        "Now minus the source timestamp of the last checkpointed event; 0 while idle."
+    );
+    describe_gauge!(
+        "deltaforge_checkpoint_lag_bytes",
+        Unit::Bytes,
+        "Source server's current log position minus the checkpoint position (WAL or binlog bytes)."
+    );
+    describe_gauge!("deltaforge_pipeline_status", "1 for the pipeline's current state, 0 for the others.");
+}
+
+/// The `/metrics` router.
+pub fn router(handle: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move {
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+            }
+        }),
+    )
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` fires; runs the
+/// exporter's upkeep (histogram maintenance) every few seconds.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let upkeep = handle.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => upkeep.run_upkeep(),
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "metrics listening on /metrics");
+    axum::serve(listener, router(handle)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}

@@ -1,0 +1,233 @@
+//! The OpenAPI 3 document of the REST API, served at `GET /openapi.json`.
+//!
+//! Written by hand as JSON (no derive-macro crate: the API is small and its
+//! responses are plain JSON values). This module owns only the document; a
+//! test below checks that its paths and methods are exactly those of
+//! [`crate::api::routes`] and that each one is answered by the router, so
+//! the two cannot drift apart.
+
+use serde_json::{json, Value};
+
+fn error_responses(codes: &[&str]) -> Value {
+    let mut m = serde_json::Map::new();
+    for c in codes {
+        let text = match *c {
+            "400" => "Invalid request (spec, body or path); `detail` names the field",
+            "401" => "Missing or wrong bearer token",
+            "404" => "No such pipeline (or table)",
+            "409" => "Not safe now (e.g. the pipeline is still stopping)",
+            "413" => "Request body too large",
+            "503" => "Storage unavailable, or not ready",
+            _ => "Error",
+        };
+        m.insert(
+            c.to_string(),
+            json!({ "description": text, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }),
+        );
+    }
+    Value::Object(m)
+}
+
+fn ok(description: &str, schema: Value, extra: &[&str]) -> Value {
+    let mut r = error_responses(extra);
+    r.as_object_mut().expect("object").insert(
+        "200".into(),
+        json!({ "description": description, "content": { "application/json": { "schema": schema } } }),
+    );
+    r
+}
+
+fn name_param() -> Value {
+    json!({ "name": "name", "in": "path", "required": true, "description": "metadata.name of the pipeline", "schema": { "type": "string" } })
+}
+
+fn spec_body() -> Value {
+    json!({
+        "required": true,
+        "description": "One `deltaforge/v1` Pipeline document, as YAML or JSON (validated like the config file).",
+        "content": {
+            "application/json": { "schema": { "$ref": "#/components/schemas/PipelineSpec" } },
+            "application/yaml": { "schema": { "type": "string" } }
+        }
+    })
+}
+
+fn command(summary: &str) -> Value {
+    let mut responses = ok(
+        "The pipeline after the command",
+        json!({ "$ref": "#/components/schemas/Pipeline" }),
+        &["400", "401", "404"],
+    );
+    responses.as_object_mut().expect("object").insert(
+        "202".into(),
+        json!({ "description": "Still stopping (in-flight batches being delivered)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Pipeline" } } } }),
+    );
+    json!({ "post": { "summary": summary, "parameters": [name_param()], "responses": responses } })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let pipeline = json!({ "$ref": "#/components/schemas/Pipeline" });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "DeltaForge control API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Inspect and steer DeltaForge pipelines. Errors are {\"error\": \"...\", \"detail\": ...}."
+        },
+        "security": [ { "bearer": [] } ],
+        "paths": {
+            "/health": { "get": { "summary": "Liveness", "security": [], "responses": ok("Alive", json!({ "type": "object" }), &[]) } },
+            "/ready": { "get": { "summary": "Readiness: every pipeline running", "responses": ok("Ready", json!({ "type": "object" }), &["401", "503"]) } },
+            "/openapi.json": { "get": { "summary": "This document", "responses": ok("OpenAPI 3 document", json!({ "type": "object" }), &["401"]) } },
+            "/pipelines": {
+                "get": { "summary": "List pipelines", "responses": ok("Pipelines", json!({ "type": "object", "properties": { "pipelines": { "type": "array", "items": pipeline } } }), &["401"]) },
+                "post": {
+                    "summary": "Create a pipeline from a spec (it starts running)",
+                    "requestBody": spec_body(),
+                    "responses": {
+                        "201": { "description": "Created", "content": { "application/json": { "schema": pipeline } } },
+                        "400": error_responses(&["400"])["400"], "401": error_responses(&["401"])["401"], "413": error_responses(&["413"])["413"]
+                    }
+                }
+            },
+            "/pipelines/{name}": {
+                "get": { "summary": "One pipeline: state, redacted spec, last error, checkpoint", "parameters": [name_param()], "responses": ok("The pipeline", pipeline.clone(), &["400", "401", "404"]) },
+                "put": { "summary": "Replace the spec; restarts from the checkpoint", "parameters": [name_param()], "requestBody": spec_body(), "responses": ok("The new pipeline", pipeline.clone(), &["400", "401", "404", "413"]) },
+                "delete": { "summary": "Stop and delete a pipeline (its checkpoint stays)", "parameters": [name_param()], "responses": ok("Deleted", json!({ "type": "object" }), &["400", "401", "404"]) }
+            },
+            "/pipelines/{name}/pause": command("Pause (deliver in-flight batches, keep the checkpoint and lease)"),
+            "/pipelines/{name}/resume": command("Resume from the checkpoint"),
+            "/pipelines/{name}/stop": command("Stop (deliver in-flight batches)"),
+            "/pipelines/{name}/start": command("Start from the checkpoint"),
+            "/pipelines/{name}/checkpoint": {
+                "get": { "summary": "The stored checkpoint: position, per-sink positions, written-at, lag", "parameters": [name_param()], "responses": ok("Checkpoint (position null when none)", json!({ "$ref": "#/components/schemas/Checkpoint" }), &["400", "401", "404", "503"]) },
+                "delete": { "summary": "Reset: stop the pipeline if running and delete its checkpoint; the next start re-reads from the beginning", "parameters": [name_param()], "responses": ok("Reset", json!({ "type": "object" }), &["400", "401", "404", "409", "503"]) }
+            },
+            "/pipelines/{name}/schemas": {
+                "get": { "summary": "Tables with schema history (tenant of the pipeline)", "parameters": [name_param()], "responses": ok("Tables", json!({ "type": "object" }), &["400", "401", "404", "503"]) }
+            },
+            "/pipelines/{name}/schemas/{db}/{table}/versions": {
+                "get": {
+                    "summary": "Every schema version of a table, with the checkpoint position recorded for each",
+                    "parameters": [
+                        name_param(),
+                        { "name": "db", "in": "path", "required": true, "schema": { "type": "string" } },
+                        { "name": "table", "in": "path", "required": true, "schema": { "type": "string" } }
+                    ],
+                    "responses": ok("Versions", json!({ "type": "object" }), &["400", "401", "404", "503"])
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "--api-token / DELTAFORGE_API_TOKEN" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": { "error": { "type": "string" }, "detail": {} }
+                },
+                "PipelineSpec": {
+                    "type": "object",
+                    "required": ["apiVersion", "kind", "metadata", "spec"],
+                    "properties": {
+                        "apiVersion": { "type": "string", "enum": ["deltaforge/v1"] },
+                        "kind": { "type": "string", "enum": ["Pipeline"] },
+                        "metadata": { "type": "object", "properties": { "name": { "type": "string" }, "tenant": { "type": "string" } } },
+                        "spec": { "type": "object" }
+                    }
+                },
+                "Pipeline": {
+                    "type": "object",
+                    "properties": {
+                        "name": { "type": "string" },
+                        "tenant": { "type": "string" },
+                        "state": { "type": "string", "enum": ["running", "paused", "stopping", "stopped", "failed", "finished", "standby"] },
+                        "state_since": { "type": "string", "format": "date-time" },
+                        "last_error": { "type": "string", "nullable": true },
+                        "restarts": { "type": "integer" },
+                        "source_type": { "type": "string" },
+                        "source_id": { "type": "string" },
+                        "events_read": { "type": "integer" },
+                        "lag_seconds": { "type": "number" },
+                        "checkpoint": { "type": "object", "nullable": true },
+                        "lease": { "type": "object" },
+                        "spec": { "type": "object", "description": "The spec with secrets redacted" }
+                    }
+                },
+                "Checkpoint": {
+                    "type": "object",
+                    "properties": {
+                        "pipeline": { "type": "string" },
+                        "source_id": { "type": "string" },
+                        "position": { "type": "object", "nullable": true },
+                        "sinks": { "type": "object" },
+                        "written_at": { "type": "string", "format": "date-time", "nullable": true },
+                        "age_seconds": { "type": "number", "nullable": true },
+                        "lag_seconds": { "type": "number" }
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::api::{router, routes, ApiState};
+    use crate::testing::manager;
+
+    #[test]
+    fn document_paths_and_methods_equal_the_routes() {
+        let doc = super::document();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((path.clone(), method.clone()));
+            }
+        }
+        let mut routed = BTreeSet::new();
+        for (path, methods, _) in routes() {
+            for m in methods {
+                routed.insert((path.to_string(), m.to_string()));
+            }
+        }
+        assert_eq!(documented, routed);
+    }
+
+    #[tokio::test]
+    async fn every_documented_operation_is_answered_by_the_router() {
+        let state = ApiState { manager: manager(), token: None, command_wait: Duration::from_millis(10) };
+        let app = router(state);
+        let doc = super::document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let concrete = path.replace("{name}", "nope").replace("{db}", "d").replace("{table}", "t");
+            for method in item.as_object().unwrap().keys() {
+                let req = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&concrete)
+                    .body(Body::from("x: 1"))
+                    .unwrap();
+                let resp = app.clone().oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+                let text = String::from_utf8_lossy(&body);
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {text}");
+                assert!(!text.contains("no route"), "{method} {path} is not routed: {text}");
+                assert!(!status.is_server_error() || path == "/ready", "{method} {path}: {status} {text}");
+            }
+        }
+        // And an undocumented method is refused.
+        let req = Request::builder().method("PATCH").uri("/pipelines").body(Body::empty()).unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+        let _ = Arc::new(());
+    }
+}

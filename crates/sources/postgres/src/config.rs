@@ -1,0 +1,533 @@
+//! Configuration of the `postgres` source: the YAML `config:` map, the DSN
+//! (libpq URL or `key=value` form), table patterns and the slot and
+//! publication names.
+//!
+//! This module owns validation that needs no server (the registry's offline
+//! `check`). It must never open a connection, and it must never put a
+//! password into an error or a log line: [`Dsn::redacted`] is the only form
+//! of a DSN that leaves this module.
+//!
+//! The DSN parser is hand-written: it is about a hundred lines for the two
+//! libpq forms, while a libpq binding would add a C dependency and the
+//! `tokio-postgres` parser cannot be reused without its client.
+
+use serde::Deserialize;
+
+/// Configuration of a `postgres` source. Its `Debug` form redacts the
+/// DSN's password.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Checkpoint key; unique across pipelines.
+    pub id: String,
+    /// Connection string: `postgres://user:pass@host:port/db?sslmode=require`
+    /// or `host=… port=… user=… password=… dbname=… sslmode=…`.
+    pub dsn: String,
+    /// Tables to capture, as `schema.table`; `*` and `%` match any run of
+    /// characters (`public.order_*`, `sales.%`).
+    pub tables: Vec<String>,
+    /// Replication slot name. Default: `deltaforge_{pipeline name}` (the
+    /// pipeline name is only known when the source runs, so the default is
+    /// derived then; the offline check validates explicit names only).
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// Publication name. Default: `deltaforge_{pipeline name}`, like `slot`.
+    #[serde(default)]
+    pub publication: Option<String>,
+    /// Create the publication for the matched tables when it is missing
+    /// (default true). When false and missing, the source stops with the
+    /// SQL to run.
+    #[serde(default = "yes")]
+    pub create_publication: bool,
+    /// Seconds between standby status updates sent to the server (1–60,
+    /// default 5).
+    #[serde(default = "five")]
+    pub status_interval_secs: u64,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dsn = Dsn::parse(&self.dsn).map(|d| d.redacted()).unwrap_or_else(|_| "<unparsable dsn>".into());
+        f.debug_struct("PostgresConfig")
+            .field("id", &self.id)
+            .field("dsn", &dsn)
+            .field("tables", &self.tables)
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("create_publication", &self.create_publication)
+            .field("status_interval_secs", &self.status_interval_secs)
+            .finish()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn five() -> u64 {
+    5
+}
+
+impl PostgresConfig {
+    /// Checks what serde cannot, offline: returns `(field, message)`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if self.id.trim().is_empty() {
+            return Err(("id".into(), "must not be empty".into()));
+        }
+        Dsn::parse(&self.dsn).map_err(|e| ("dsn".to_string(), e.to_string()))?;
+        if self.tables.is_empty() {
+            return Err((
+                "tables".into(),
+                "must list at least one table as schema.table (patterns with * or % allowed)".into(),
+            ));
+        }
+        for t in &self.tables {
+            TablePattern::parse(t).map_err(|m| ("tables".to_string(), m))?;
+        }
+        if let Some(s) = &self.slot {
+            check_name("slot", s)?;
+        }
+        if let Some(p) = &self.publication {
+            check_name("publication", p)?;
+        }
+        if !(1..=60).contains(&self.status_interval_secs) {
+            return Err(("status_interval_secs".into(), "must be between 1 and 60".into()));
+        }
+        Ok(())
+    }
+
+    /// The slot name: the configured one, or derived from the pipeline name.
+    pub fn slot_name(&self, pipeline: &str) -> String {
+        self.slot.clone().unwrap_or_else(|| derived_name(pipeline))
+    }
+
+    /// The publication name: the configured one, or derived from the pipeline name.
+    pub fn publication_name(&self, pipeline: &str) -> String {
+        self.publication.clone().unwrap_or_else(|| derived_name(pipeline))
+    }
+
+    /// The table patterns, parsed.
+    pub fn patterns(&self) -> Result<Vec<TablePattern>, String> {
+        self.tables.iter().map(|t| TablePattern::parse(t)).collect()
+    }
+}
+
+/// `deltaforge_{name}` lower-cased, with every character outside
+/// `[a-z0-9_]` replaced by `_`, cut to PostgreSQL's 63-byte name limit.
+pub fn derived_name(pipeline: &str) -> String {
+    let mut s = String::from("deltaforge_");
+    s.extend(pipeline.chars().map(|c| {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    s.truncate(63);
+    s
+}
+
+/// Slot names may hold only lower-case letters, digits and `_` (a
+/// PostgreSQL rule); publication names are held to the same rule so that
+/// they never need quoting in replication commands.
+fn check_name(field: &str, name: &str) -> Result<(), (String, String)> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err((field.into(), format!("{name:?} is not a valid name: use 1 to 63 lower-case letters, digits and _")))
+    }
+}
+
+/// A `schema.table` pattern; `*` and `%` match any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    schema: String,
+    table: String,
+}
+
+impl TablePattern {
+    /// Parses `schema.table`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once('.') {
+            Some((d, t)) if !d.is_empty() && !t.is_empty() && !t.contains('.') => {
+                Ok(TablePattern { schema: d.to_string(), table: t.to_string() })
+            }
+            _ => Err(format!("{s:?} is not of the form schema.table (e.g. public.orders or public.order_*)")),
+        }
+    }
+
+    /// True when `schema.table` matches.
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        glob(&self.schema, schema) && glob(&self.table, table)
+    }
+}
+
+/// True when any pattern matches.
+pub fn any_matches(patterns: &[TablePattern], schema: &str, table: &str) -> bool {
+    patterns.iter().any(|p| p.matches(schema, table))
+}
+
+/// Wildcard match where `*` and `%` match any run (possibly empty).
+fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '*' || p[pi] == '%') {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && (p[pi] == '*' || p[pi] == '%') {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// How to use TLS, from the DSN's `sslmode` (libpq meanings; the libpq
+/// default `prefer` applies when it is absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it (libpq `allow` is treated alike).
+    Prefer,
+    /// TLS, certificate not verified.
+    Require,
+    /// TLS, certificate chain verified.
+    VerifyCa,
+    /// TLS, certificate chain and host name verified.
+    VerifyFull,
+}
+
+/// A parsed connection string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Dsn {
+    /// Host name, IP address, or a Unix socket directory (starts with `/`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Password (empty when none); never printed.
+    pub password: String,
+    /// Database.
+    pub dbname: String,
+    /// TLS mode.
+    pub sslmode: SslMode,
+    /// `sslrootcert`: CA file for verify-ca / verify-full.
+    pub sslrootcert: Option<String>,
+    /// `sslcert`: client certificate file.
+    pub sslcert: Option<String>,
+    /// `sslkey`: client key file.
+    pub sslkey: Option<String>,
+}
+
+impl std::fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// A DSN that cannot be used; the message never contains the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid dsn: {0}")]
+pub struct DsnError(String);
+
+impl Dsn {
+    /// Parses a libpq URL (`postgres://` or `postgresql://`) or `key=value` string.
+    pub fn parse(s: &str) -> Result<Dsn, DsnError> {
+        let s = s.trim();
+        let mut dsn = Dsn {
+            host: "localhost".into(),
+            port: 5432,
+            user: "postgres".into(),
+            password: String::new(),
+            dbname: String::new(),
+            sslmode: SslMode::Prefer,
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+        };
+        if s.is_empty() {
+            return Err(DsnError("empty; expected postgres://user@host:port/db or host=… dbname=…".into()));
+        }
+        let params: Vec<(String, String)> = if let Some(rest) =
+            s.strip_prefix("postgres://").or_else(|| s.strip_prefix("postgresql://"))
+        {
+            let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let (authority, path) = main.split_once('/').unwrap_or((main, ""));
+            let (userinfo, hostport) = match authority.rsplit_once('@') {
+                Some((u, h)) => (Some(u), h),
+                None => (None, authority),
+            };
+            let mut params = Vec::new();
+            if let Some(u) = userinfo {
+                let (user, pass) = match u.split_once(':') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (u, None),
+                };
+                if !user.is_empty() {
+                    params.push(("user".into(), percent_decode(user)?));
+                }
+                if let Some(p) = pass {
+                    params.push(("password".into(), percent_decode(p)?));
+                }
+            }
+            let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+                // [ipv6]:port
+                let (h, rest) = h.split_once(']').ok_or_else(|| DsnError("unclosed [ in host".into()))?;
+                (h.to_string(), rest.strip_prefix(':').map(str::to_string))
+            } else {
+                match hostport.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), Some(p.to_string())),
+                    None => (hostport.to_string(), None),
+                }
+            };
+            if !host.is_empty() {
+                params.push(("host".into(), percent_decode(&host)?));
+            }
+            if let Some(p) = port {
+                params.push(("port".into(), p));
+            }
+            if !path.is_empty() {
+                params.push(("dbname".into(), percent_decode(path)?));
+            }
+            for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                let (k, v) = kv.split_once('=').ok_or_else(|| DsnError(format!("query parameter {kv:?} has no =")))?;
+                params.push((k.to_string(), percent_decode(v)?));
+            }
+            params
+        } else if s.contains("://") {
+            return Err(DsnError("unsupported URL scheme; use postgres:// or postgresql://".into()));
+        } else {
+            parse_key_values(s)?
+        };
+        for (k, v) in params {
+            match k.as_str() {
+                "host" | "hostaddr" => dsn.host = v,
+                "port" => {
+                    dsn.port =
+                        v.parse().map_err(|_| DsnError(format!("port {v:?} is not a number between 1 and 65535")))?
+                }
+                "user" => dsn.user = v,
+                "password" => dsn.password = v,
+                "dbname" => dsn.dbname = v,
+                "sslmode" => {
+                    dsn.sslmode = match v.as_str() {
+                        "disable" => SslMode::Disable,
+                        "allow" | "prefer" => SslMode::Prefer,
+                        "require" => SslMode::Require,
+                        "verify-ca" => SslMode::VerifyCa,
+                        "verify-full" => SslMode::VerifyFull,
+                        other => {
+                            return Err(DsnError(format!(
+                            "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                        )))
+                        }
+                    }
+                }
+                "sslrootcert" => dsn.sslrootcert = Some(v),
+                "sslcert" => dsn.sslcert = Some(v),
+                "sslkey" => dsn.sslkey = Some(v),
+                // Harmless libpq parameters that do not change how we connect.
+                "application_name" | "connect_timeout" | "replication" | "options" | "target_session_attrs" => {}
+                other => return Err(DsnError(format!("unsupported parameter {other:?}"))),
+            }
+        }
+        if dsn.dbname.is_empty() {
+            return Err(DsnError(format!(
+                "no database named; add it as the URL path (postgres://…/mydb) or dbname=mydb ({})",
+                dsn.redacted()
+            )));
+        }
+        if dsn.host.is_empty() {
+            return Err(DsnError("empty host".into()));
+        }
+        Ok(dsn)
+    }
+
+    /// The DSN as a URL with the password replaced by `***`: the only form
+    /// that may appear in logs and errors.
+    pub fn redacted(&self) -> String {
+        let pass = if self.password.is_empty() { "" } else { ":***" };
+        format!("postgres://{}{pass}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+    }
+}
+
+fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, DsnError> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(DsnError(format!(
+                "expected key=value pairs, found {key:?} without =; or use a URL postgres://user@host/db"
+            )));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(DsnError(format!("unterminated quoted value for {key:?}"))),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                if c == '\\' {
+                    chars.next();
+                    value.extend(chars.next());
+                    continue;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, DsnError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or_else(|| DsnError("truncated %-escape in URL".into()))?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| DsnError("bad %-escape in URL".into()))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| DsnError("%-escapes in URL are not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_dsn() {
+        let d = Dsn::parse("postgres://bob:s%40cret@db.example:6543/shop?sslmode=require&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(d.user, "bob");
+        assert_eq!(d.password, "s@cret");
+        assert_eq!(d.host, "db.example");
+        assert_eq!(d.port, 6543);
+        assert_eq!(d.dbname, "shop");
+        assert_eq!(d.sslmode, SslMode::Require);
+        assert_eq!(d.sslrootcert.as_deref(), Some("/ca.pem"));
+        assert_eq!(d.redacted(), "postgres://bob:***@db.example:6543/shop");
+        assert!(!format!("{d:?}").contains("cret"));
+    }
+
+    #[test]
+    fn key_value_dsn() {
+        let d =
+            Dsn::parse("host=127.0.0.1 port=55432 user=postgres password='a b\\'c' dbname=deltaforge sslmode=disable")
+                .unwrap();
+        assert_eq!(d.password, "a b'c");
+        assert_eq!(d.port, 55432);
+        assert_eq!(d.sslmode, SslMode::Disable);
+        let d = Dsn::parse("postgres://postgres@127.0.0.1:55432/deltaforge").unwrap();
+        assert_eq!(d.sslmode, SslMode::Prefer);
+        assert_eq!(d.password, "");
+    }
+
+    #[test]
+    fn bad_dsns_say_what_is_wrong_without_the_password() {
+        let e = Dsn::parse("postgres://u:topsecret@h:99999/db").unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+        assert!(!e.contains("topsecret"));
+        let e = Dsn::parse("postgres://u:topsecret@h/").unwrap_err().to_string();
+        assert!(e.contains("no database"), "{e}");
+        assert!(!e.contains("topsecret"));
+        assert!(Dsn::parse("host=h dbname=d sslmode=sometimes").unwrap_err().to_string().contains("sslmode"));
+        assert!(Dsn::parse("mysql://h/d").is_err());
+        assert!(Dsn::parse("justtext").is_err());
+    }
+
+    #[test]
+    fn patterns() {
+        let p = TablePattern::parse("public.order_*").unwrap();
+        assert!(p.matches("public", "order_items"));
+        assert!(p.matches("public", "order_"));
+        assert!(!p.matches("public", "orders"));
+        assert!(!p.matches("sales", "order_items"));
+        let p = TablePattern::parse("%.t%x").unwrap();
+        assert!(p.matches("a", "tabx"));
+        assert!(!p.matches("a", "tab"));
+        assert!(TablePattern::parse("orders").is_err());
+        assert!(TablePattern::parse("a.b.c").is_err());
+    }
+
+    #[test]
+    fn config_checks_and_defaults() {
+        let c: PostgresConfig = serde_json::from_value(serde_json::json!({
+            "id": "pg", "dsn": "postgres://postgres@localhost/db", "tables": ["public.*"]
+        }))
+        .unwrap();
+        assert!(c.create_publication);
+        let mut secret = c.clone();
+        secret.dsn = "postgres://u:topsecret@h/db".into();
+        assert!(!format!("{secret:?}").contains("topsecret"));
+        assert!(c.check().is_ok());
+        assert_eq!(c.slot_name("Orders-CDC"), "deltaforge_orders_cdc");
+        assert_eq!(c.publication_name("Orders-CDC"), "deltaforge_orders_cdc");
+        let mut bad = c.clone();
+        bad.slot = Some("Bad-Name".into());
+        assert_eq!(bad.check().unwrap_err().0, "slot");
+        let mut bad = c.clone();
+        bad.tables = vec!["orders".into()];
+        assert_eq!(bad.check().unwrap_err().0, "tables");
+        let mut bad = c.clone();
+        bad.dsn = "postgres://x:pw@h:notaport/db".into();
+        assert_eq!(bad.check().unwrap_err().0, "dsn");
+        assert!(serde_json::from_value::<PostgresConfig>(
+            serde_json::json!({"id": "x", "dsn": "d", "tables": [], "bogus": 1})
+        )
+        .is_err());
+    }
+}
