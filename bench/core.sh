@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 N_DISCARD=${1:-5000000}
 N_FILE=${2:-2000000}
 RUNS=${RUNS:-3}
-cargo build --release -p deltaforge --quiet
-BIN=target/release/deltaforge
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release -p deltaforge --quiet
+fi
+BIN=${CARGO_TARGET_DIR:-target}/release/deltaforge
 WORK=$(mktemp -d /tmp/deltaforge-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 if [ ! -x /usr/bin/time ]; then

@@ -274,6 +274,10 @@ impl Engine {
                     format!("{name}: {msg} {}", frames.join(" "))
                 }
             }
+            // QuickJS throws `null` when it cannot even allocate the
+            // "out of memory" error object; a script throwing `null` on
+            // purpose is rare enough to be reported the same way.
+            CaughtError::Value(v) if v.is_null() => return JsFailure::Memory(self.memory_mb),
             CaughtError::Value(v) => {
                 let shown = v
                     .ctx()
