@@ -40,6 +40,14 @@
 //! names, signedness, ENUM/SET labels) is preferred when present because it
 //! is exact for the event itself.
 //!
+//! Known limitation: the reload reads today's catalogue. When the source is
+//! behind by more than one DDL on a table (several ALTERs committed before
+//! it reads the first), the version registered at the first DDL already
+//! describes the later shape. Values still decode correctly from the
+//! TABLE_MAP metadata, but the schema history then numbers versions by the
+//! catalogue states it saw, not one per DDL. Parsing the DDL (or building
+//! the version from TABLE_MAP metadata) would close this gap.
+//!
 //! **Connection loss** (including the server restarting) and silence longer
 //! than three heartbeat periods end the run with a retryable error; the
 //! pipeline restarts the source from the durable checkpoint with backoff.
