@@ -32,7 +32,7 @@ spec:
     config: { id: bench-$1, count: $3, rows_per_tx: 1 }
   sinks:
     - $2
-  batch: { max_events: 8192, max_bytes: 16777216, max_ms: 50, max_inflight: 4 }
+  batch: { max_events: 8192, max_bytes: 8388608, max_ms: 50, max_inflight: 2 }
 YAML
 }
 
