@@ -205,10 +205,6 @@ struct InFlight {
     done: Vec<bool>,
 }
 
-struct Labels {
-    pipeline: String,
-}
-
 impl Pipeline {
     /// Runs until the source is exhausted, `shutdown` fires, or a fatal error.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, PipelineError> {
@@ -226,7 +222,7 @@ impl Pipeline {
             status,
             dlq,
         } = self;
-        let labels = Labels { pipeline: name.to_string() };
+        let pipeline_label = name.to_string();
         let store = CheckpointStore::new(storage.clone());
         let resume = store.load(&source_id).await?;
         let schemas = SchemaRegistry::load(storage.clone(), &tenant)
@@ -277,7 +273,7 @@ impl Pipeline {
                 abort: abort.clone(),
                 dlq: dlq_queue.clone(),
                 reports: report_tx.clone(),
-                pipeline: labels.pipeline.clone(),
+                pipeline: pipeline_label.clone(),
             };
             sink_tasks.push(tokio::spawn(worker.run(rx)));
         }
@@ -291,7 +287,7 @@ impl Pipeline {
             cp_rx,
             durable_tx,
             status.clone(),
-            labels.pipeline.clone(),
+            pipeline_label.clone(),
         ));
 
         let mut sink_positions: BTreeMap<String, Position> =
@@ -306,14 +302,13 @@ impl Pipeline {
         let mut failure: Option<PipelineError> = None;
         let mut source_failure: Option<SourceError> = None;
         let mut last_committed_ts: Option<i64> = None;
-        let lag_seconds = gauge!("deltaforge_checkpoint_lag_seconds", "pipeline" => labels.pipeline.clone());
+        let lag_seconds = gauge!("deltaforge_checkpoint_lag_seconds", "pipeline" => pipeline_label.clone());
         let mut lag_tick = tokio::time::interval(Duration::from_secs(1));
         lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut source_done = false;
         let mut grace_deadline: Option<tokio::time::Instant> = None;
-        let events_read = counter!("deltaforge_events_read_total", "pipeline" => labels.pipeline.clone());
-        let batch_events = histogram!("deltaforge_batch_events", "pipeline" => labels.pipeline.clone());
-        let mut status_events_read = 0u64;
+        let events_read = counter!("deltaforge_events_read_total", "pipeline" => pipeline_label.clone());
+        let batch_events = histogram!("deltaforge_batch_events", "pipeline" => pipeline_label.clone());
 
         loop {
             // Dispatch closed batches while there is room in flight.
@@ -417,13 +412,12 @@ impl Pipeline {
                             let n = c.events.len() as u64;
                             summary.events_read += n;
                             events_read.increment(n);
-                            status_events_read += n;
                             let closed = batcher.push(c);
                             pending.extend(closed);
                             if batcher.is_empty() { deadline = None; }
                             else if deadline.is_none() { deadline = Some(tokio::time::Instant::now() + batch.max_wait); }
                             if let Some(s) = &status {
-                                s.send_modify(|st| st.events_read = status_events_read);
+                                s.send_modify(|st| st.events_read = summary.events_read);
                             }
                         }
                         None => {
