@@ -2,7 +2,7 @@
 //! processors and sinks to the checkpoint, and owns the delivery invariant.
 //!
 //! ```text
-//! source task ──bounded channel──▶ batcher ──▶ processors ──▶ sink tasks (concurrent)
+//! source task ──bounded channel──▶ batcher ──▶ processor task ──▶ sink tasks (concurrent)
 //!                                                               │ acks
 //!                                       commit policy ◀─────────┘
 //!                                             │ satisfied, in batch order
@@ -213,7 +213,7 @@ impl Pipeline {
             tenant,
             source_id,
             source,
-            mut processors,
+            processors,
             sinks,
             batch,
             policy,
@@ -295,6 +295,9 @@ impl Pipeline {
         let mut last_committed = resume.as_ref().map(|c| c.position.clone());
         let mut batcher = Batcher::new(batch.clone());
         let mut pending: VecDeque<Batch> = VecDeque::new();
+        let mut ready: VecDeque<Processed> = VecDeque::new();
+        let mut stage = (!processors.is_empty()).then(|| ProcessorStage::spawn(processors, dlq_queue.clone()));
+        let mut in_stage = 0usize;
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut next_seq = 1u64;
@@ -311,33 +314,31 @@ impl Pipeline {
         let batch_events = histogram!("deltaforge_batch_events", "pipeline" => pipeline_label.clone());
 
         loop {
-            // Dispatch closed batches while there is room in flight.
-            while inflight.len() < batch.max_inflight.max(1) && failure.is_none() {
-                let Some(b) = pending.pop_front() else { break };
-                let Batch { mut events, commit, commit_index, .. } = b;
-                let original_len = events.len();
-                let last_ts_ms = events.last().map(|e| e.source.ts_ms);
-                if !processors.is_empty() {
-                    match run_processors(&mut processors, events, dlq_queue.as_ref()).await {
-                        Ok(out) => events = out,
-                        Err(e) => {
-                            failure = Some(e);
+            // Hand closed batches to the processors: on their own task when
+            // there are any, so their work overlaps reading and delivery.
+            while let Some(b) = pending.pop_front() {
+                match &stage {
+                    None => ready.push_back(Processed::unchanged(b)),
+                    Some(st) if in_stage < PROCESSOR_STAGE_DEPTH => match st.tx.try_send(b) {
+                        Ok(()) => in_stage += 1,
+                        // Closed: the stage ended, and its last message (the reason) is on its way.
+                        Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
+                            pending.push_front(b);
                             break;
                         }
+                    },
+                    Some(_) => {
+                        pending.push_front(b);
+                        break;
                     }
                 }
+            }
+            // Dispatch processed batches while there is room in flight.
+            while inflight.len() < batch.max_inflight.max(1) && failure.is_none() {
+                let Some(Processed { events, commit, commit_index, last_ts_ms }) = ready.pop_front() else { break };
                 batch_events.record(events.len() as f64);
                 let seq = next_seq;
                 next_seq += 1;
-                // Processors may change the events; the per-sink skip then only
-                // applies to batches that end at a transaction end.
-                let commit_index = if commit_index == original_len {
-                    events.len()
-                } else if processors.is_empty() {
-                    commit_index
-                } else {
-                    0
-                };
                 let d = Arc::new(Delivery { seq, events, commit: commit.clone(), commit_index });
                 for q in &sink_queues {
                     // A closed queue means the sink task ended (fatal); its report says why.
@@ -347,8 +348,9 @@ impl Pipeline {
                 inflight.push_back(InFlight { seq, commit, last_ts_ms, acked: vec![false; n], done: vec![false; n] });
             }
 
-            let room = pending.is_empty() && inflight.len() < batch.max_inflight.max(1);
-            let draining = source_done && pending.is_empty() && batcher.is_empty();
+            let room = pending.is_empty() && ready.is_empty() && inflight.len() < batch.max_inflight.max(1);
+            let draining =
+                source_done && pending.is_empty() && batcher.is_empty() && in_stage == 0 && ready.is_empty();
             if (draining || failure.is_some()) && inflight.is_empty() {
                 break;
             }
@@ -404,6 +406,14 @@ impl Pipeline {
                     }
                     if let (true, Some(pos)) = (advanced, &last_committed) {
                         cp_tx.send_replace(Some(Checkpoint { position: pos.clone(), sinks: sink_positions.clone(), written_at: Utc::now() }));
+                    }
+                }
+                processed = recv_stage(&mut stage), if in_stage > 0 => {
+                    in_stage -= 1;
+                    match processed {
+                        Some(Ok(p)) => ready.push_back(p),
+                        Some(Err(e)) => { failure.get_or_insert(e); }
+                        None => { failure.get_or_insert(PipelineError::Internal("the processor stage ended unexpectedly".into())); }
                     }
                 }
                 chunk = chunk_rx.recv(), if room && !source_done => {
@@ -467,6 +477,10 @@ impl Pipeline {
                     abort.cancel();
                     inflight.clear();
                     pending.clear();
+                    ready.clear();
+                    // Dropping the stage's channels ends it after its current batch.
+                    stage = None;
+                    in_stage = 0;
                     let _ = batcher.flush();
                     source_done = true;
                 }
@@ -648,6 +662,78 @@ async fn dead_letter(
             }
         }
         SinkOutcome::Acked
+    }
+}
+
+/// Batches the processor stage may hold (queued or being processed): one
+/// being processed while the next waits keeps the stage busy without
+/// letting it run far ahead of the sinks.
+const PROCESSOR_STAGE_DEPTH: usize = 2;
+
+/// A batch after the processors, ready for the sinks.
+struct Processed {
+    events: Vec<Event>,
+    commit: Option<Position>,
+    /// Leading events that precede `commit` (see [`Delivery`]).
+    commit_index: usize,
+    last_ts_ms: Option<i64>,
+}
+
+impl Processed {
+    /// A batch no processor touched.
+    fn unchanged(b: Batch) -> Self {
+        let last_ts_ms = b.events.last().map(|e| e.source.ts_ms);
+        Processed { events: b.events, commit: b.commit, commit_index: b.commit_index, last_ts_ms }
+    }
+}
+
+/// The processors on their own task. One task and FIFO channels keep the
+/// batches in source order; the first error ends the stage and is its last
+/// message.
+struct ProcessorStage {
+    tx: mpsc::Sender<Batch>,
+    rx: mpsc::Receiver<Result<Processed, PipelineError>>,
+    task: JoinHandle<()>,
+}
+
+impl ProcessorStage {
+    fn spawn(mut processors: Vec<Box<dyn Processor>>, dlq: Option<DeadLetterQueue>) -> Self {
+        let (tx, mut batches) = mpsc::channel::<Batch>(PROCESSOR_STAGE_DEPTH);
+        let (out, rx) = mpsc::channel(PROCESSOR_STAGE_DEPTH);
+        let task = tokio::spawn(async move {
+            while let Some(b) = batches.recv().await {
+                let Batch { events, commit, commit_index, .. } = b;
+                let original_len = events.len();
+                let last_ts_ms = events.last().map(|e| e.source.ts_ms);
+                let result = run_processors(&mut processors, events, dlq.as_ref()).await.map(|events| {
+                    // Processors may change the events; the per-sink skip then
+                    // only applies to batches that end at a transaction end.
+                    let commit_index = if commit_index == original_len { events.len() } else { 0 };
+                    Processed { events, commit, commit_index, last_ts_ms }
+                });
+                let failed = result.is_err();
+                if out.send(result).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        ProcessorStage { tx, rx, task }
+    }
+}
+
+impl Drop for ProcessorStage {
+    fn drop(&mut self) {
+        // A stage abandoned mid-batch (shutdown grace, failure) must not keep
+        // running processors for a pipeline that has stopped.
+        self.task.abort();
+    }
+}
+
+/// The next message of the processor stage (never, without one).
+async fn recv_stage(stage: &mut Option<ProcessorStage>) -> Option<Result<Processed, PipelineError>> {
+    match stage {
+        Some(s) => s.rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
