@@ -349,8 +349,7 @@ impl Pipeline {
             }
 
             let room = pending.is_empty() && ready.is_empty() && inflight.len() < batch.max_inflight.max(1);
-            let draining =
-                source_done && pending.is_empty() && batcher.is_empty() && in_stage == 0 && ready.is_empty();
+            let draining = source_done && pending.is_empty() && batcher.is_empty() && in_stage == 0 && ready.is_empty();
             if (draining || failure.is_some()) && inflight.is_empty() {
                 break;
             }

@@ -569,7 +569,10 @@ impl Processor for FailingProcessor {
     }
 
     async fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>, ProcessorError> {
-        if events.iter().any(|e| e.after.as_ref().and_then(|r| r.get("id")).and_then(|v| v.as_u64()) == Some(self.fail_at)) {
+        if events
+            .iter()
+            .any(|e| e.after.as_ref().and_then(|r| r.get("id")).and_then(|v| v.as_u64()) == Some(self.fail_at))
+        {
             return Err(ProcessorError::batch("failing", "lookup service unavailable"));
         }
         Ok(events)
