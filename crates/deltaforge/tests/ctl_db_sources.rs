@@ -151,7 +151,9 @@ spec:
             let (s, b) = self.lag();
             (s > 1.0 && b.is_some_and(|b| b > OUTAGE_BYTES)).then(|| (s, b.unwrap_or(0.0)))
         })
-        .unwrap_or_else(|| panic!("lag did not rise while the sink was down: {:?}\n{}", self.lag(), self.df.log_text()));
+        .unwrap_or_else(|| {
+            panic!("lag did not rise while the sink was down: {:?}\n{}", self.lag(), self.df.log_text())
+        });
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_millis(2500));
         let (s2, b2) = self.lag();
@@ -202,7 +204,10 @@ fn pg_cleanup(url: &str, table: &str) {
 }
 
 fn pg_slot_count(url: &str, slot: &str) -> usize {
-    pg_sql(url, &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'")).trim().parse().unwrap()
+    pg_sql(url, &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -212,8 +217,10 @@ fn postgres_lag_in_seconds_and_wal_bytes_follows_a_sink_outage() {
     let (table, name) = (format!("ctllag_{s}"), format!("ctllag-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, pad text)"));
     let inst = Instance::start(&name, &postgres_source(&url, &name, &table));
-    wait_for(Duration::from_secs(30), || inst.df.log_text().contains("streaming changes from PostgreSQL").then_some(()))
-        .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
+    wait_for(Duration::from_secs(30), || {
+        inst.df.log_text().contains("streaming changes from PostgreSQL").then_some(())
+    })
+    .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
 
     // Caught up first: a checkpoint exists and the probe measured.
     pg_sql(&url, &format!("INSERT INTO {table} SELECT g, 'x' FROM generate_series(1, 10) g"));
@@ -227,7 +234,9 @@ fn postgres_lag_in_seconds_and_wal_bytes_follows_a_sink_outage() {
             for (from, to) in [(11, 1000), (1001, 2000), (2001, 3000)] {
                 pg_sql(
                     &url,
-                    &format!("INSERT INTO {table} SELECT g, repeat(md5(g::text), 32) FROM generate_series({from}, {to}) g"),
+                    &format!(
+                        "INSERT INTO {table} SELECT g, repeat(md5(g::text), 32) FROM generate_series({from}, {to}) g"
+                    ),
                 );
             }
         },
@@ -275,8 +284,10 @@ fn postgres_reset_drops_the_slot_and_a_new_one_streams_later_changes() {
     let (table, name) = (format!("ctlreset_{s}"), format!("ctlreset-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, v text)"));
     let inst = Instance::start(&name, &postgres_source(&url, &name, &table));
-    wait_for(Duration::from_secs(30), || inst.df.log_text().contains("streaming changes from PostgreSQL").then_some(()))
-        .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
+    wait_for(Duration::from_secs(30), || {
+        inst.df.log_text().contains("streaming changes from PostgreSQL").then_some(())
+    })
+    .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
     pg_sql(&url, &format!("INSERT INTO {table} SELECT g, 'before' FROM generate_series(1, 5) g"));
     inst.wait_ids(1..=5, 1, Duration::from_secs(30));
     wait_for(Duration::from_secs(30), || {
@@ -326,15 +337,26 @@ fn postgres_reset_drops_the_slot_and_a_new_one_streams_later_changes() {
 }
 
 #[test]
-fn mariadb_reset_rereads_from_the_oldest_binlog() {
+fn mariadb_reset_rereads_from_the_oldest_binlog_by_gtid() {
+    mariadb_reset_rereads_from_the_oldest_binlog(true);
+}
+
+#[test]
+fn mariadb_reset_rereads_from_the_oldest_binlog_by_file_and_position() {
+    mariadb_reset_rereads_from_the_oldest_binlog(false);
+}
+
+fn mariadb_reset_rereads_from_the_oldest_binlog(use_gtid: bool) {
     let url = service("mariadb");
     let s = unique();
-    let (db, name) = (format!("dft_ctlreset_{s}"), format!("ctlreset-my-{}", s.replace('_', "-")));
+    let (db, name) = (format!("dft_ctlreset_{s}"), format!("ctlreset-my-{use_gtid}-{}", s.replace('_', "-")));
     mariadb_sql(&url, &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v TEXT)"));
     // Written before the pipeline's first start: a new pipeline starts at
     // the binlog's current end and does not read it; a reset does.
     mariadb_sql(&url, &format!("INSERT INTO {db}.t VALUES (0, 'before the first start')"));
-    let inst = Instance::start(&name, &mariadb_source(&url, &name, &db));
+    let source = mariadb_source(&url, &name, &db)
+        .replace("heartbeat_secs: 1", &format!("heartbeat_secs: 1, use_gtid: {use_gtid}"));
+    let inst = Instance::start(&name, &source);
     wait_for(Duration::from_secs(30), || inst.df.log_text().contains("streaming the binlog").then_some(()))
         .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
     mariadb_sql(&url, &format!("INSERT INTO {db}.t SELECT seq, 'first run' FROM seq_1_to_5"));
@@ -359,7 +381,13 @@ fn mariadb_reset_rereads_from_the_oldest_binlog() {
     assert_eq!(inst.call("POST", &format!("/pipelines/{name}/start")).0, 200);
     inst.wait_ids([0, 6], 1, Duration::from_secs(600));
     inst.wait_ids(1..=5, 2, Duration::from_secs(30));
-    eprintln!("re-read from {oldest} in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("re-read from {oldest} in {:.1} s (use_gtid: {use_gtid})", started.elapsed().as_secs_f64());
+    let from = format!("streaming the binlog from {oldest}:4");
+    let log = inst.df.log_text();
+    let line = log.lines().filter(|l| l.contains(&from)).last().unwrap_or_else(|| panic!("no {from:?} in\n{log}"));
+    // With GTIDs the oldest file's GTID list is the start state.
+    let gtid = body["start_position"]["gtid_set"].as_str();
+    assert_eq!(line.contains("(by GTID"), use_gtid && gtid.is_some(), "{line}");
     // The re-delivered events are the same events (same idempotency keys).
     let events = inst.events();
     for e in &first {
