@@ -384,7 +384,7 @@ fn mariadb_reset_rereads_from_the_oldest_binlog(use_gtid: bool) {
     eprintln!("re-read from {oldest} in {:.1} s (use_gtid: {use_gtid})", started.elapsed().as_secs_f64());
     let from = format!("streaming the binlog from {oldest}:4");
     let log = inst.df.log_text();
-    let line = log.lines().filter(|l| l.contains(&from)).last().unwrap_or_else(|| panic!("no {from:?} in\n{log}"));
+    let line = log.lines().rfind(|l| l.contains(&from)).unwrap_or_else(|| panic!("no {from:?} in\n{log}"));
     // With GTIDs the oldest file's GTID list is the start state.
     let gtid = body["start_position"]["gtid_set"].as_str();
     assert_eq!(line.contains("(by GTID"), use_gtid && gtid.is_some(), "{line}");
