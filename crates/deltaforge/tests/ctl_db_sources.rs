@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use deltaforge_testkit::{
-    free_port, http, http_json, mariadb_sql, metric_value, pg_sql, read_jsonl, service, wait_for, Deltaforge,
+    free_port, http, http_json, mariadb_sql, metric_value, pg_sql, read_jsonl, service, sqlite_checkpoint,
+    sqlite_put_checkpoint, wait_for, Deltaforge,
 };
 use serde_json::Value;
 
@@ -45,6 +46,7 @@ struct Instance {
     out: PathBuf,
     flag: PathBuf,
     name: String,
+    db: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -91,7 +93,7 @@ spec:
             &dir.path().join("df.log"),
             &[("DELTAFORGE_FAILPOINTS", &fp), ("RUST_LOG", "info,deltaforge_core=debug")],
         );
-        let inst = Instance { df, api, metrics, out, flag, name: name.to_string(), _dir: dir };
+        let inst = Instance { df, api, metrics, out, flag, name: name.to_string(), db, _dir: dir };
         wait_for(Duration::from_secs(30), || http(&inst.metrics, "GET", "/metrics", None, None).ok())
             .unwrap_or_else(|| panic!("no metrics endpoint\n{}", inst.df.log_text()));
         inst
@@ -396,4 +398,29 @@ fn mariadb_reset_rereads_from_the_oldest_binlog(use_gtid: bool) {
     }
     inst.stop();
     mariadb_sql(&url, &format!("DROP DATABASE {db}"));
+}
+
+#[test]
+fn reset_is_refused_and_deletes_nothing_when_the_source_server_is_unreachable() {
+    // Nothing listens on this port: the source cannot connect (it retries),
+    // and the reset cannot drop the slot.
+    let url = format!("postgres://postgres@127.0.0.1:{}/deltaforge", free_port());
+    let name = format!("ctlreset-down-{}", unique().replace('_', "-"));
+    let inst = Instance::start(&name, &postgres_source(&url, &name, "ctlreset_down"));
+    let checkpoint = serde_json::json!({
+        "position": { "lsn": "0/16B3748", "tx_id": 7 }, "sinks": {}, "written_at": "2026-11-27T12:00:00Z"
+    });
+    wait_for(Duration::from_secs(30), || inst.db.exists().then_some(())).expect("storage created");
+    sqlite_put_checkpoint(&inst.db, &name, &checkpoint);
+
+    let (status, body) = inst.call("DELETE", &format!("/pipelines/{name}/checkpoint"));
+    assert_eq!(status, 409, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("could not be prepared") && error.contains("not deleted"), "{body}");
+    assert!(error.contains("reachable"), "the cause is named: {body}");
+    assert_eq!(sqlite_checkpoint(&inst.db, &name).unwrap()["position"], checkpoint["position"]);
+    let (_, cp) = inst.call("GET", &format!("/pipelines/{name}/checkpoint"));
+    assert_eq!(cp["position"], checkpoint["position"], "{cp}");
+    assert_eq!(inst.view()["state"], "stopped");
+    inst.stop();
 }
