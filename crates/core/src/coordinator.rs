@@ -897,3 +897,61 @@ async fn checkpoint_writer(
         }
     }
 }
+
+#[cfg(test)]
+mod lag_probe_tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Answers from a script and records the checkpoints it was asked with.
+    struct Scripted {
+        answers: VecDeque<Result<Option<u64>, SourceError>>,
+        asked: Arc<Mutex<Vec<Option<Position>>>>,
+    }
+
+    #[async_trait]
+    impl LagProbe for Scripted {
+        async fn lag_bytes(&mut self, checkpoint: Option<&Position>) -> Result<Option<u64>, SourceError> {
+            self.asked.lock().unwrap().push(checkpoint.cloned());
+            self.answers.pop_front().unwrap_or(Ok(None))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_and_unknown_answers_leave_the_last_value() {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let probe = Scripted {
+            answers: VecDeque::from([
+                Ok(Some(100)),
+                Err(SourceError::Retryable("server down".into())),
+                Ok(None),
+                Ok(Some(0)),
+            ]),
+            asked: asked.clone(),
+        };
+        let (status_tx, status) = watch::channel(PipelineStatus::default());
+        let (durable_tx, durable) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(poll_lag_bytes(Box::new(probe), durable, Some(status_tx), "p".into(), stop.clone()));
+        let step = LAG_PROBE_EVERY;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100));
+        durable_tx.send_replace(Some(Position::Datagen { seq: 5 }));
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100), "a failed probe keeps the last value");
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100), "an unknown answer keeps the last value");
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(0));
+        stop.cancel();
+        task.await.unwrap();
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 4);
+        assert_eq!(asked[0], None);
+        assert!(asked[1..].iter().all(|c| *c == Some(Position::Datagen { seq: 5 })), "{asked:?}");
+    }
+}

@@ -453,7 +453,8 @@ impl MysqlSource {
         format!(
             "{what}{}. The changes after the checkpoint are no longer available from the server, so resuming would \
              silently skip them. Recover with `deltaforge checkpoints reset {}` (the source then starts at the current end \
-             of the binlog; re-snapshot the captured tables to fill the gap), and keep binlogs longer \
+             of the binlog; re-snapshot the captured tables to fill the gap), or with DELETE \
+             /pipelines/NAME/checkpoint (it then re-reads from the oldest binlog still held), and keep binlogs longer \
              (binlog_expire_logs_seconds / expire_logs_days) than the pipeline may be stopped",
             oldest.map(|o| format!(" (the oldest binlog on the server is now {o})")).unwrap_or_default(),
             self.cfg.id
