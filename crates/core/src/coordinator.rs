@@ -20,6 +20,10 @@
 //!
 //! The coordinator never decides a position is safe by itself: it only
 //! forwards the positions sources attached to transaction ends.
+//!
+//! Beside the data path, a task polls the source's [`LagProbe`] (if any)
+//! with the durable checkpoint for `deltaforge_checkpoint_lag_bytes`; it
+//! shares nothing with the data path but the `durable` watch it reads.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,12 +46,16 @@ use crate::position::Position;
 use crate::processor::{Processor, ProcessorError};
 use crate::schema::SchemaRegistry;
 use crate::sink::{RejectedEvent, Sink, SinkError};
-use crate::source::{ChunkSender, Source, SourceChunk, SourceContext, SourceError};
+use crate::source::{ChunkSender, LagProbe, Source, SourceChunk, SourceContext, SourceError};
 
 /// Events per chunk a source sends over the channel.
 const CHUNK_EVENTS: usize = 1024;
 /// Chunks the source may run ahead of the batcher.
 const CHANNEL_CHUNKS: usize = 16;
+/// How often the source's [`LagProbe`] is asked for the lag in bytes.
+pub const LAG_PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long one probe may take before it counts as failed.
+const LAG_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Retry and timeout settings of one sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +135,9 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// The value last set on `deltaforge_checkpoint_lag_seconds` (updated every second).
     pub lag_seconds: f64,
+    /// The value last set on `deltaforge_checkpoint_lag_bytes` (polled every
+    /// [`LAG_PROBE_EVERY`]); `None` until the source's probe first answered.
+    pub lag_bytes: Option<u64>,
 }
 
 /// What a finished run did.
@@ -239,6 +250,22 @@ impl Pipeline {
         let (chunk_tx, mut chunk_rx) = mpsc::channel::<SourceChunk>(CHANNEL_CHUNKS);
         let (durable_tx, durable_rx) = watch::channel(resume.as_ref().map(|c| c.position.clone()));
         let source_stop = shutdown.child_token();
+        // The lag probe runs beside the data path, on its own connection.
+        let lag_probe_stop = CancellationToken::new();
+        let lag_probe_task = match source.lag_probe(&name) {
+            Some(probe) => Some(tokio::spawn(poll_lag_bytes(
+                probe,
+                durable_rx.clone(),
+                status.clone(),
+                pipeline_label.clone(),
+                lag_probe_stop.clone(),
+            ))),
+            None => {
+                // No server log: nothing to be behind on.
+                gauge!("deltaforge_checkpoint_lag_bytes", "pipeline" => pipeline_label.clone()).set(0.0);
+                None
+            }
+        };
         let ctx = SourceContext {
             pipeline: name.clone(),
             tenant: tenant.clone(),
@@ -488,6 +515,10 @@ impl Pipeline {
 
         // Wind down: stop the source, close the sink queues, write the last checkpoint.
         source_stop.cancel();
+        lag_probe_stop.cancel();
+        if let Some(t) = lag_probe_task {
+            let _ = t.await;
+        }
         drop(chunk_rx);
         if let Some(task) = source_task.take() {
             if let Ok(Err(e)) = task.await {
@@ -511,6 +542,61 @@ impl Pipeline {
             Some(f) => Err(f),
             None => Ok(summary),
         }
+    }
+}
+
+/// Polls the source's lag probe every [`LAG_PROBE_EVERY`] with the current
+/// durable checkpoint and sets `deltaforge_checkpoint_lag_bytes`. A failed
+/// probe leaves the gauge unchanged: a warning for the first failure, debug
+/// logs while it keeps failing, so that an unreachable server does not
+/// flood the log.
+async fn poll_lag_bytes(
+    mut probe: Box<dyn LagProbe>,
+    durable: watch::Receiver<Option<Position>>,
+    status: Option<watch::Sender<PipelineStatus>>,
+    pipeline: String,
+    stop: CancellationToken,
+) {
+    let gauge = gauge!("deltaforge_checkpoint_lag_bytes", "pipeline" => pipeline.clone());
+    let mut tick = tokio::time::interval(LAG_PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let checkpoint = durable.borrow().clone();
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(LAG_PROBE_TIMEOUT, probe.lag_bytes(checkpoint.as_ref())) => r,
+        };
+        let error = match result {
+            Ok(Ok(Some(bytes))) => {
+                gauge.set(bytes as f64);
+                if let Some(s) = &status {
+                    s.send_if_modified(|st| {
+                        let changed = st.lag_bytes != Some(bytes);
+                        st.lag_bytes = Some(bytes);
+                        changed
+                    });
+                }
+                if failing {
+                    tracing::info!(pipeline = %pipeline, "checkpoint lag probe works again");
+                }
+                failing = false;
+                continue;
+            }
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {LAG_PROBE_TIMEOUT:?}"),
+        };
+        if failing {
+            tracing::debug!(pipeline = %pipeline, "checkpoint lag probe failed again: {error}");
+        } else {
+            tracing::warn!(pipeline = %pipeline, "checkpoint lag probe failed (deltaforge_checkpoint_lag_bytes keeps its last value): {error}");
+        }
+        failing = true;
     }
 }
 
@@ -809,5 +895,63 @@ async fn checkpoint_writer(
         if closed {
             return Ok(last);
         }
+    }
+}
+
+#[cfg(test)]
+mod lag_probe_tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Answers from a script and records the checkpoints it was asked with.
+    struct Scripted {
+        answers: VecDeque<Result<Option<u64>, SourceError>>,
+        asked: Arc<Mutex<Vec<Option<Position>>>>,
+    }
+
+    #[async_trait]
+    impl LagProbe for Scripted {
+        async fn lag_bytes(&mut self, checkpoint: Option<&Position>) -> Result<Option<u64>, SourceError> {
+            self.asked.lock().unwrap().push(checkpoint.cloned());
+            self.answers.pop_front().unwrap_or(Ok(None))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_and_unknown_answers_leave_the_last_value() {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let probe = Scripted {
+            answers: VecDeque::from([
+                Ok(Some(100)),
+                Err(SourceError::Retryable("server down".into())),
+                Ok(None),
+                Ok(Some(0)),
+            ]),
+            asked: asked.clone(),
+        };
+        let (status_tx, status) = watch::channel(PipelineStatus::default());
+        let (durable_tx, durable) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(poll_lag_bytes(Box::new(probe), durable, Some(status_tx), "p".into(), stop.clone()));
+        let step = LAG_PROBE_EVERY;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100));
+        durable_tx.send_replace(Some(Position::Datagen { seq: 5 }));
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100), "a failed probe keeps the last value");
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100), "an unknown answer keeps the last value");
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(0));
+        stop.cancel();
+        task.await.unwrap();
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 4);
+        assert_eq!(asked[0], None);
+        assert!(asked[1..].iter().all(|c| *c == Some(Position::Datagen { seq: 5 })), "{asked:?}");
     }
 }

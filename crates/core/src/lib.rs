@@ -29,4 +29,4 @@ pub use position::{Lsn, Position};
 pub use processor::{Processor, ProcessorError};
 pub use schema::{SchemaRegistry, SchemaVersion};
 pub use sink::{RejectedEvent, Sink, SinkError};
-pub use source::{ChunkSender, Commit, PipelineClosed, Source, SourceChunk, SourceContext, SourceError};
+pub use source::{ChunkSender, Commit, LagProbe, PipelineClosed, Source, SourceChunk, SourceContext, SourceError};
