@@ -37,15 +37,15 @@ use async_trait::async_trait;
 use deltaforge_config::redact_dsn;
 use deltaforge_core::{Event, Sink, SinkError};
 use deltaforge_encoding::{default_key, Envelope, Template};
+use futures::stream::{FuturesOrdered, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
-use futures::stream::{FuturesOrdered, StreamExt};
 use serde::Deserialize;
 
 /// `XADD`s per sub-pipeline: large enough that a round trip carries many
 /// commands, small enough that Redis starts on a batch while the rest of
 /// it is still being encoded.
-const SUB_PIPELINE: usize = 512;
+const SUB_PIPELINE: usize = 256;
 
 /// Configuration of the Redis Streams sink.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -266,6 +266,10 @@ impl Sink for RedisSink {
             while let Poll::Ready(Some(r)) = futures::poll!(in_flight.next()) {
                 replies.push(r);
             }
+            // Let the connection's driver task write the sub-pipeline now: woken
+            // from this task, it would otherwise wait in this worker's LIFO slot
+            // until the whole batch is encoded.
+            tokio::task::yield_now().await;
         }
         while let Some(r) = in_flight.next().await {
             replies.push(r);
