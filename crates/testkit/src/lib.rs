@@ -36,6 +36,22 @@ pub fn service(name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
 }
 
+/// Runs `scripts/services/{name}.sh {action}` (`stop`, `start`, ...) for
+/// tests that take a shared server down and bring it back. Tests doing so
+/// must serialise with the other tests of their binary that use the server.
+///
+/// # Panics
+/// If the script fails; its stderr is in the message.
+pub fn service_action(name: &str, action: &str) {
+    let script = repo_root().join("scripts/services").join(format!("{name}.sh"));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(action)
+        .output()
+        .unwrap_or_else(|e| panic!("running {} {action}: {e}", script.display()));
+    assert!(out.status.success(), "{} {action} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+}
+
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
