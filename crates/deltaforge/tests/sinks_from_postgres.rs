@@ -805,6 +805,9 @@ spec:
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["before", "after", "source", "op", "ts_ms", "transaction"], "{v}");
         let src = &v["source"];
+        let source_keys: Vec<&str> = src.as_object().unwrap().keys().map(String::as_str).collect();
+        let pg_source = ["version", "connector", "name", "ts_ms", "snapshot", "db", "sequence", "schema", "table"];
+        assert_eq!(source_keys, [&pg_source[..], &["txId", "lsn", "xmin"]].concat(), "{v}");
         assert_eq!(src["connector"], "postgresql", "{v}");
         assert_eq!(src["name"], name.as_str());
         assert_eq!(src["schema"], "public");
