@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use deltaforge_testkit::{
     free_port, http, http_json, mariadb_sql, metric_value, pg_sql, read_jsonl, service, sqlite_checkpoint,
-    sqlite_put_checkpoint, wait_for, Deltaforge,
+    sqlite_put_checkpoint, unique_suffix, wait_for, Deltaforge,
 };
 use serde_json::Value;
 
@@ -30,12 +30,6 @@ const NEAR_ZERO_BYTES: f64 = 256.0 * 1024.0;
 /// Lag in bytes the outage must build up (the backlog written below is
 /// several times this).
 const OUTAGE_BYTES: f64 = 1024.0 * 1024.0;
-
-/// A unique suffix for names on the shared servers.
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}_{}", std::process::id(), nanos % 10_000_000)
-}
 
 /// One `deltaforge run` with its API, metrics and a file sink `out` that the
 /// failpoint flag can take down.
@@ -215,14 +209,11 @@ fn pg_slot_count(url: &str, slot: &str) -> usize {
 #[test]
 fn postgres_lag_in_seconds_and_wal_bytes_follows_a_sink_outage() {
     let url = service("postgres");
-    let s = unique();
+    let s = unique_suffix();
     let (table, name) = (format!("ctllag_{s}"), format!("ctllag-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, pad text)"));
     let inst = Instance::start(&name, &postgres_source(&url, &name, &table));
-    wait_for(Duration::from_secs(30), || {
-        inst.df.log_text().contains("streaming changes from PostgreSQL").then_some(())
-    })
-    .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
+    inst.df.wait_pg_streaming();
 
     // Caught up first: a checkpoint exists and the probe measured.
     pg_sql(&url, &format!("INSERT INTO {table} SELECT g, 'x' FROM generate_series(1, 10) g"));
@@ -251,7 +242,7 @@ fn postgres_lag_in_seconds_and_wal_bytes_follows_a_sink_outage() {
 #[test]
 fn mariadb_lag_in_seconds_and_binlog_bytes_follows_a_sink_outage() {
     let url = service("mariadb");
-    let s = unique();
+    let s = unique_suffix();
     let (db, name) = (format!("dft_ctllag_{s}"), format!("ctllag-my-{}", s.replace('_', "-")));
     mariadb_sql(&url, &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, pad TEXT)"));
     let inst = Instance::start(&name, &mariadb_source(&url, &name, &db));
@@ -282,14 +273,11 @@ fn mariadb_lag_in_seconds_and_binlog_bytes_follows_a_sink_outage() {
 #[test]
 fn postgres_reset_drops_the_slot_and_a_new_one_streams_later_changes() {
     let url = service("postgres");
-    let s = unique();
+    let s = unique_suffix();
     let (table, name) = (format!("ctlreset_{s}"), format!("ctlreset-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, v text)"));
     let inst = Instance::start(&name, &postgres_source(&url, &name, &table));
-    wait_for(Duration::from_secs(30), || {
-        inst.df.log_text().contains("streaming changes from PostgreSQL").then_some(())
-    })
-    .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
+    inst.df.wait_pg_streaming();
     pg_sql(&url, &format!("INSERT INTO {table} SELECT g, 'before' FROM generate_series(1, 5) g"));
     inst.wait_ids(1..=5, 1, Duration::from_secs(30));
     wait_for(Duration::from_secs(30), || {
@@ -350,7 +338,7 @@ fn mariadb_reset_rereads_from_the_oldest_binlog_by_file_and_position() {
 
 fn mariadb_reset_rereads_from_the_oldest_binlog(use_gtid: bool) {
     let url = service("mariadb");
-    let s = unique();
+    let s = unique_suffix();
     let (db, name) = (format!("dft_ctlreset_{s}"), format!("ctlreset-my-{use_gtid}-{}", s.replace('_', "-")));
     mariadb_sql(&url, &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v TEXT)"));
     // Written before the pipeline's first start: a new pipeline starts at
@@ -405,7 +393,7 @@ fn reset_is_refused_and_deletes_nothing_when_the_source_server_is_unreachable() 
     // Nothing listens on this port: the source cannot connect (it retries),
     // and the reset cannot drop the slot.
     let url = format!("postgres://postgres@127.0.0.1:{}/deltaforge", free_port());
-    let name = format!("ctlreset-down-{}", unique().replace('_', "-"));
+    let name = format!("ctlreset-down-{}", unique_suffix().replace('_', "-"));
     let inst = Instance::start(&name, &postgres_source(&url, &name, "ctlreset_down"));
     let checkpoint = serde_json::json!({
         "position": { "lsn": "0/16B3748", "tx_id": 7 }, "sinks": {}, "written_at": "2026-11-27T12:00:00Z"

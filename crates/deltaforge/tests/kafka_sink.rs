@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use deltaforge_source_datagen::row_for;
 use deltaforge_testkit::{
-    delete_sqlite_checkpoint, service, service_action, sqlite_checkpoint, wait_for, Deltaforge, Rng,
+    delete_sqlite_checkpoint, service, service_action, sqlite_checkpoint, unique_suffix, wait_for, Deltaforge, Rng,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -33,8 +33,7 @@ fn kafka() -> (MutexGuard<'static, ()>, String) {
 
 /// A topic prefix unique to this test run.
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("dft-{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+    format!("dft-{name}-{}", unique_suffix())
 }
 
 /// One consumed message.

@@ -55,8 +55,7 @@ spec:
     let log = dir.path().join("deltaforge.log");
     let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
     let mut df = Deltaforge::start(Path::new(BIN), &args, &log, &[]);
-    wait_for(Duration::from_secs(30), || df.log_text().contains("streaming changes from PostgreSQL").then_some(()))
-        .unwrap_or_else(|| panic!("not streaming\n{}", df.log_text()));
+    df.wait_pg_streaming();
 
     // A backlog in single-row transactions, then the server goes down while
     // the source is still reading it.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use deltaforge_source_datagen::row_for;
-use deltaforge_testkit::{service, service_action, sqlite_checkpoint, wait_for, Deltaforge};
+use deltaforge_testkit::{service, service_action, sqlite_checkpoint, unique_suffix, wait_for, Deltaforge};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
@@ -23,8 +23,7 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("rnh{tag}{}x{}", std::process::id(), nanos % 1_000_000_000)
+    format!("rnh{tag}{}", unique_suffix())
 }
 
 fn write_config(dir: &Path, src: &str, url: &str, name: &str, source_extra: &str, sink_extra: &str) -> PathBuf {

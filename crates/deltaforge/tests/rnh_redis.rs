@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use deltaforge_source_datagen::row_for;
-use deltaforge_testkit::{service, service_action, sqlite_checkpoint, wait_for, Deltaforge};
+use deltaforge_testkit::{service, service_action, sqlite_checkpoint, unique_suffix, wait_for, Deltaforge};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
@@ -21,8 +21,7 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("rnh-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+    format!("rnh-{tag}-{}", unique_suffix())
 }
 
 /// Writes a datagen → redis pipeline; `extra` is appended to the sink config.

@@ -107,6 +107,21 @@ impl Deltaforge {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits up to `timeout` for `needle` to appear in the log.
+    ///
+    /// # Panics
+    /// When it does not, with the log in the message.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_for(timeout, || self.log_text().contains(needle).then_some(()))
+            .unwrap_or_else(|| panic!("{needle:?} did not appear in the log within {timeout:?}\n{}", self.log_text()));
+    }
+
+    /// Waits until the PostgreSQL source logs that it streams (its slot
+    /// exists, so changes committed from now on are read).
+    pub fn wait_pg_streaming(&self) {
+        self.wait_log("streaming changes from PostgreSQL", Duration::from_secs(30));
+    }
 }
 
 impl Drop for Deltaforge {
@@ -362,4 +377,23 @@ pub fn delete_sqlite_checkpoint(db: &Path, source_id: &str) -> bool {
     conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
     conn.execute("DELETE FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id]).expect("delete checkpoint")
         == 1
+}
+
+/// A suffix unique to this process and moment (`{pid}x{nanos}`: ASCII
+/// digits and `x` only), for table, topic, stream, subject and slot names
+/// that must not collide with other tests running against the same
+/// servers.
+pub fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    format!("{}x{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Parses a PostgreSQL LSN (`16/B374D848`) into its 64-bit value.
+///
+/// # Panics
+/// If `s` is not of the form `X/Y` with hexadecimal halves.
+pub fn pg_lsn(s: &str) -> u64 {
+    let (hi, lo) = s.trim().split_once('/').unwrap_or_else(|| panic!("not an LSN: {s:?}"));
+    let part = |h: &str| u64::from_str_radix(h, 16).unwrap_or_else(|_| panic!("not an LSN: {s:?}"));
+    (part(hi) << 32) | part(lo)
 }
