@@ -28,6 +28,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
@@ -288,7 +289,7 @@ struct Seen {
     /// The source transaction id (xid) and the event's index in it.
     xid: u64,
     index: u64,
-    /// The idempotency key the sink carries (none in Debezium's envelope).
+    /// The idempotency key the sink carries (Kafka: the `id` header).
     idem: Option<String>,
     /// LSN of the change.
     lsn: u64,
@@ -338,7 +339,12 @@ fn from_native(v: &Value, route: String, key: String, src: &str, pipeline: &str)
 
 /// Kafka: every message of `topics` from the beginning, until `expect`
 /// came and every partition reached its end, or `timeout`.
-fn kafka_read(brokers: &str, topics: &[String], expect: usize, timeout: Duration) -> Vec<(String, i32, String, Value)> {
+fn kafka_read(
+    brokers: &str,
+    topics: &[String],
+    expect: usize,
+    timeout: Duration,
+) -> Vec<(String, i32, String, String, Value)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("sfp-reader-{}", unique_suffix()))
@@ -366,7 +372,13 @@ fn kafka_read(brokers: &str, topics: &[String], expect: usize, timeout: Duration
                 at_end.insert((m.topic().to_string(), m.partition()), false);
                 let key = String::from_utf8(m.key().expect("message key").to_vec()).unwrap();
                 let value = serde_json::from_slice(m.payload().expect("no tombstones configured")).expect("JSON");
-                out.push((m.topic().to_string(), m.partition(), key, value));
+                let id = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "id"))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                    .unwrap_or_else(|| panic!("no `id` header on a message of {}", m.topic()));
+                out.push((m.topic().to_string(), m.partition(), key, id, value));
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 for ((_, part), end) in at_end.iter_mut() {
@@ -801,7 +813,7 @@ spec:
     // ---- Kafka (Debezium envelope, schemas.enable=false), keyed by the primary key.
     let msgs = kafka_read(&brokers, &topics, total, Duration::from_secs(60));
     let mut kafka_seen = Vec::new();
-    for (topic, partition, key, v) in msgs {
+    for (topic, partition, key, id, v) in msgs {
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["before", "after", "source", "op", "ts_ms", "transaction"], "{v}");
         let src = &v["source"];
@@ -825,7 +837,8 @@ spec:
             change: Change { table, op: op_of(&v["op"]), key, before: v["before"].clone(), after: v["after"].clone() },
             xid,
             index: order - 1,
-            idem: None,
+            // Debezium's envelope has no id: the sink sends it as the `id` header.
+            idem: Some(id),
             lsn: src["lsn"].as_u64().expect("source.lsn"),
             ts_ms: src["ts_ms"].as_i64().expect("source.ts_ms"),
         });
