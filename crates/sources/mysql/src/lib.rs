@@ -110,6 +110,8 @@ pub mod lag;
 mod mysql8_tests;
 pub mod schema;
 mod source;
+#[cfg(test)]
+mod tablemap_tests;
 
 pub use config::{MysqlConfig, TablePattern};
 pub use source::{MysqlSource, MysqlSourceError};

@@ -386,8 +386,12 @@ pub fn from_table_map(tme: &TableMapEvent<'_>, collations: &Collations) -> Resul
     for (i, (ty, name)) in types.iter().zip(names).enumerate() {
         let meta = tme.get_column_metadata(i).unwrap_or(&[]);
         let m = |k: usize| meta.get(k).copied().unwrap_or(0);
-        let unsigned = ty.is_numeric_type() && sign.next().unwrap_or(false);
-        let collation = if ty.is_character_type() {
+        // YEAR has a signedness bit (MariaDB sets it) but is never UNSIGNED
+        // in the catalogue.
+        let unsigned = ty.is_numeric_type() && sign.next().unwrap_or(false) && *ty != ColumnType::MYSQL_TYPE_YEAR;
+        // The server counts GEOMETRY (a BLOB inside) among the character
+        // columns of the charset metadata; `is_character_type` does not.
+        let collation = if ty.is_character_type() || *ty == ColumnType::MYSQL_TYPE_GEOMETRY {
             charsets.next().transpose().map_err(|e| format!("column {name}: charset: {e}"))?
         } else if ty.is_enum_or_set_type() {
             enum_set_charsets.next().transpose().map_err(|e| format!("column {name}: charset: {e}"))?
