@@ -101,7 +101,10 @@ spec:
     assert_eq!(cols(&history[2]), ["id", "b"]);
     assert_eq!(history[2]["schema"]["columns"][1]["type"], "int(11)");
     assert_eq!(history[3]["schema"]["columns"][1]["type"], "bigint(20) unsigned");
-    assert_eq!(history[0]["position"], start["position"]);
+    // Version 1 is the start of the run; the checkpoint read above may
+    // already be past other tables' transactions (the server is shared).
+    assert_eq!(history[0]["position"]["file"], start["position"]["file"], "test assumes no rotation");
+    assert!(history[0]["position"]["pos"].as_u64() <= start["position"]["pos"].as_u64());
     for (i, v) in history.iter().enumerate() {
         assert_eq!(v["version"], i as u64 + 1);
         assert_eq!(v["schema"]["primary_key"], json!(["id"]));
@@ -244,11 +247,8 @@ spec:
         }
     };
     let mut df = Deltaforge::start(Path::new(BIN), &args, &log, &[]);
-    let events = wait_for(Duration::from_secs(30), || {
-        let e = read_jsonl(&out);
-        (e.len() >= expected.len()).then_some(e)
-    })
-    .unwrap_or_else(|| panic!("events missing: {:#?}\n{}", read_jsonl(&out), df.log_text()));
+    wait_for(Duration::from_secs(30), || (read_jsonl(&out).len() >= expected.len()).then_some(()))
+        .unwrap_or_else(|| panic!("events missing: {:#?}\n{}", read_jsonl(&out), df.log_text()));
     std::thread::sleep(Duration::from_millis(300));
     let events = read_jsonl(&out);
     check(&events, "after the stop");
@@ -274,7 +274,10 @@ spec:
     assert_eq!(history[2]["schema"]["columns"][2]["json"], true);
     // Version 4 is the catalogue's own description (it agrees with the binlog).
     assert_eq!(history[3]["schema"]["columns"][1]["type"], "bigint(20) unsigned");
-    assert_eq!(history[0]["position"], start["position"]);
+    // Version 1 is the start of the run; the checkpoint read above may
+    // already be past other tables' transactions (the server is shared).
+    assert_eq!(history[0]["position"]["file"], start["position"]["file"], "test assumes no rotation");
+    assert!(history[0]["position"]["pos"].as_u64() <= start["position"]["pos"].as_u64());
     for (i, v) in history.iter().enumerate() {
         assert_eq!(v["version"], i as u64 + 1);
         assert_eq!(v["schema"]["primary_key"], json!(["id"]));

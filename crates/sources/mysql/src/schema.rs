@@ -330,7 +330,7 @@ fn with_fsp(name: &str, fsp: u8) -> String {
 /// them without display widths (`int unsigned`, `decimal(10,2)`,
 /// `varchar(20)`, `datetime(6)`); no column is marked JSON unless its wire
 /// type is JSON (see [`TableSchema::apply_json_hints`]). An error means a
-/// malformed event.
+/// malformed event or optional metadata this reader does not know.
 pub fn from_table_map(tme: &TableMapEvent<'_>, collations: &Collations) -> Result<Option<TableSchema>, String> {
     let n = tme.columns_count() as usize;
     let mut types = Vec::with_capacity(n);

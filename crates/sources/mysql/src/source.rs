@@ -1174,11 +1174,16 @@ impl Run<'_> {
             self.decoders.insert(tme.table_id(), (tme.clone().into_owned(), None));
             return Ok(None);
         }
-        let from_binlog = schema::from_table_map(tme, &self.collations).map_err(|msg| MysqlSourceError::Decode {
-            id: self.id(),
-            at: at.to_string(),
-            msg,
-        })?;
+        let from_binlog = match schema::from_table_map(tme, &self.collations) {
+            Ok(s) => s,
+            Err(msg) => {
+                // E.g. an optional metadata field this reader does not know:
+                // the catalogue path still works (and fails itself on a
+                // really malformed event).
+                tracing::warn!(source = %self.src.source_id, "{db}.{table} at {at}: unusable TABLE_MAP metadata ({msg}); using information_schema");
+                None
+            }
+        };
         let dec = match from_binlog {
             Some(described) => self.decoder_from_table_map(tme, described, &db, &table, at).await?,
             None => self.decoder_from_catalogue(tme, &db, &table, at).await?,

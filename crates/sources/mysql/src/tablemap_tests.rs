@@ -184,11 +184,11 @@ fn minimal_metadata_falls_back() {
     let ev = table_map_event();
     let tme = table_map(&ev);
     let full = TABLE_MAP_BODY.len();
-    // Optional metadata starts after the null bitmap: find it by re-reading
-    // the header fields (table id 6, flags 2, names, column count, types,
-    // lenenc metadata, 3 bitmap bytes).
+    // Optional metadata starts after the null bitmap: table id (6), flags
+    // (2), "tmcap" and "t" with length and NUL (7 + 3), column count (1),
+    // types (n), metadata length (1) and metadata, bitmap.
     let n = tme.columns_count() as usize;
-    let head = 6 + 2 + 1 + 5 + 1 + 1 + 1 + 1 + n;
+    let head = 6 + 2 + 7 + 3 + 1 + n;
     let meta_len = TABLE_MAP_BODY[head] as usize;
     let opt_start = head + 1 + meta_len + n.div_ceil(8);
     assert!(opt_start < full);
