@@ -195,8 +195,10 @@ spec:
     let mut df = Deltaforge::start(Path::new(BIN), &args, &log, &[]);
     let start = wait_for(Duration::from_secs(30), || sqlite_checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
-    wait_for(Duration::from_secs(30), || (!sqlite_log(&store, "schemas", &format!("test/{db}/t")).is_empty()).then_some(()))
-        .unwrap_or_else(|| panic!("no first schema version\n{}", df.log_text()));
+    wait_for(Duration::from_secs(30), || {
+        (!sqlite_log(&store, "schemas", &format!("test/{db}/t")).is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no first schema version\n{}", df.log_text()));
     df.terminate();
     assert_eq!(df.wait_exit(Duration::from_secs(20)), Some(0), "{}", df.log_text());
 
@@ -241,7 +243,8 @@ spec:
             // Column order is the table's, not only the set of keys.
             let image = if after.is_null() { "before" } else { "after" };
             let keys: Vec<&String> = e[image].as_object().unwrap().keys().collect();
-            let want: Vec<&String> = (if after.is_null() { before } else { after }).as_object().unwrap().keys().collect();
+            let want: Vec<&String> =
+                (if after.is_null() { before } else { after }).as_object().unwrap().keys().collect();
             assert_eq!(keys, want, "{what}: column order of {e}");
             assert_eq!(e["schema_version"], *version, "{what}: {e}");
         }

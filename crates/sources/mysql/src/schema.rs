@@ -164,10 +164,8 @@ fn canonical_type(data_type: &str, column_type: &str) -> String {
 }
 
 fn canonical_charset(data_type: &str, charset: Option<&str>) -> Option<String> {
-    let text_like = matches!(
-        data_type,
-        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set"
-    );
+    let text_like =
+        matches!(data_type, "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set");
     let cs = charset?.to_ascii_lowercase();
     if !text_like || cs == "binary" {
         return None;

@@ -9,7 +9,7 @@ use mysql_async::binlog::events::{Event as BinlogEvent, EventData, FormatDescrip
 use mysql_async::binlog::BinlogVersion;
 
 use crate::decode::{Charset, Kind, TableDecoder};
-use crate::schema::{from_table_map, parse_labels, ColumnInfo, Collations, TableSchema};
+use crate::schema::{from_table_map, parse_labels, Collations, ColumnInfo, TableSchema};
 
 /// `CREATE TABLE tmcap.t (id INT UNSIGNED NOT NULL, k BIGINT NOT NULL,
 /// d DECIMAL(10,2) UNSIGNED, f FLOAT, b BIT(12), e ENUM('s','m''x'),
