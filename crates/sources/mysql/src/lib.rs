@@ -82,7 +82,8 @@
 //!   committed before it reads the first, e.g. while the pipeline was
 //!   stopped), or reads binlog from before the table's first registered
 //!   version, older events are decoded with a later shape: wrong column
-//!   names or types, or a decode error when the column count differs.
+//!   names or types (signedness, charset), or placeholder names `col_N`
+//!   when the column count differs.
 //!
 //! **Connection loss** (including the server restarting) and silence longer
 //! than three heartbeat periods end the run with a retryable error; the

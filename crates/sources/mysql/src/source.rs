@@ -312,9 +312,11 @@ impl MysqlSource {
                 "binlog_row_metadata is {shown} (not FULL): table schemas come from information_schema only. Events \
                  replayed across DDL are then decoded with the catalogue as it is when they are read: if the pipeline is \
                  behind by more than one DDL on a table (e.g. stopped while the table was altered twice), rows written \
-                 before the later DDLs get wrong column names or types, or fail to decode. Fix: {fix} (affects binlog \
-                 events written from then on)"
+                 before the later DDLs get the later shape's column names and types (or placeholder names col_N when \
+                 the column count differs). Fix: {fix} (affects binlog events written from then on)"
             );
+        } else {
+            tracing::info!(source = %self.source_id, "binlog_row_metadata=FULL: rows are decoded with the layout their TABLE_MAP event describes");
         }
         // Privileges.
         let grants: Vec<String> =
