@@ -137,6 +137,13 @@ start_mariadb() {
   if ! mariadb --defaults-file="$CNF" --protocol=TCP -h 127.0.0.1 -P "$PORT" -udeltaforge -pdeltaforge -e 'SELECT 1' deltaforge >/dev/null 2>&1; then
     df_fail_with_log "$ERRLOG" "TCP login as deltaforge@127.0.0.1:$PORT failed"
   fi
+  # A server already running keeps the settings of the my.cnf it started
+  # with; binlog_row_metadata is dynamic, so make sure it is FULL now (the
+  # CDC source builds schemas from it; see crates/sources/mysql).
+  if ! mariadb --defaults-file="$CNF" --protocol=TCP -h 127.0.0.1 -P "$PORT" -udeltaforge -pdeltaforge \
+    -e "SET GLOBAL binlog_row_metadata = 'FULL'" >/dev/null 2>&1; then
+    df_fail_with_log "$ERRLOG" "SET GLOBAL binlog_row_metadata = 'FULL' failed"
+  fi
   echo "$URL"
 }
 

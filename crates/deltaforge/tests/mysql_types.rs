@@ -167,6 +167,39 @@ fn every_type_arrives_with_exact_values() {
     assert_eq!(ck["position"]["pos"].as_u64().unwrap(), cols.next().unwrap().trim().parse::<u64>().unwrap());
     df.terminate();
     assert_eq!(df.wait_exit(Duration::from_secs(20)), Some(0), "{}", df.log_text());
+
+    // Stopped: the same row again, then a DDL, then a row of the new
+    // layout. On start the catalogue is already past the first row, which
+    // must still decode exactly (every type from the TABLE_MAP metadata,
+    // `binlog_row_metadata=FULL`) with version 1.
+    sql_db(&INSERT.replace("VALUES (1,", "VALUES (2,"));
+    sql_db("ALTER TABLE t ADD COLUMN extra INT UNSIGNED; INSERT INTO t (id, extra) VALUES (3, 4294967295)");
+    let mut df = Deltaforge::start(
+        Path::new(BIN),
+        &["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()],
+        &log,
+        &[],
+    );
+    let events = wait_for(Duration::from_secs(30), || {
+        let e = read_jsonl(&out);
+        (e.len() >= 5).then_some(e)
+    })
+    .unwrap_or_else(|| panic!("events missing: {:?}\n{}", read_jsonl(&out), df.log_text()));
+    let again = &events[3];
+    let mut expected = expected_after_insert();
+    expected["id"] = json!(2);
+    assert_eq!(again["after"], expected, "row written before the DDL, read after it");
+    assert_eq!(again["schema_version"], 1);
+    let added = &events[4];
+    assert_eq!(added["after"]["id"], 3);
+    assert_eq!(added["after"]["extra"], 4294967295u64);
+    assert_eq!(added["after"]["biu"], Value::Null);
+    assert_eq!(added["schema_version"], 2);
+    // The history: the start's catalogue schema, then the new layout.
+    let history = deltaforge_testkit::sqlite_log(&store, "schemas", &format!("test/{db}/t"));
+    assert_eq!(history.len(), 2, "{history:#?}");
+    df.terminate();
+    assert_eq!(df.wait_exit(Duration::from_secs(20)), Some(0), "{}", df.log_text());
     mariadb_sql(&url, &format!("DROP DATABASE {db}"));
 }
 

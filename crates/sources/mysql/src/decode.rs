@@ -146,7 +146,9 @@ fn tme_meta(tme: &TableMapEvent<'_>, types: &[ColumnType]) -> TmeMeta {
     let mut es = ex.iter_enum_and_set_charset();
     for ty in types.iter().take(n) {
         meta.unsigned.push(if ty.is_numeric_type() { sign.next() } else { None });
-        meta.charsets.push(if ty.is_character_type() {
+        // The server counts GEOMETRY (a BLOB inside) among the character
+        // columns of the charset metadata; `is_character_type` does not.
+        meta.charsets.push(if ty.is_character_type() || *ty == ColumnType::MYSQL_TYPE_GEOMETRY {
             cs.next().and_then(Result::ok)
         } else if ty.is_enum_or_set_type() {
             es.next().and_then(Result::ok)

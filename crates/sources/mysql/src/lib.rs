@@ -35,7 +35,9 @@
 //! `binlog_row_image=FULL`, the REPLICATION SLAVE and REPLICATION CLIENT
 //! (MariaDB: BINLOG MONITOR) privileges, MariaDB's `log_bin_compress=OFF`
 //! and MySQL's `binlog_row_value_options=''`; each violation is a fatal error
-//! naming the setting and the fix. A checkpoint whose binlog file or GTIDs
+//! naming the setting and the fix. `binlog_row_metadata` other than FULL is
+//! only a warning, naming the fix and the limitation it leaves (see
+//! "Schemas"). A checkpoint whose binlog file or GTIDs
 //! the server has purged is a fatal error naming what is missing and the
 //! recovery (`deltaforge checkpoints reset ID`); it never jumps forward.
 //! By file/position the checkpoint's file must be in `SHOW BINARY LOGS`; by
@@ -45,21 +47,43 @@
 //! (error 1236), which is turned into the same error.
 //!
 //! **Schemas.** Table schemas come from `information_schema` at start and
-//! are registered in the schema registry with the start position. A DDL
-//! query event invalidates the tables it names; the next rows event for such
-//! a table reloads the schema and registers a new version at the DDL's
-//! position. On replay, an event is decoded with the version active at its
-//! position; TABLE_MAP optional metadata (`binlog_row_metadata=FULL`: column
-//! names, signedness, ENUM/SET labels) is preferred when present because it
-//! is exact for the event itself.
+//! are registered in the schema registry with the start position. After
+//! that, which description decodes a rows event depends on the server's
+//! `binlog_row_metadata`:
 //!
-//! Known limitation: the reload reads today's catalogue. When the source is
-//! behind by more than one DDL on a table (several ALTERs committed before
-//! it reads the first), the version registered at the first DDL already
-//! describes the later shape. Values still decode correctly from the
-//! TABLE_MAP metadata, but the schema history then numbers versions by the
-//! catalogue states it saw, not one per DDL. Parsing the DDL (or building
-//! the version from TABLE_MAP metadata) would close this gap.
+//! - `FULL` (MariaDB 10.5+, MySQL 8.0.1+; the setting the start-up checks
+//!   ask for): each TABLE_MAP event carries its table's full layout at that
+//!   position (column names, types with precision/scale/length/fsp,
+//!   signedness, nullability, charsets, ENUM/SET labels, geometry types,
+//!   primary key), and the decoding schema is built from it
+//!   ([`schema::from_table_map`]). Its [`schema::Layout`] is compared with
+//!   the version active at the event's position; the same layout decodes
+//!   with that version's number, a different one registers a new version,
+//!   active from the last DDL on the table (or from the event when no DDL
+//!   was seen), with the durable checkpoint of that moment. A rows event is
+//!   therefore decoded with the columns it was written with even when the
+//!   pipeline was stopped through several DDLs, or reads binlog older than
+//!   the table's first version. The catalogue is still read on a live
+//!   change: when it agrees with the TABLE_MAP layout its description is the
+//!   one registered (it has display widths and the exact type spelling);
+//!   when it is already ahead (later DDLs applied), the TABLE_MAP-derived
+//!   description is registered (types spelled without display widths,
+//!   e.g. `int unsigned`). Only the catalogue knows MariaDB JSON columns
+//!   (LONGTEXT with a `json_valid` check; the binlog says LONGTEXT): that
+//!   flag is taken from the catalogue, or from the version active at the
+//!   position, for a column of the same name and type.
+//! - `MINIMAL`/`NO_LOG` (or an older server): names and the rest come from
+//!   the catalogue. A DDL query event invalidates the tables it names; the
+//!   next rows event for such a table reloads the schema and registers a new
+//!   version at the DDL's position; on replay, an event is decoded with the
+//!   version active at its position. Known limitation, which the start-up
+//!   check warns about: the reload reads today's catalogue, so when the
+//!   source is behind by more than one DDL on a table (several ALTERs
+//!   committed before it reads the first, e.g. while the pipeline was
+//!   stopped), or reads binlog from before the table's first registered
+//!   version, older events are decoded with a later shape: wrong column
+//!   names or types (signedness, charset), or placeholder names `col_N`
+//!   when the column count differs.
 //!
 //! **Connection loss** (including the server restarting) and silence longer
 //! than three heartbeat periods end the run with a retryable error; the
@@ -87,6 +111,8 @@ pub mod lag;
 mod mysql8_tests;
 pub mod schema;
 mod source;
+#[cfg(test)]
+mod tablemap_tests;
 
 pub use config::{MysqlConfig, TablePattern};
 pub use source::{MysqlSource, MysqlSourceError};

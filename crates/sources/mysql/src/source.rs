@@ -296,14 +296,27 @@ impl MysqlSource {
                  `SET GLOBAL binlog_row_value_options = ''`",
             ));
         }
-        let row_metadata_full = var("binlog_row_metadata") == "FULL";
-        if !row_metadata_full {
+        if var("binlog_row_metadata") != "FULL" {
+            let (shown, fix) = match vars.get("binlog_row_metadata") {
+                Some(v) => (
+                    v.clone(),
+                    format!("`SET GLOBAL binlog_row_metadata = 'FULL'` and `binlog_row_metadata = FULL` in the {cnf} section"),
+                ),
+                None => (
+                    "not available".to_string(),
+                    "upgrade to MariaDB 10.5+ or MySQL 8.0.1+ and set binlog_row_metadata=FULL".to_string(),
+                ),
+            };
             tracing::warn!(
                 source = %self.source_id,
-                "binlog_row_metadata is {} (not FULL): column names and signedness come from information_schema only; \
-                 set binlog_row_metadata=FULL for exact decoding across DDL",
-                var("binlog_row_metadata")
+                "binlog_row_metadata is {shown} (not FULL): table schemas come from information_schema only. Events \
+                 replayed across DDL are then decoded with the catalogue as it is when they are read: if the pipeline is \
+                 behind by more than one DDL on a table (e.g. stopped while the table was altered twice), rows written \
+                 before the later DDLs get the later shape's column names and types (or placeholder names col_N when \
+                 the column count differs). Fix: {fix} (affects binlog events written from then on)"
             );
+        } else {
+            tracing::info!(source = %self.source_id, "binlog_row_metadata=FULL: rows are decoded with the layout their TABLE_MAP event describes");
         }
         // Privileges.
         let grants: Vec<String> =
@@ -493,6 +506,8 @@ struct Run<'a> {
     decoders: HashMap<u64, (TableMapEvent<'static>, Option<Arc<TableDecoder>>)>,
     pending_ddl: HashMap<(String, String), Position>,
     schema_cache: HashMap<(String, String, u64), Arc<TableSchema>>,
+    /// Collation ids to charsets, for TABLE_MAP metadata.
+    collations: schema::Collations,
 }
 
 #[async_trait]
@@ -594,6 +609,15 @@ impl MysqlSource {
             }
         }
         // Schemas of the captured tables, registered when first seen.
+        let collations = match schema::Collations::load(&mut conn).await {
+            Ok(c) => c,
+            Err(e) => {
+                // The built-in list covers the usual charsets; only lengths
+                // of CHAR/VARCHAR in exotic ones could come out in bytes.
+                tracing::warn!(source = %self.source_id, "cannot read the server's collations ({e}); using the built-in list");
+                schema::Collations::builtin()
+            }
+        };
         let keep = |d: &str, t: &str| matches_any(&self.patterns, d, t);
         let schemas = schema::load(&mut conn, info.mariadb, None, &keep)
             .await
@@ -674,6 +698,7 @@ impl MysqlSource {
             decoders: HashMap::new(),
             pending_ddl: HashMap::new(),
             schema_cache: HashMap::new(),
+            collations,
         };
         let silence = hb * 3 + Duration::from_secs(2);
         loop {
@@ -1151,6 +1176,136 @@ impl Run<'_> {
             self.decoders.insert(tme.table_id(), (tme.clone().into_owned(), None));
             return Ok(None);
         }
+        let from_binlog = match schema::from_table_map(tme, &self.collations) {
+            Ok(s) => s,
+            Err(msg) => {
+                // E.g. an optional metadata field this reader does not know:
+                // the catalogue path still works (and fails itself on a
+                // really malformed event).
+                tracing::warn!(source = %self.src.source_id, "{db}.{table} at {at}: unusable TABLE_MAP metadata ({msg}); using information_schema");
+                None
+            }
+        };
+        let dec = match from_binlog {
+            Some(described) => self.decoder_from_table_map(tme, described, &db, &table, at).await?,
+            None => self.decoder_from_catalogue(tme, &db, &table, at).await?,
+        };
+        if !dec.schema_matched {
+            tracing::warn!(source = %self.src.source_id, "{db}.{table} at {at}: decoding with the binlog's own column metadata (schema version {:?} does not match)", dec.version);
+        }
+        let dec = Arc::new(dec);
+        self.decoders.insert(tme.table_id(), (tme.clone().into_owned(), Some(dec.clone())));
+        Ok(Some(dec))
+    }
+
+    /// The table's schema in today's catalogue, not registered.
+    async fn catalogue(&mut self, db: &str, table: &str) -> Result<Option<TableSchema>> {
+        let mariadb = self.info.mariadb;
+        let src = self.src;
+        let conn = self.meta_conn().await?;
+        let mut found = schema::load(conn, mariadb, Some((db, table)), &|_, _| true)
+            .await
+            .map_err(src.server_err(format!("reading the schema of {db}.{table}")))?;
+        Ok(found.remove(&(db.to_string(), table.to_string())))
+    }
+
+    /// The decoder for a TABLE_MAP event with full metadata
+    /// (`binlog_row_metadata=FULL`): the event itself describes the layout
+    /// at its position, so it is exact even when the event is replayed after
+    /// later DDLs. The registry supplies the version number: the version
+    /// active at the position when its layout is the same, else (reading
+    /// past the newest version) a new version registered from here. The
+    /// catalogue is read only for a live change, where it agrees with the
+    /// binlog unless later DDLs were already applied; when it agrees its
+    /// description is the one registered (it also knows display widths and
+    /// MariaDB's JSON columns), otherwise the binlog's.
+    async fn decoder_from_table_map(
+        &mut self,
+        tme: &TableMapEvent<'_>,
+        mut described: TableSchema,
+        db: &str,
+        table: &str,
+        at: &Position,
+    ) -> Result<TableDecoder> {
+        let key = (db.to_string(), table.to_string());
+        let latest_pos = self.ctx.schemas.latest(db, table).and_then(|v| v.position);
+        let replaying = latest_pos.as_ref().is_some_and(|p| at.compare(p) == Some(std::cmp::Ordering::Less));
+        let ddl_at = self.pending_ddl.remove(&key);
+        let active = self.ctx.schemas.version_at(db, table, at);
+        let active_schema = match &active {
+            Some(v) => self.cached_schema(db, table, v.version, &v.schema),
+            None => None,
+        };
+        let mut catalogue = None;
+        if !replaying && (ddl_at.is_some() || active.is_none()) {
+            catalogue = self.catalogue(db, table).await?;
+        }
+        let hints: Vec<&TableSchema> = catalogue.iter().chain(active_schema.as_deref()).collect();
+        described.apply_json_hints(&hints);
+        let layout = described.layout();
+        let build = |schema: &TableSchema, version: Option<u64>| {
+            TableDecoder::build(tme, Some(schema), version).map_err(|msg| MysqlSourceError::Decode {
+                id: self.src.cfg.id.clone(),
+                at: at.to_string(),
+                msg,
+            })
+        };
+        if let (Some(v), Some(s)) = (&active, &active_schema) {
+            if s.layout() == layout {
+                return build(&described, Some(v.version));
+            }
+        }
+        if replaying {
+            // History is append-only: a version cannot be slotted in before
+            // the newest one. This happens only when the history was written
+            // from the catalogue (metadata MINIMAL then), or when the read
+            // started before the table's first version.
+            tracing::warn!(
+                source = %self.src.source_id,
+                "{db}.{table} at {at}: the binlog's column layout differs from the schema version registered for this \
+                 position ({:?}); decoding with the binlog's own metadata",
+                active.as_ref().map(|v| v.version)
+            );
+            return build(&described, active.map(|v| v.version));
+        }
+        if catalogue.is_none() {
+            catalogue = self.catalogue(db, table).await?;
+            let hints: Vec<&TableSchema> = catalogue.iter().chain(active_schema.as_deref()).collect();
+            described.apply_json_hints(&hints);
+        }
+        // Active from the last DDL on the table when there is one after the
+        // newest version, else from this event.
+        let from = match ddl_at {
+            Some(p) if latest_pos.as_ref().is_none_or(|l| l.compare(&p) == Some(std::cmp::Ordering::Less)) => p,
+            _ => at.clone(),
+        };
+        let (register, origin) = match catalogue {
+            Some(c) if c.layout() == described.layout() => (c, "information_schema"),
+            _ => (described.clone(), "the binlog's TABLE_MAP metadata"),
+        };
+        let checkpoint = self.ctx.durable.borrow().clone();
+        let v = self
+            .ctx
+            .schemas
+            .register(db, table, register.to_json(), Some(from.clone()), checkpoint)
+            .await
+            .map_err(|e| MysqlSourceError::Registry { id: self.src.cfg.id.clone(), msg: e.to_string() })?;
+        tracing::info!(source = %self.src.source_id, db, table, version = v, from = %from, "schema version from {origin}");
+        self.schema_cache.insert((key.0, key.1, v), Arc::new(register));
+        build(&described, Some(v))
+    }
+
+    /// The decoder without full TABLE_MAP metadata: the schema comes from
+    /// the catalogue, reloaded after a DDL (see the crate docs for what
+    /// that cannot get right).
+    async fn decoder_from_catalogue(
+        &mut self,
+        tme: &TableMapEvent<'_>,
+        db: &str,
+        table: &str,
+        at: &Position,
+    ) -> Result<TableDecoder> {
+        let (db, table) = (db.to_string(), table.to_string());
         let latest_pos = self.ctx.schemas.latest(&db, &table).and_then(|v| v.position);
         // Replaying history the registry already covers: never re-read the catalogue.
         let replaying = latest_pos.as_ref().is_some_and(|p| at.compare(p) == Some(std::cmp::Ordering::Less));
@@ -1176,12 +1331,7 @@ impl Run<'_> {
                 dec = self.build_decoder(tme, &db, &table, Some(v), at)?;
             }
         }
-        if !dec.schema_matched {
-            tracing::warn!(source = %self.src.source_id, "{db}.{table} at {at}: decoding with the binlog's own column metadata (schema version {:?} does not match)", dec.version);
-        }
-        let dec = Arc::new(dec);
-        self.decoders.insert(tme.table_id(), (tme.clone().into_owned(), Some(dec.clone())));
-        Ok(Some(dec))
+        Ok(dec)
     }
 
     fn build_decoder(
