@@ -17,6 +17,7 @@ pub mod position;
 pub mod processor;
 pub mod schema;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 
 pub use batch::{Batch, BatchConfig, Batcher};
@@ -29,4 +30,5 @@ pub use position::{Lsn, Position};
 pub use processor::{Processor, ProcessorError};
 pub use schema::{SchemaRegistry, SchemaVersion};
 pub use sink::{RejectedEvent, Sink, SinkError};
+pub use snapshot::{SnapshotConfig, SnapshotMode, SnapshotStore};
 pub use source::{ChunkSender, Commit, PipelineClosed, Source, SourceChunk, SourceContext, SourceError};

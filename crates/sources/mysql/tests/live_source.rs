@@ -22,7 +22,7 @@ async fn transactions_commit_at_their_end() {
     )
     .unwrap();
     let storage = Arc::new(deltaforge_storage::MemoryBackend::new());
-    let schemas = SchemaRegistry::load(storage, "test").await.unwrap();
+    let schemas = SchemaRegistry::load(storage.clone(), "test").await.unwrap();
     let (tx, mut rx) = mpsc::channel::<SourceChunk>(16);
     let (_dtx, drx) = watch::channel::<Option<Position>>(None);
     let shutdown = CancellationToken::new();
@@ -34,6 +34,7 @@ async fn transactions_commit_at_their_end() {
         durable: drx,
         shutdown: shutdown.clone(),
         schemas: schemas.clone(),
+        snapshots: deltaforge_core::SnapshotStore::new(storage.clone(), "live"),
     };
     let source = Box::new(MysqlSource::new(cfg).unwrap());
     let task = tokio::spawn(source.run(ctx));
