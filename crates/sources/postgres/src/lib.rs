@@ -62,6 +62,7 @@
 pub mod config;
 pub mod pgoutput;
 pub mod setup;
+pub mod snapshot;
 pub mod transport;
 pub mod values;
 
@@ -71,8 +72,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deltaforge_core::schema::fingerprint;
+use deltaforge_core::snapshot::{PendingProgress, ProgressWriter, Watermark, WatermarkKind};
 use deltaforge_core::{Columns, Event, Lsn, Op, Position, Row, Source, SourceContext, SourceError, SourceMeta};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 pub use config::{Dsn, PostgresConfig, TablePattern};
 use pgoutput::{Message, TupleValue};
@@ -153,8 +156,34 @@ impl Source for PostgresSource {
             from = %resume.map(|r| Lsn(r.lsn).to_string()).unwrap_or_else(|| "the slot's position".into()),
             "streaming changes from PostgreSQL"
         );
-        let streamer = Streamer::new(self.source_id.clone(), self.patterns.clone(), resume);
-        streamer.run(&mut wire, ctx).await
+        let mut streamer = Streamer::new(self.source_id.clone(), self.patterns.clone(), resume);
+        // The snapshot reader also serves backfills, so it runs in every mode.
+        let (writer, progress_tx) = ProgressWriter::new(ctx.snapshots.clone(), ctx.durable.clone());
+        let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(writer.notify(stored_tx).run());
+        let reader = snapshot::Reader {
+            cfg: self.cfg.snapshot.clone(),
+            dsn: self.dsn.clone(),
+            patterns: self.patterns.clone(),
+            slot: slot.clone(),
+            source_id: self.source_id.clone(),
+            pipeline: ctx.pipeline.clone(),
+            store: ctx.snapshots.clone(),
+            fresh: resume.is_none(),
+            stored: stored_rx,
+        };
+        let link = reader.spawn();
+        streamer.snap = Some(snapshot::StreamSide {
+            link,
+            windows: HashMap::new(),
+            pending: HashMap::new(),
+            recent: std::collections::VecDeque::with_capacity(snapshot::RECENT_XIDS),
+            metrics: deltaforge_core::snapshot::SnapshotMetrics::new(&ctx.pipeline),
+        });
+        streamer.progress = Some(progress_tx);
+        let result = streamer.run(&mut wire, ctx).await;
+        writer.abort();
+        result
     }
 }
 
@@ -218,6 +247,10 @@ pub struct Streamer {
     /// The last durable position (reported to the server).
     durable: Option<u64>,
     last_idle_advance: Option<Instant>,
+    /// The snapshot reader's link and the open watermark windows.
+    snap: Option<snapshot::StreamSide>,
+    /// Progress records to store once their chunk is durable.
+    progress: Option<mpsc::UnboundedSender<PendingProgress>>,
 }
 
 impl Streamer {
@@ -233,6 +266,8 @@ impl Streamer {
             received: checkpoint.map(|r| r.lsn),
             durable: checkpoint.map(|r| r.lsn),
             last_idle_advance: None,
+            snap: None,
+            progress: None,
         }
     }
 
@@ -246,6 +281,18 @@ impl Streamer {
             if ctx.durable.has_changed().unwrap_or(false) {
                 let d = ctx.durable.borrow_and_update().clone();
                 self.on_durable(d, wire);
+            }
+            let polled = self.snap.as_mut().map(|s| s.link.outcome.try_recv());
+            let outcome = match polled {
+                Some(Ok(r)) => Some(Some(r)),
+                Some(Err(tokio::sync::oneshot::error::TryRecvError::Closed)) => Some(None),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                if self.reader_finished(outcome)? {
+                    let _ = ctx.sender.flush().await;
+                    return Ok(());
+                }
             }
             let ev = match wire.try_recv() {
                 Some(ev) => ev,
@@ -265,6 +312,13 @@ impl Streamer {
                             self.on_durable(d, wire);
                             continue;
                         }
+                        outcome = reader_outcome(&mut self.snap) => {
+                            if self.reader_finished(outcome)? {
+                                let _ = ctx.sender.flush().await;
+                                return Ok(());
+                            }
+                            continue;
+                        }
                         ev = wire.recv() => ev,
                     }
                 }
@@ -274,6 +328,17 @@ impl Streamer {
                 let _ = ctx.sender.flush().await;
                 return Ok(());
             }
+        }
+    }
+
+    /// Handles the snapshot reader's end: true when the source must stop
+    /// (`initial_only` done); an error stops the source.
+    fn reader_finished(&mut self, outcome: Option<Result<bool, SourceError>>) -> Result<bool, SourceError> {
+        self.snap = None;
+        match outcome {
+            Some(Ok(stop)) => Ok(stop),
+            Some(Err(e)) => Err(e),
+            None => Err(SourceError::Retryable("the snapshot reader stopped unexpectedly".into())),
         }
     }
 
@@ -293,8 +358,8 @@ impl Streamer {
             WireEvent::KeepAlive { wal_end } => self.maybe_idle_advance(wal_end, ctx).await?,
             WireEvent::Begin { final_lsn, xid, commit_time } => self.begin(final_lsn, xid, commit_time),
             WireEvent::Commit { commit_lsn, .. } => self.commit(commit_lsn, ctx).await?,
-            WireEvent::LogicalMessage { transactional, lsn, prefix, len } => {
-                tracing::debug!(source = %self.source_id, transactional, lsn = %Lsn(lsn), prefix, len, "logical decoding message (not emitted)");
+            WireEvent::LogicalMessage { transactional, lsn, prefix, content } => {
+                self.logical_message(transactional, lsn, &prefix, &content, ctx).await?;
             }
             WireEvent::Data { lsn, data } => {
                 let msg = pgoutput::decode(&data).map_err(|e| SourceError::Fatal(format!("{e} at {}", Lsn(lsn))))?;
@@ -327,6 +392,12 @@ impl Streamer {
 
     async fn commit(&mut self, commit_lsn: u64, ctx: &mut SourceContext) -> Result<(), SourceError> {
         let tx = self.tx.take();
+        if let (Some(side), Some(tx)) = (self.snap.as_mut(), tx.as_ref()) {
+            if side.recent.len() >= snapshot::RECENT_XIDS {
+                side.recent.pop_front();
+            }
+            side.recent.push_back(tx.xid);
+        }
         match tx {
             Some(tx) if !tx.skip => {
                 ctx.sender.commit(Position::Postgres { lsn: Lsn(commit_lsn), tx_id: Some(u64::from(tx.xid)) }).await?;
@@ -381,8 +452,8 @@ impl Streamer {
             Message::Type { id, namespace, name } => {
                 self.types.insert(id, format!("{namespace}.{name}"));
             }
-            Message::LogicalMessage { transactional, prefix, content, .. } => {
-                tracing::debug!(source = %self.source_id, transactional, prefix, len = content.len(), "logical decoding message (not emitted)");
+            Message::LogicalMessage { transactional, lsn, prefix, content } => {
+                self.logical_message(transactional, lsn, &prefix, &content, ctx).await?;
             }
             Message::Relation { id, namespace, name, replica_identity, columns } => {
                 self.relation(id, namespace, name, replica_identity, columns);
@@ -553,6 +624,17 @@ impl Streamer {
     ) -> Result<(), SourceError> {
         self.ensure_version(relation, lsn, ctx).await?;
         let rel = self.relations.get(&relation).expect("checked by row_target");
+        if let Some(side) = self.snap.as_mut().filter(|s| !s.windows.is_empty()) {
+            let name = format!("{}.{}", rel.schema, rel.table);
+            for w in side.windows.values_mut().filter(|w| w.table == name) {
+                if op == Op::Truncate {
+                    w.window.truncate();
+                }
+                for row in [&before, &after].into_iter().flatten() {
+                    w.touch(row);
+                }
+            }
+        }
         let tx = self.tx.as_mut().ok_or_else(|| {
             SourceError::Retryable(format!("protocol error: change at {} outside a transaction", Lsn(lsn)))
         })?;
@@ -580,6 +662,140 @@ impl Streamer {
         ctx.sender.push(event).await?;
         Ok(())
     }
+}
+
+/// Waits for the snapshot reader's end (forever when there is no reader).
+async fn reader_outcome(snap: &mut Option<snapshot::StreamSide>) -> Option<Result<bool, SourceError>> {
+    match snap {
+        Some(side) => (&mut side.link.outcome).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Streamer {
+    /// A logical decoding message: this run's watermarks open and close
+    /// snapshot windows; anything else is logged and ignored.
+    async fn logical_message(
+        &mut self,
+        transactional: bool,
+        lsn: u64,
+        prefix: &str,
+        content: &[u8],
+        ctx: &mut SourceContext,
+    ) -> Result<(), SourceError> {
+        let ours = prefix == snapshot::WATERMARK_PREFIX && !transactional;
+        let wm = match (ours, self.snap.as_ref()) {
+            (true, Some(side)) => match serde_json::from_slice::<Watermark>(content) {
+                Ok(wm) if wm.run == side.link.run => Some(wm),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(wm) = wm else {
+            tracing::debug!(source = %self.source_id, transactional, lsn = %Lsn(lsn), prefix, len = content.len(), "logical decoding message (not emitted)");
+            return Ok(());
+        };
+        if self.tx.is_some() {
+            return Err(SourceError::Retryable(format!(
+                "protocol error: a non-transactional message at {} inside a transaction",
+                Lsn(lsn)
+            )));
+        }
+        let side = self.snap.as_mut().expect("checked above");
+        match wm.kind {
+            WatermarkKind::Low => {
+                side.windows.insert(
+                    wm.chunk,
+                    snapshot::OpenWindow {
+                        table: wm.table,
+                        key: wm.key,
+                        window: Default::default(),
+                        before_low: side.recent.iter().copied().collect(),
+                    },
+                );
+                Ok(())
+            }
+            WatermarkKind::High => self.close_window(lsn, wm, ctx).await,
+        }
+    }
+
+    /// The high watermark: reconcile the chunk with its window and emit what
+    /// remains as `r` events committed at this position.
+    async fn close_window(&mut self, lsn: u64, wm: Watermark, ctx: &mut SourceContext) -> Result<(), SourceError> {
+        let side = self.snap.as_mut().expect("called with a reader");
+        let Some(win) = side.windows.remove(&wm.chunk) else {
+            // Its low watermark came before the position this run resumed at.
+            tracing::debug!(source = %self.source_id, chunk = wm.chunk, "high watermark without its low one; ignored");
+            return Ok(());
+        };
+        while let Ok(c) = side.link.chunks.try_recv() {
+            side.pending.insert(c.chunk, c);
+        }
+        let msg = side.pending.remove(&wm.chunk).ok_or_else(|| {
+            SourceError::Retryable(format!(
+                "snapshot: chunk {} reached its high watermark but was never read",
+                wm.chunk
+            ))
+        })?;
+        if win.before_low.iter().any(|x| msg.snapshot.invisible(*x)) {
+            let _ = msg.verdict.send(None);
+            return Ok(());
+        }
+        let rows = win.window.reconcile(msg.rows);
+        let emitted = rows.len() as u64;
+        let metrics = side.metrics.clone();
+        let relation = self
+            .relations
+            .iter()
+            .find(|(_, r)| r.wanted && *r.schema == *msg.schema && *r.table == *msg.table_name)
+            .map(|(id, _)| *id);
+        if let Some(id) = relation {
+            self.ensure_version(id, lsn, ctx).await?;
+        }
+        let schema_version = relation.and_then(|id| self.relations.get(&id)).and_then(|r| r.version);
+        let key_columns: Option<Columns> = (!win.key.is_empty())
+            .then(|| win.key.iter().map(|k| Arc::<str>::from(k.as_str())).collect::<Vec<_>>().into());
+        let position = Position::Postgres { lsn: Lsn(lsn), tx_id: None };
+        let ts_ms = chrono_now_ms();
+        for (index, row) in rows.into_iter().enumerate() {
+            ctx.sender
+                .push(Event {
+                    op: Op::Read,
+                    before: None,
+                    after: Some(row),
+                    source: SourceMeta {
+                        connector: "postgres",
+                        source_id: self.source_id.clone(),
+                        pipeline: ctx.pipeline.clone(),
+                        tenant: ctx.tenant.clone(),
+                        db: msg.schema.clone(),
+                        table: msg.table_name.clone(),
+                        position: position.clone(),
+                        ts_ms,
+                    },
+                    tx_id: None,
+                    tx_position: position.clone(),
+                    index: index as u32,
+                    schema_version,
+                    key_columns: key_columns.clone(),
+                })
+                .await?;
+        }
+        ctx.sender.commit(position.clone()).await?;
+        if self.received.is_none_or(|r| lsn > r) {
+            self.received = Some(lsn);
+        }
+        metrics.rows(&msg.table, emitted);
+        if let Some(p) = &self.progress {
+            let _ = p.send(PendingProgress { position, table: msg.table.clone(), progress: msg.progress });
+        }
+        let _ = msg.verdict.send(Some(emitted));
+        Ok(())
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn is_toast_marker(v: &Value) -> bool {
