@@ -347,3 +347,19 @@ pub fn delete_sqlite_checkpoint(db: &Path, source_id: &str) -> bool {
     conn.execute("DELETE FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id]).expect("delete checkpoint")
         == 1
 }
+
+/// The value of a Slot record in a SQLite storage file (`slots` table), as
+/// JSON, e.g. a snapshot progress record (`snapshots`,
+/// `{pipeline}/{schema.table}`). `None` when absent.
+pub fn sqlite_slot(db: &Path, namespace: &str, key: &str) -> Option<Value> {
+    if !db.exists() {
+        return None;
+    }
+    let conn = rusqlite::Connection::open(db).expect("open storage");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.query_row("SELECT value FROM slots WHERE namespace = ?1 AND key = ?2", [namespace, key], |r| {
+        r.get::<_, String>(0)
+    })
+    .ok()
+    .map(|v| serde_json::from_str(&v).expect("slot JSON"))
+}
