@@ -57,13 +57,13 @@ fn writer(url: String, table: String, n: u64, st: Arc<WriterState>) {
         let avoid = st.avoid_97.load(Ordering::SeqCst);
         let pick = |rng: &mut Rng, hi: u64| loop {
             let id = rng.range(1, hi);
-            if !avoid || id % 97 != 0 {
+            if !avoid || !id.is_multiple_of(97) {
                 return id;
             }
         };
         let mut sql = String::new();
         for _ in 0..4 {
-            if avoid && next_id % 97 == 0 {
+            if avoid && next_id.is_multiple_of(97) {
                 next_id += 1;
             }
             sql.push_str(&format!("INSERT INTO {{t}} VALUES ({next_id}, {}, 'w{next_id}');\n", rng.range(0, 1000)));
