@@ -338,7 +338,14 @@ impl Reader {
                 (_, Some(p)) if p.state == TableState::Running => Some(p),
                 (SnapshotMode::Never, _) => None,
                 (SnapshotMode::Initial | SnapshotMode::InitialOnly, Some(_)) => None,
-                (_, _) => Some(TableProgress::start(ReadKind::Snapshot, None, Self::estimate(&client, table).await?)),
+                (_, _) => {
+                    let p = TableProgress::start(ReadKind::Snapshot, None, Self::estimate(&client, table).await?);
+                    // Stored at once so that a crash before the first chunk
+                    // is delivered cannot leave an earlier `done` record (from
+                    // before a reset) in charge; a fresh start is always safe.
+                    self.store.save(table, &p).await.map_err(store_error)?;
+                    Some(p)
+                }
             };
             if let Some(progress) = progress {
                 queue.push_back(Job { table: table.clone(), progress });
