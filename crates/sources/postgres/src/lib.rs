@@ -160,7 +160,15 @@ impl Source for PostgresSource {
         // The snapshot reader also serves backfills, so it runs in every mode.
         let (writer, progress_tx) = ProgressWriter::new(ctx.snapshots.clone(), ctx.durable.clone());
         let (stored_tx, stored_rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(writer.notify(stored_tx).run());
+        // Not aborted when the stream ends: it stores what becomes durable
+        // while the pipeline delivers its last batches, and ends when the
+        // pipeline drops its durable positions.
+        let source_id = self.source_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.notify(stored_tx).run().await {
+                tracing::error!(source = %source_id, error = %e, "storing snapshot progress failed");
+            }
+        });
         let reader = snapshot::Reader {
             cfg: self.cfg.snapshot.clone(),
             dsn: self.dsn.clone(),
@@ -181,9 +189,7 @@ impl Source for PostgresSource {
             metrics: deltaforge_core::snapshot::SnapshotMetrics::new(&ctx.pipeline),
         });
         streamer.progress = Some(progress_tx);
-        let result = streamer.run(&mut wire, ctx).await;
-        writer.abort();
-        result
+        streamer.run(&mut wire, ctx).await
     }
 }
 

@@ -360,7 +360,10 @@ impl Reader {
         let mut active: HashSet<String> = HashSet::new();
         let mut workers = tokio::task::JoinSet::new();
         // Records still to be stored before an `initial_only` run may stop.
-        let mut unstored_done: usize = 0;
+        // Tables whose last chunk was reconciled, and tables whose `done`
+        // record is stored (either may be learnt first).
+        let mut completed: HashSet<String> = HashSet::new();
+        let mut stored_done: HashSet<String> = HashSet::new();
         let mut poll = tokio::time::interval(BACKFILL_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -379,7 +382,7 @@ impl Reader {
                 workers.spawn(async move { (job.table.clone(), w.read(job).await) });
             }
             metrics.tables_remaining(queue.len() + active.len());
-            if initial_only && queue.is_empty() && active.is_empty() && unstored_done == 0 {
+            if initial_only && queue.is_empty() && active.is_empty() && completed.is_subset(&stored_done) {
                 tracing::info!(source = %self.source_id, "snapshot done (mode initial_only): stopping the source");
                 return Ok(true);
             }
@@ -388,19 +391,22 @@ impl Reader {
                     let (table, result) = done.expect("guarded by is_empty").map_err(|e| SourceError::Retryable(format!("snapshot task failed: {e}")))?;
                     active.remove(&table);
                     result?;
-                    unstored_done += 1;
+                    completed.insert(table);
                 }
                 stored = self.stored.recv() => {
                     match stored {
                         Some(p) if p.progress.state == TableState::Done => {
                             tracing::info!(source = %self.source_id, table = %p.table, rows = p.progress.rows_done,
                                 kind = ?p.progress.kind, "snapshot of table done and delivered");
-                            unstored_done = unstored_done.saturating_sub(1);
+                            stored_done.insert(p.table.clone());
                         }
                         Some(_) => {}
-                        None => return Ok(false),
+                        // Only a failed writer ends while the stream runs.
+                        None => return Err(SourceError::Retryable("snapshot: the progress writer stopped (storage failure?)".into())),
                     }
                 }
+                // The stream stopped: nothing more can be delivered.
+                _ = tx.closed() => return Ok(false),
                 _ = poll.tick() => {
                     for req in self.store.pending_backfills().await.map_err(store_error)? {
                         if req.tables.iter().any(|t| active.contains(t) || queue.iter().any(|j| &j.table == t)) {
