@@ -44,7 +44,16 @@
 //! `{"__deltaforge_unchanged_toast": true}` (with REPLICA IDENTITY FULL the
 //! old row's value is used instead). Logical decoding messages
 //! (`pg_logical_emit_message`), Origin and Type messages are decoded and
-//! logged at debug level, not emitted as events.
+//! logged at debug level, not emitted as events, except this run's
+//! snapshot watermarks (prefix `deltaforge-watermark`).
+//!
+//! Snapshots and backfills ([`snapshot`]): a reader on a separate
+//! connection selects key-ordered chunks between a low and a high watermark;
+//! the streamer collects the keys changed between the two, drops them from
+//! the chunk at the high watermark and emits the rest as op `r` events at
+//! the watermark's LSN (transaction position and checkpoint `{"lsn": high
+//! watermark}` without `tx_id`), then hands the chunk's progress record to
+//! the progress writer, which stores it once that position is durable.
 //!
 //! Schema history: every Relation message registers the table's columns
 //! (name, type OID, type name, type modifier, key flag) and replica identity
