@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::manager::{ManagerError, PipelineManager};
 
 /// Source types that can backfill.
-const BACKFILL_SOURCES: &[&str] = &["postgres"];
+const BACKFILL_SOURCES: &[&str] = &["postgres", "mysql"];
 /// Longest accepted condition.
 const MAX_CONDITION: usize = 4096;
 

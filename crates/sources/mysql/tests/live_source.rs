@@ -18,7 +18,7 @@ async fn transactions_commit_at_their_end() {
     let db = format!("dft_live_{}", std::process::id());
     mariadb_sql(&url, &format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(10))"));
     let cfg: MysqlConfig = serde_json::from_value(
-        json!({"id": format!("live-{db}"), "dsn": url, "tables": [format!("{db}.t")], "heartbeat_secs": 1}),
+        json!({"id": format!("live-{db}"), "dsn": url, "tables": [format!("{db}.t")], "heartbeat_secs": 1, "snapshot": {"mode": "never"}}),
     )
     .unwrap();
     let storage = Arc::new(deltaforge_storage::MemoryBackend::new());
