@@ -66,7 +66,10 @@ fn writer(url: String, table: String, n: u64, st: Arc<WriterState>) {
             if avoid && next_id.is_multiple_of(97) {
                 next_id += 1;
             }
-            sql.push_str(&format!("INSERT INTO {{t}} VALUES ({next_id}, {}, 'w{next_id}');\n", rng.range(0, 1000)));
+            sql.push_str(&format!(
+                "INSERT INTO {{t}} (id, v, payload) VALUES ({next_id}, {}, 'w{next_id}');\n",
+                rng.range(0, 1000)
+            ));
             next_id += 1;
             let u = pick(&mut rng, next_id);
             sql.push_str(&format!(
