@@ -306,8 +306,10 @@ impl Reader {
                 done = workers.join_next(), if !workers.is_empty() => {
                     let (table, result) = done.expect("guarded by is_empty").map_err(|e| SourceError::Retryable(format!("snapshot task failed: {e}")))?;
                     active.remove(&table);
-                    result?;
-                    completed.insert(table);
+                    // `false`: the table went away or the stream stopped; no record will say done.
+                    if result? {
+                        completed.insert(table);
+                    }
                 }
                 stored = self.stored.recv() => match stored {
                     Some(p) if p.progress.state == TableState::Done => {
@@ -366,14 +368,12 @@ struct Shape {
 }
 
 impl Worker {
-    async fn shape(&self, conn: &mut Conn, table: &str) -> Result<Shape, SourceError> {
+    async fn shape(&self, conn: &mut Conn, table: &str) -> Result<Option<Shape>, SourceError> {
         let (db, t) = table.split_once('.').unwrap_or(("", table));
         let mut found = schema::load(conn, self.mariadb, Some((db, t)), &|_, _| true)
             .await
             .map_err(sql_error("reading the table's columns"))?;
-        let s = found
-            .remove(&(db.to_string(), t.to_string()))
-            .ok_or_else(|| SourceError::Fatal(format!("snapshot: table {table} no longer exists")))?;
+        let Some(s) = found.remove(&(db.to_string(), t.to_string())) else { return Ok(None) };
         let names: Vec<String> = s.columns.iter().map(|c| c.name.clone()).collect();
         let mut key_names = s.primary_key.clone();
         if key_names.is_empty() {
@@ -390,13 +390,13 @@ impl Worker {
         }
         let key = key_names.iter().filter_map(|k| names.iter().position(|n| n == k)).collect::<Vec<_>>();
         let key = if key.len() == key_names.len() { key } else { Vec::new() };
-        Ok(Shape {
+        Ok(Some(Shape {
             db: db.into(),
             table: t.into(),
             columns: names.iter().map(|n| Arc::<str>::from(n.as_str())).collect::<Vec<_>>().into(),
             kinds: s.columns.iter().map(Kind::from_column).collect(),
             key,
-        })
+        }))
     }
 
     async fn emit_watermark(&self, conn: &mut Conn, wm: &Watermark) -> Result<(), SourceError> {
@@ -414,13 +414,18 @@ impl Worker {
         .map_err(sql_error("writing a watermark"))
     }
 
-    async fn read(self, mut job: Job) -> Result<(), SourceError> {
+    /// Reads a table to the end (`true`), or until the pipeline stops or
+    /// the table is dropped (`false`).
+    async fn read(self, mut job: Job) -> Result<bool, SourceError> {
         let mut conn = session(&self.connect).await?;
         let (mut last_log, started) = (Instant::now(), Instant::now());
         tracing::info!(source = %self.source_id, table = %job.table, kind = ?job.progress.kind,
             rows_done = job.progress.rows_done, rows_total_estimate = ?job.progress.rows_total_estimate, "snapshot: reading table");
         loop {
-            let shape = self.shape(&mut conn, &job.table).await?;
+            let Some(shape) = self.shape(&mut conn, &job.table).await? else {
+                tracing::warn!(source = %self.source_id, table = %job.table, "table dropped during its snapshot; its snapshot ends");
+                return Ok(false);
+            };
             let chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
             let key_names: Vec<String> = shape.key.iter().map(|i| shape.columns[*i].to_string()).collect();
             let wm = |kind| Watermark {
@@ -446,11 +451,11 @@ impl Worker {
                 verdict,
             };
             if self.tx.send(msg).await.is_err() {
-                return Ok(());
+                return Ok(false);
             }
             self.emit_watermark(&mut conn, &wm(WatermarkKind::High)).await?;
             if verdict_rx.await.is_err() {
-                return Ok(());
+                return Ok(false);
             }
             job.progress = next;
             let done = job.progress.state == TableState::Done;
@@ -462,7 +467,7 @@ impl Worker {
                     rows_per_sec = rate as u64, done, "snapshot progress");
             }
             if done {
-                return Ok(());
+                return Ok(true);
             }
         }
     }

@@ -390,8 +390,10 @@ impl Reader {
                 done = workers.join_next(), if !workers.is_empty() => {
                     let (table, result) = done.expect("guarded by is_empty").map_err(|e| SourceError::Retryable(format!("snapshot task failed: {e}")))?;
                     active.remove(&table);
-                    result?;
-                    completed.insert(table);
+                    // `false`: the table went away or the stream stopped; no record will say done.
+                    if result? {
+                        completed.insert(table);
+                    }
                 }
                 stored = self.stored.recv() => {
                     match stored {
@@ -543,8 +545,9 @@ impl Worker {
         }
     }
 
-    /// Reads a table to the end (or until the pipeline stops).
-    async fn read(self, mut job: Job) -> Result<(), SourceError> {
+    /// Reads a table to the end (`true`), or until the pipeline stops or
+    /// the table is dropped (`false`).
+    async fn read(self, mut job: Job) -> Result<bool, SourceError> {
         let client = connect(&self.dsn).await?;
         let mut last_log = Instant::now();
         let started = Instant::now();
@@ -553,6 +556,19 @@ impl Worker {
             "snapshot: reading table");
         loop {
             self.check_slot(&client).await?;
+            let exists = rows(
+                &client,
+                &format!("SELECT pg_catalog.to_regclass({})", literal(&quoted(&job.table))),
+                "checking the table",
+            )
+            .await?
+            .first()
+            .and_then(|r| cell(r, 0))
+            .is_some();
+            if !exists {
+                tracing::warn!(source = %self.source_id, table = %job.table, "table dropped during its snapshot; its snapshot ends");
+                return Ok(false);
+            }
             // Columns are read per chunk so that a concurrent ADD COLUMN shows up.
             let info = Self::table_info(&client, &job.table).await?;
             if info.columns.is_empty() {
@@ -583,7 +599,7 @@ impl Worker {
                 verdict,
             };
             if self.tx.send(msg).await.is_err() {
-                return Ok(()); // The stream stopped.
+                return Ok(false); // The stream stopped.
             }
             self.emit_watermark(&client, &wm(WatermarkKind::High)).await?;
             match verdict_rx.await {
@@ -592,7 +608,7 @@ impl Worker {
                     tracing::debug!(source = %self.source_id, table = %job.table, chunk, "chunk raced a commit; reading it again");
                     continue;
                 }
-                Err(_) => return Ok(()),
+                Err(_) => return Ok(false),
             }
             let done = job.progress.state == TableState::Done;
             if done || last_log.elapsed() >= LOG_EVERY {
@@ -603,7 +619,7 @@ impl Worker {
                     rows_per_sec = rate as u64, done, "snapshot progress");
             }
             if done {
-                return Ok(());
+                return Ok(true);
             }
         }
     }
