@@ -8,9 +8,10 @@
 //! database): one row per source, `(source_id VARCHAR(190) PRIMARY KEY,
 //! watermark TEXT)`, upserted in its own autocommit transaction before and
 //! after each chunk's select. The binlog delivers that row change in commit
-//! order, and both servers make transactions visible in binlog order, so
-//! everything before the low watermark is visible to the chunk's select
-//! (which starts after the low watermark's commit returned). Grants: CREATE
+//! order, and both servers make transactions visible in binlog order (MySQL
+//! with `binlog_order_commits=ON`, its default, checked at start; MariaDB
+//! always), so everything before the low watermark is visible to the chunk's
+//! select (which starts after the low watermark's commit returned). Grants: CREATE
 //! on that database once (or create the table yourself), SELECT, INSERT and
 //! UPDATE on the table, and SELECT on the captured tables. The table must
 //! not be matched by `tables`.
@@ -229,6 +230,20 @@ impl Reader {
 
     async fn run(mut self, run: String, tx: mpsc::Sender<ChunkMsg>) -> Result<bool, SourceError> {
         let mut conn = session(&self.connect).await?;
+        if !self.mariadb {
+            let ordered: Option<i64> = conn
+                .query_first("SELECT @@GLOBAL.binlog_order_commits")
+                .await
+                .map_err(sql_error("reading binlog_order_commits"))?;
+            if ordered == Some(0) {
+                return Err(SourceError::Fatal(
+                    "snapshot: binlog_order_commits is OFF, so transactions may become visible out of binlog order and a \
+                     chunk could miss a change the stream already passed; SET GLOBAL binlog_order_commits = ON (the \
+                     default), or set snapshot.mode: never"
+                        .into(),
+                ));
+            }
+        }
         let (wdb, wt) = &self.watermark_table;
         conn.query_drop(format!(
             "CREATE TABLE IF NOT EXISTS {}.{} (source_id VARCHAR(190) NOT NULL PRIMARY KEY, watermark TEXT NOT NULL) \
