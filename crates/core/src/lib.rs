@@ -1,6 +1,8 @@
 //! DeltaForge's core: the event model, positions, the component traits
 //! (source, processor, sink), batching, the commit policy, the checkpoint
-//! store, the schema registry and the coordinator that ties them together.
+//! store, the schema registry, the source-agnostic snapshot machinery
+//! ([`snapshot`]: config, progress records, DBLog window reconciliation) and
+//! the coordinator that ties them together.
 //!
 //! This crate owns the delivery invariant: no checkpoint, and no position
 //! reported to a source server, ever passes an event that the commit
