@@ -1066,6 +1066,8 @@ impl Run<'_> {
         };
         let rows = win.window.reconcile(msg.rows);
         let emitted = rows.len() as u64;
+        // The reader may read the next chunk while this one is delivered.
+        let _ = msg.verdict.send(emitted);
         side.metrics.rows(&msg.table, emitted);
         side.to_commit.push((msg.table.clone(), msg.progress));
         let tx_start = *self.tx.start.get_or_insert(event_start(ev).unwrap_or(0));
@@ -1096,7 +1098,6 @@ impl Run<'_> {
             self.tx.index += 1;
             self.ctx.sender.push(e).await?;
         }
-        let _ = msg.verdict.send(emitted);
         Ok(())
     }
 

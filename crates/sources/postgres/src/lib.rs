@@ -758,6 +758,8 @@ impl Streamer {
         }
         let rows = win.window.reconcile(msg.rows);
         let emitted = rows.len() as u64;
+        // The reader may read the next chunk while this one is delivered.
+        let _ = msg.verdict.send(Some(emitted));
         let metrics = side.metrics.clone();
         let relation = self
             .relations
@@ -804,7 +806,6 @@ impl Streamer {
         if let Some(p) = &self.progress {
             let _ = p.send(PendingProgress { position, table: msg.table.clone(), progress: msg.progress });
         }
-        let _ = msg.verdict.send(Some(emitted));
         Ok(())
     }
 }
