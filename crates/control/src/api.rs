@@ -311,6 +311,7 @@ async fn checkpoint(State(st): State<ApiState>, name: Result<Path<String>, PathR
         "written_at": cp.as_ref().map(|c| c.written_at),
         "age_seconds": age,
         "lag_seconds": view.lag_seconds,
+        "lag_bytes": view.lag_bytes,
     })))
 }
 
@@ -319,11 +320,16 @@ async fn reset_checkpoint(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let name = path(name)?;
-    let (existed, view) = st.manager.reset_checkpoint(&name).await?;
+    let reset = st.manager.reset_checkpoint(&name).await?;
+    let note = match &reset.start {
+        Some(p) => format!("the pipeline is stopped; POST /pipelines/{name}/start re-reads its source from {p}"),
+        None => format!("the pipeline is stopped; POST /pipelines/{name}/start re-reads its source from the beginning"),
+    };
     Ok(Json(json!({
-        "deleted": existed,
-        "pipeline": view,
-        "note": "the pipeline is stopped; POST /pipelines/{name}/start re-reads its source from the beginning",
+        "deleted": reset.existed,
+        "start_position": reset.start,
+        "pipeline": reset.pipeline,
+        "note": note,
     })))
 }
 

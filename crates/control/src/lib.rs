@@ -31,4 +31,4 @@ pub(crate) mod testing;
 
 pub use api::{ApiState, MAX_BODY_BYTES};
 pub use lease::LeaseConfig;
-pub use manager::{ManagerConfig, ManagerError, PipelineFactory, PipelineManager, PipelineView, State};
+pub use manager::{ManagerConfig, ManagerError, PipelineFactory, PipelineManager, PipelineView, Reset, State};

@@ -29,7 +29,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deltaforge_config::{Catalog, ConfigErrors, PipelineSpec};
 use deltaforge_core::{
-    Checkpoint, CheckpointStore, Pipeline, PipelineError, PipelineStatus, SchemaRegistry, SinkError,
+    Checkpoint, CheckpointStore, Pipeline, PipelineError, PipelineStatus, Position, SchemaRegistry, SinkError, Source,
+    SourceError,
 };
 use deltaforge_storage::StorageBackend;
 use serde::Serialize;
@@ -48,6 +49,13 @@ pub trait PipelineFactory: Send + Sync + 'static {
     /// Builds one run of `spec` over `storage`. The manager sets
     /// [`Pipeline::status`] itself.
     fn build(&self, spec: &PipelineSpec, storage: Arc<dyn StorageBackend>) -> Result<Pipeline, PipelineError>;
+    /// Builds the source of `spec` alone, for a checkpoint reset
+    /// ([`Source::reset`]). The default builds none, and a reset then only
+    /// deletes the checkpoint.
+    fn build_source(&self, spec: &PipelineSpec) -> Result<Option<Box<dyn Source>>, SourceError> {
+        let _ = spec;
+        Ok(None)
+    }
 }
 
 /// A pipeline's state (see the module docs).
@@ -191,6 +199,9 @@ pub struct PipelineView {
     pub events_read: u64,
     /// Current checkpoint lag in seconds (0 while idle).
     pub lag_seconds: f64,
+    /// Current checkpoint lag in source log bytes (WAL or binlog; 0 for
+    /// sources without a server log), as last measured; `null` until measured.
+    pub lag_bytes: Option<u64>,
     /// The last durable checkpoint, if any.
     pub checkpoint: Option<Checkpoint>,
     /// Lease holder (shared storage only).
@@ -219,6 +230,27 @@ fn set_status_gauge(pipeline: &str, state: Option<State>) {
         let v = if Some(s) == state { 1.0 } else { 0.0 };
         metrics::gauge!("deltaforge_pipeline_status", "pipeline" => pipeline.to_string(), "state" => s.as_str()).set(v);
     }
+}
+
+/// What a checkpoint reset did.
+#[derive(Debug, Clone)]
+pub struct Reset {
+    /// Whether a checkpoint existed (and was deleted).
+    pub existed: bool,
+    /// The position the next start reads from, stored as the new
+    /// checkpoint (MySQL: the oldest binlog's start); `None` when no
+    /// checkpoint is left and the source's no-checkpoint rule applies.
+    pub start: Option<Position>,
+    /// The pipeline after the reset (stopped).
+    pub pipeline: PipelineView,
+}
+
+fn reset_refused(name: &str, e: &SourceError) -> ManagerError {
+    ManagerError::Conflict(format!(
+        "pipeline {name:?} is stopped, but its source could not be prepared for the reset, so its checkpoint was \
+         not deleted: {e}. Fix the cause and retry the reset (it is safe to repeat), or start the pipeline to resume \
+         from its checkpoint"
+    ))
 }
 
 fn is_retryable(e: &PipelineError) -> bool {
@@ -281,10 +313,6 @@ impl PipelineManager {
             Some(_) => Arc::new(FencedStorage::new(self.inner.config.storage.clone(), name.clone(), deadline)),
             None => self.inner.config.storage.clone(),
         };
-        if spec.source.kind == "datagen" {
-            // Contract: database sources set this gauge themselves; datagen has no server log.
-            metrics::gauge!("deltaforge_checkpoint_lag_bytes", "pipeline" => name.clone()).set(0.0);
-        }
         let sup = Supervisor {
             spec: spec.clone(),
             factory: self.inner.factory.clone(),
@@ -417,10 +445,12 @@ impl PipelineManager {
         self.get(name)
     }
 
-    /// Resets a pipeline's checkpoint: stops it if running, then deletes
-    /// its checkpoint so that its next start re-reads from the beginning.
-    /// Returns whether a checkpoint existed.
-    pub async fn reset_checkpoint(&self, name: &str) -> Result<(bool, PipelineView), ManagerError> {
+    /// Resets a pipeline's checkpoint: stops it if running, lets the source
+    /// prepare its server ([`Source::reset`]: e.g. PostgreSQL drops the
+    /// replication slot, MySQL names its oldest binlog), then deletes the
+    /// checkpoint, or replaces it with the start position the source gave,
+    /// so that its next start re-reads from the beginning.
+    pub async fn reset_checkpoint(&self, name: &str) -> Result<Reset, ManagerError> {
         let view = self.get(name)?;
         match view.state {
             State::Stopping => {
@@ -458,16 +488,36 @@ impl PipelineManager {
                 "pipeline {name:?} lost its lease to another instance; reset it through that instance"
             )));
         }
+        // The source first: if it cannot prepare its server, nothing is
+        // deleted and the pipeline resumes from its checkpoint as before.
+        let spec = self.spec(name)?;
+        let source = self.inner.factory.build_source(&spec).map_err(|e| reset_refused(name, &e))?;
+        let start = match source {
+            Some(source) => source.reset(name).await.map_err(|e| reset_refused(name, &e))?,
+            None => None,
+        };
         let store = CheckpointStore::new(self.inner.config.storage.clone());
         let existed = store.delete(&view.source_id).await.map_err(|e| ManagerError::Storage(e.to_string()))?;
+        if let Some(position) = &start {
+            // A position before every event the source can still read: it
+            // passes nothing undelivered, so storing it keeps the invariant.
+            let cp = Checkpoint { position: position.clone(), sinks: BTreeMap::new(), written_at: Utc::now() };
+            store.save(&view.source_id, &cp).await.map_err(|e| ManagerError::Storage(e.to_string()))?;
+        }
         {
             let map = self.lock();
             if let Some(e) = map.get(name) {
                 e.status.send_modify(|s| *s = PipelineStatus::default());
             }
         }
-        tracing::info!(pipeline = name, source = %view.source_id, existed, "checkpoint reset by the API");
-        Ok((existed, self.get(name)?))
+        tracing::info!(
+            pipeline = name,
+            source = %view.source_id,
+            existed,
+            start = %start.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "the source's no-checkpoint rule".into()),
+            "checkpoint reset by the API"
+        );
+        Ok(Reset { existed, start, pipeline: self.get(name)? })
     }
 
     /// Names of every pipeline.
@@ -497,6 +547,7 @@ impl PipelineManager {
             source_id: e.spec.source.id.clone(),
             events_read: status.events_read,
             lag_seconds: status.lag_seconds,
+            lag_bytes: status.lag_bytes,
             checkpoint: status.checkpoint,
             lease: e.lease.as_ref().map(|l| {
                 let l = l.borrow();

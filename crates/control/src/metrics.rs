@@ -19,7 +19,7 @@
 //! | `deltaforge_batch_events` | histogram | pipeline | coordinator |
 //! | `deltaforge_sink_delivery_seconds` | histogram | pipeline, sink | coordinator |
 //! | `deltaforge_checkpoint_lag_seconds` | gauge | pipeline | coordinator (every second; 0 while idle) |
-//! | `deltaforge_checkpoint_lag_bytes` | gauge | pipeline | database sources (0 for datagen, set by the manager) |
+//! | `deltaforge_checkpoint_lag_bytes` | gauge | pipeline | coordinator, from the source's lag probe (every 2 s; 0 for sources without a server log) |
 //! | `deltaforge_pipeline_status` | gauge | pipeline, state | manager (1 for the current state, 0 for the others) |
 //! | `deltaforge_snapshot_rows_total` | counter | pipeline, table | database sources (`r` rows emitted by snapshots and backfills) |
 //! | `deltaforge_snapshot_tables_remaining` | gauge | pipeline | database sources (tables left to read) |
@@ -28,9 +28,13 @@
 //! is the source server's current log position minus the durable checkpoint
 //! position, in bytes: WAL bytes for PostgreSQL (`pg_current_wal_lsn()` minus
 //! the checkpoint LSN), binlog bytes for MySQL/MariaDB (summed over the
-//! binlog files from the checkpoint's file/pos to the server's current
-//! file/pos). Sources set it whenever they learn either value (at least
-//! every few seconds while running), never below 0.
+//! binlog files of `SHOW BINARY LOGS` from the checkpoint's file/pos to the
+//! server's current file/pos), never below 0. A source provides it through
+//! `Source::lag_probe` (its own connection, never the replication stream);
+//! the coordinator polls the probe every 2 s with the durable checkpoint
+//! while the pipeline runs. A failed probe is logged (warning, then debug
+//! while it keeps failing) and leaves the gauge at its last value; so does a
+//! stopped pipeline.
 //!
 //! Why this crate: `metrics-exporter-prometheus` is the exporter of the
 //! `metrics` facade the coordinator already records through; it renders the

@@ -102,7 +102,7 @@ pub fn document() -> Value {
             "/pipelines/{name}/start": command("Start from the checkpoint"),
             "/pipelines/{name}/checkpoint": {
                 "get": { "summary": "The stored checkpoint: position, per-sink positions, written-at, lag", "parameters": [name_param()], "responses": ok("Checkpoint (position null when none)", json!({ "$ref": "#/components/schemas/Checkpoint" }), &["400", "401", "404", "503"]) },
-                "delete": { "summary": "Reset: stop the pipeline if running and delete its checkpoint; the next start re-reads from the beginning", "parameters": [name_param()], "responses": ok("Reset", json!({ "type": "object" }), &["400", "401", "404", "409", "503"]) }
+                "delete": { "summary": "Reset: stop the pipeline if running, prepare the source's server (PostgreSQL: drop the slot; MySQL: oldest binlog) and delete its checkpoint; the next start re-reads from the beginning", "parameters": [name_param()], "responses": ok("Reset", json!({ "type": "object", "properties": { "deleted": { "type": "boolean" }, "start_position": { "type": "object", "nullable": true }, "pipeline": { "$ref": "#/components/schemas/Pipeline" }, "note": { "type": "string" } } }), &["400", "401", "404", "409", "503"]) }
             },
             "/pipelines/{name}/backfill": {
                 "post": {
@@ -173,6 +173,7 @@ pub fn document() -> Value {
                         "source_id": { "type": "string" },
                         "events_read": { "type": "integer" },
                         "lag_seconds": { "type": "number" },
+                        "lag_bytes": { "type": "integer", "nullable": true, "description": "Source log bytes behind (WAL/binlog); 0 without a server log; null until measured" },
                         "checkpoint": { "type": "object", "nullable": true },
                         "lease": { "type": "object" },
                         "spec": { "type": "object", "description": "The spec with secrets redacted" }
@@ -187,7 +188,8 @@ pub fn document() -> Value {
                         "sinks": { "type": "object" },
                         "written_at": { "type": "string", "format": "date-time", "nullable": true },
                         "age_seconds": { "type": "number", "nullable": true },
-                        "lag_seconds": { "type": "number" }
+                        "lag_seconds": { "type": "number" },
+                        "lag_bytes": { "type": "integer", "nullable": true }
                     }
                 }
             }

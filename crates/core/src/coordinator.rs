@@ -2,7 +2,7 @@
 //! processors and sinks to the checkpoint, and owns the delivery invariant.
 //!
 //! ```text
-//! source task ──bounded channel──▶ batcher ──▶ processors ──▶ sink tasks (concurrent)
+//! source task ──bounded channel──▶ batcher ──▶ processor task ──▶ sink tasks (concurrent)
 //!                                                               │ acks
 //!                                       commit policy ◀─────────┘
 //!                                             │ satisfied, in batch order
@@ -20,6 +20,10 @@
 //!
 //! The coordinator never decides a position is safe by itself: it only
 //! forwards the positions sources attached to transaction ends.
+//!
+//! Beside the data path, a task polls the source's [`LagProbe`] (if any)
+//! with the durable checkpoint for `deltaforge_checkpoint_lag_bytes`; it
+//! shares nothing with the data path but the `durable` watch it reads.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,12 +46,16 @@ use crate::position::Position;
 use crate::processor::{Processor, ProcessorError};
 use crate::schema::SchemaRegistry;
 use crate::sink::{RejectedEvent, Sink, SinkError};
-use crate::source::{ChunkSender, Source, SourceChunk, SourceContext, SourceError};
+use crate::source::{ChunkSender, LagProbe, Source, SourceChunk, SourceContext, SourceError};
 
 /// Events per chunk a source sends over the channel.
 const CHUNK_EVENTS: usize = 1024;
 /// Chunks the source may run ahead of the batcher.
 const CHANNEL_CHUNKS: usize = 16;
+/// How often the source's [`LagProbe`] is asked for the lag in bytes.
+pub const LAG_PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long one probe may take before it counts as failed.
+const LAG_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Retry and timeout settings of one sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +135,9 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// The value last set on `deltaforge_checkpoint_lag_seconds` (updated every second).
     pub lag_seconds: f64,
+    /// The value last set on `deltaforge_checkpoint_lag_bytes` (polled every
+    /// [`LAG_PROBE_EVERY`]); `None` until the source's probe first answered.
+    pub lag_bytes: Option<u64>,
 }
 
 /// What a finished run did.
@@ -213,7 +224,7 @@ impl Pipeline {
             tenant,
             source_id,
             source,
-            mut processors,
+            processors,
             sinks,
             batch,
             policy,
@@ -239,6 +250,22 @@ impl Pipeline {
         let (chunk_tx, mut chunk_rx) = mpsc::channel::<SourceChunk>(CHANNEL_CHUNKS);
         let (durable_tx, durable_rx) = watch::channel(resume.as_ref().map(|c| c.position.clone()));
         let source_stop = shutdown.child_token();
+        // The lag probe runs beside the data path, on its own connection.
+        let lag_probe_stop = CancellationToken::new();
+        let lag_probe_task = match source.lag_probe(&name) {
+            Some(probe) => Some(tokio::spawn(poll_lag_bytes(
+                probe,
+                durable_rx.clone(),
+                status.clone(),
+                pipeline_label.clone(),
+                lag_probe_stop.clone(),
+            ))),
+            None => {
+                // No server log: nothing to be behind on.
+                gauge!("deltaforge_checkpoint_lag_bytes", "pipeline" => pipeline_label.clone()).set(0.0);
+                None
+            }
+        };
         let ctx = SourceContext {
             pipeline: name.clone(),
             tenant: tenant.clone(),
@@ -296,6 +323,9 @@ impl Pipeline {
         let mut last_committed = resume.as_ref().map(|c| c.position.clone());
         let mut batcher = Batcher::new(batch.clone());
         let mut pending: VecDeque<Batch> = VecDeque::new();
+        let mut ready: VecDeque<Processed> = VecDeque::new();
+        let mut stage = (!processors.is_empty()).then(|| ProcessorStage::spawn(processors, dlq_queue.clone()));
+        let mut in_stage = 0usize;
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut next_seq = 1u64;
@@ -312,33 +342,31 @@ impl Pipeline {
         let batch_events = histogram!("deltaforge_batch_events", "pipeline" => pipeline_label.clone());
 
         loop {
-            // Dispatch closed batches while there is room in flight.
-            while inflight.len() < batch.max_inflight.max(1) && failure.is_none() {
-                let Some(b) = pending.pop_front() else { break };
-                let Batch { mut events, commit, commit_index, .. } = b;
-                let original_len = events.len();
-                let last_ts_ms = events.last().map(|e| e.source.ts_ms);
-                if !processors.is_empty() {
-                    match run_processors(&mut processors, events, dlq_queue.as_ref()).await {
-                        Ok(out) => events = out,
-                        Err(e) => {
-                            failure = Some(e);
+            // Hand closed batches to the processors: on their own task when
+            // there are any, so their work overlaps reading and delivery.
+            while let Some(b) = pending.pop_front() {
+                match &stage {
+                    None => ready.push_back(Processed::unchanged(b)),
+                    Some(st) if in_stage < PROCESSOR_STAGE_DEPTH => match st.tx.try_send(b) {
+                        Ok(()) => in_stage += 1,
+                        // Closed: the stage ended, and its last message (the reason) is on its way.
+                        Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
+                            pending.push_front(b);
                             break;
                         }
+                    },
+                    Some(_) => {
+                        pending.push_front(b);
+                        break;
                     }
                 }
+            }
+            // Dispatch processed batches while there is room in flight.
+            while inflight.len() < batch.max_inflight.max(1) && failure.is_none() {
+                let Some(Processed { events, commit, commit_index, last_ts_ms }) = ready.pop_front() else { break };
                 batch_events.record(events.len() as f64);
                 let seq = next_seq;
                 next_seq += 1;
-                // Processors may change the events; the per-sink skip then only
-                // applies to batches that end at a transaction end.
-                let commit_index = if commit_index == original_len {
-                    events.len()
-                } else if processors.is_empty() {
-                    commit_index
-                } else {
-                    0
-                };
                 let d = Arc::new(Delivery { seq, events, commit: commit.clone(), commit_index });
                 for q in &sink_queues {
                     // A closed queue means the sink task ended (fatal); its report says why.
@@ -348,8 +376,8 @@ impl Pipeline {
                 inflight.push_back(InFlight { seq, commit, last_ts_ms, acked: vec![false; n], done: vec![false; n] });
             }
 
-            let room = pending.is_empty() && inflight.len() < batch.max_inflight.max(1);
-            let draining = source_done && pending.is_empty() && batcher.is_empty();
+            let room = pending.is_empty() && ready.is_empty() && inflight.len() < batch.max_inflight.max(1);
+            let draining = source_done && pending.is_empty() && batcher.is_empty() && in_stage == 0 && ready.is_empty();
             if (draining || failure.is_some()) && inflight.is_empty() {
                 break;
             }
@@ -405,6 +433,14 @@ impl Pipeline {
                     }
                     if let (true, Some(pos)) = (advanced, &last_committed) {
                         cp_tx.send_replace(Some(Checkpoint { position: pos.clone(), sinks: sink_positions.clone(), written_at: Utc::now() }));
+                    }
+                }
+                processed = recv_stage(&mut stage), if in_stage > 0 => {
+                    in_stage -= 1;
+                    match processed {
+                        Some(Ok(p)) => ready.push_back(p),
+                        Some(Err(e)) => { failure.get_or_insert(e); }
+                        None => { failure.get_or_insert(PipelineError::Internal("the processor stage ended unexpectedly".into())); }
                     }
                 }
                 chunk = chunk_rx.recv(), if room && !source_done => {
@@ -468,6 +504,10 @@ impl Pipeline {
                     abort.cancel();
                     inflight.clear();
                     pending.clear();
+                    ready.clear();
+                    // Dropping the stage's channels ends it after its current batch.
+                    stage = None;
+                    in_stage = 0;
                     let _ = batcher.flush();
                     source_done = true;
                 }
@@ -476,6 +516,10 @@ impl Pipeline {
 
         // Wind down: stop the source, close the sink queues, write the last checkpoint.
         source_stop.cancel();
+        lag_probe_stop.cancel();
+        if let Some(t) = lag_probe_task {
+            let _ = t.await;
+        }
         drop(chunk_rx);
         if let Some(task) = source_task.take() {
             if let Ok(Err(e)) = task.await {
@@ -499,6 +543,61 @@ impl Pipeline {
             Some(f) => Err(f),
             None => Ok(summary),
         }
+    }
+}
+
+/// Polls the source's lag probe every [`LAG_PROBE_EVERY`] with the current
+/// durable checkpoint and sets `deltaforge_checkpoint_lag_bytes`. A failed
+/// probe leaves the gauge unchanged: a warning for the first failure, debug
+/// logs while it keeps failing, so that an unreachable server does not
+/// flood the log.
+async fn poll_lag_bytes(
+    mut probe: Box<dyn LagProbe>,
+    durable: watch::Receiver<Option<Position>>,
+    status: Option<watch::Sender<PipelineStatus>>,
+    pipeline: String,
+    stop: CancellationToken,
+) {
+    let gauge = gauge!("deltaforge_checkpoint_lag_bytes", "pipeline" => pipeline.clone());
+    let mut tick = tokio::time::interval(LAG_PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let checkpoint = durable.borrow().clone();
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(LAG_PROBE_TIMEOUT, probe.lag_bytes(checkpoint.as_ref())) => r,
+        };
+        let error = match result {
+            Ok(Ok(Some(bytes))) => {
+                gauge.set(bytes as f64);
+                if let Some(s) = &status {
+                    s.send_if_modified(|st| {
+                        let changed = st.lag_bytes != Some(bytes);
+                        st.lag_bytes = Some(bytes);
+                        changed
+                    });
+                }
+                if failing {
+                    tracing::info!(pipeline = %pipeline, "checkpoint lag probe works again");
+                }
+                failing = false;
+                continue;
+            }
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {LAG_PROBE_TIMEOUT:?}"),
+        };
+        if failing {
+            tracing::debug!(pipeline = %pipeline, "checkpoint lag probe failed again: {error}");
+        } else {
+            tracing::warn!(pipeline = %pipeline, "checkpoint lag probe failed (deltaforge_checkpoint_lag_bytes keeps its last value): {error}");
+        }
+        failing = true;
     }
 }
 
@@ -652,6 +751,78 @@ async fn dead_letter(
     }
 }
 
+/// Batches the processor stage may hold (queued or being processed): one
+/// being processed while the next waits keeps the stage busy without
+/// letting it run far ahead of the sinks.
+const PROCESSOR_STAGE_DEPTH: usize = 2;
+
+/// A batch after the processors, ready for the sinks.
+struct Processed {
+    events: Vec<Event>,
+    commit: Option<Position>,
+    /// Leading events that precede `commit` (see [`Delivery`]).
+    commit_index: usize,
+    last_ts_ms: Option<i64>,
+}
+
+impl Processed {
+    /// A batch no processor touched.
+    fn unchanged(b: Batch) -> Self {
+        let last_ts_ms = b.events.last().map(|e| e.source.ts_ms);
+        Processed { events: b.events, commit: b.commit, commit_index: b.commit_index, last_ts_ms }
+    }
+}
+
+/// The processors on their own task. One task and FIFO channels keep the
+/// batches in source order; the first error ends the stage and is its last
+/// message.
+struct ProcessorStage {
+    tx: mpsc::Sender<Batch>,
+    rx: mpsc::Receiver<Result<Processed, PipelineError>>,
+    task: JoinHandle<()>,
+}
+
+impl ProcessorStage {
+    fn spawn(mut processors: Vec<Box<dyn Processor>>, dlq: Option<DeadLetterQueue>) -> Self {
+        let (tx, mut batches) = mpsc::channel::<Batch>(PROCESSOR_STAGE_DEPTH);
+        let (out, rx) = mpsc::channel(PROCESSOR_STAGE_DEPTH);
+        let task = tokio::spawn(async move {
+            while let Some(b) = batches.recv().await {
+                let Batch { events, commit, commit_index, .. } = b;
+                let original_len = events.len();
+                let last_ts_ms = events.last().map(|e| e.source.ts_ms);
+                let result = run_processors(&mut processors, events, dlq.as_ref()).await.map(|events| {
+                    // Processors may change the events; the per-sink skip then
+                    // only applies to batches that end at a transaction end.
+                    let commit_index = if commit_index == original_len { events.len() } else { 0 };
+                    Processed { events, commit, commit_index, last_ts_ms }
+                });
+                let failed = result.is_err();
+                if out.send(result).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        ProcessorStage { tx, rx, task }
+    }
+}
+
+impl Drop for ProcessorStage {
+    fn drop(&mut self) {
+        // A stage abandoned mid-batch (shutdown grace, failure) must not keep
+        // running processors for a pipeline that has stopped.
+        self.task.abort();
+    }
+}
+
+/// The next message of the processor stage (never, without one).
+async fn recv_stage(stage: &mut Option<ProcessorStage>) -> Option<Result<Processed, PipelineError>> {
+    match stage {
+        Some(s) => s.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the processors in order. An event a processor fails on for its own
 /// fault goes to the dead-letter queue and the processor runs again without
 /// it; any other failure stops the pipeline.
@@ -725,5 +896,63 @@ async fn checkpoint_writer(
         if closed {
             return Ok(last);
         }
+    }
+}
+
+#[cfg(test)]
+mod lag_probe_tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Answers from a script and records the checkpoints it was asked with.
+    struct Scripted {
+        answers: VecDeque<Result<Option<u64>, SourceError>>,
+        asked: Arc<Mutex<Vec<Option<Position>>>>,
+    }
+
+    #[async_trait]
+    impl LagProbe for Scripted {
+        async fn lag_bytes(&mut self, checkpoint: Option<&Position>) -> Result<Option<u64>, SourceError> {
+            self.asked.lock().unwrap().push(checkpoint.cloned());
+            self.answers.pop_front().unwrap_or(Ok(None))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_and_unknown_answers_leave_the_last_value() {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let probe = Scripted {
+            answers: VecDeque::from([
+                Ok(Some(100)),
+                Err(SourceError::Retryable("server down".into())),
+                Ok(None),
+                Ok(Some(0)),
+            ]),
+            asked: asked.clone(),
+        };
+        let (status_tx, status) = watch::channel(PipelineStatus::default());
+        let (durable_tx, durable) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(poll_lag_bytes(Box::new(probe), durable, Some(status_tx), "p".into(), stop.clone()));
+        let step = LAG_PROBE_EVERY;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100));
+        durable_tx.send_replace(Some(Position::Datagen { seq: 5 }));
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100), "a failed probe keeps the last value");
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(100), "an unknown answer keeps the last value");
+        tokio::time::sleep(step).await;
+        assert_eq!(status.borrow().lag_bytes, Some(0));
+        stop.cancel();
+        task.await.unwrap();
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 4);
+        assert_eq!(asked[0], None);
+        assert!(asked[1..].iter().all(|c| *c == Some(Position::Datagen { seq: 5 })), "{asked:?}");
     }
 }

@@ -33,4 +33,4 @@ pub use processor::{Processor, ProcessorError};
 pub use schema::{SchemaRegistry, SchemaVersion};
 pub use sink::{RejectedEvent, Sink, SinkError};
 pub use snapshot::{SnapshotConfig, SnapshotMode, SnapshotStore};
-pub use source::{ChunkSender, Commit, PipelineClosed, Source, SourceChunk, SourceContext, SourceError};
+pub use source::{ChunkSender, Commit, LagProbe, PipelineClosed, Source, SourceChunk, SourceContext, SourceError};

@@ -8,6 +8,12 @@
 //! LSN). A source must never report a position to its server that has not
 //! appeared on `durable`: that is the second half of the checkpoint
 //! invariant.
+//!
+//! Two optional capabilities serve the control plane, outside any run's
+//! data path: [`Source::lag_probe`] measures how far the server's log is
+//! ahead of the durable checkpoint (`deltaforge_checkpoint_lag_bytes`), and
+//! [`Source::reset`] prepares the server for a checkpoint reset (e.g. drops
+//! a PostgreSQL slot) and says where the next run starts.
 
 use std::sync::Arc;
 
@@ -148,6 +154,24 @@ impl From<PipelineClosed> for SourceError {
     }
 }
 
+/// Measures how many bytes of its server's log a source is behind: the
+/// value of `deltaforge_checkpoint_lag_bytes`.
+///
+/// The coordinator polls it every few seconds from its own task with the
+/// current durable checkpoint, so an implementation keeps its own
+/// connection (never the replication session: a busy or blocked data path
+/// must not delay the measurement, and the measurement must never slow the
+/// data path). On error it should drop its connection and reconnect on the
+/// next call.
+#[async_trait]
+pub trait LagProbe: Send {
+    /// The server's current log position minus `checkpoint`, in bytes
+    /// (never below 0); `checkpoint` is `None` before the first durable
+    /// checkpoint. `Ok(None)` when it cannot be told (yet); the gauge is
+    /// then left unchanged.
+    async fn lag_bytes(&mut self, checkpoint: Option<&Position>) -> Result<Option<u64>, SourceError>;
+}
+
 /// A change source. One instance runs once; the pipeline builds a new one
 /// from its config for every (re)start.
 #[async_trait]
@@ -156,4 +180,25 @@ pub trait Source: Send {
     /// (then returns `Ok`), the source is exhausted (returns `Ok`), or an
     /// error occurs.
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
+
+    /// A probe of the server's log position for the checkpoint lag in
+    /// bytes of pipeline `pipeline`; `None` (the default) for sources
+    /// without a server log, whose lag in bytes is 0. Called before
+    /// [`run`](Self::run); must not connect (the probe connects when polled).
+    fn lag_probe(&self, pipeline: &str) -> Option<Box<dyn LagProbe>> {
+        let _ = pipeline;
+        None
+    }
+
+    /// Prepares a checkpoint reset of pipeline `pipeline`, called by the
+    /// control plane while no run of the pipeline is active and *before*
+    /// the checkpoint is deleted (an error leaves the checkpoint in place).
+    /// Returns the position the next run must start from, which is stored
+    /// as the new checkpoint, or `None` (the default) to leave no checkpoint
+    /// so that the source's no-checkpoint rule applies. Must be safe to
+    /// repeat after a partial failure.
+    async fn reset(self: Box<Self>, pipeline: &str) -> Result<Option<Position>, SourceError> {
+        let _ = pipeline;
+        Ok(None)
+    }
 }

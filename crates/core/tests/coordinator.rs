@@ -556,3 +556,45 @@ async fn processor_poison_events_are_dead_lettered() {
     let letter = &DeadLetterQueue::new(storage, "p", DlqConfig::default()).list(1).await.unwrap()[0].1;
     assert_eq!(letter.processor.as_deref(), Some("picky"));
 }
+
+/// Fails the whole batch (not one event's fault) once it sees event `fail_at`.
+struct FailingProcessor {
+    fail_at: u64,
+}
+
+#[async_trait]
+impl Processor for FailingProcessor {
+    fn name(&self) -> &str {
+        "failing"
+    }
+
+    async fn process(&mut self, events: Vec<Event>) -> Result<Vec<Event>, ProcessorError> {
+        if events
+            .iter()
+            .any(|e| e.after.as_ref().and_then(|r| r.get("id")).and_then(|v| v.as_u64()) == Some(self.fail_at))
+        {
+            return Err(ProcessorError::batch("failing", "lookup service unavailable"));
+        }
+        Ok(events)
+    }
+}
+
+#[tokio::test]
+async fn a_processor_failing_a_batch_stops_the_pipeline_before_that_batch() {
+    let sink = TestSink::default();
+    let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
+    // One event per transaction and per batch: every batch carries its own commit.
+    let mut p = pipeline(storage.clone(), 100, 1, vec![("s", true, sink.clone())], CommitPolicy::All, 1);
+    p.processors = vec![Box::new(FailingProcessor { fail_at: 40 })];
+    p.dlq = Some(DlqConfig::default());
+    let err = p.run(CancellationToken::new()).await.unwrap_err();
+    assert!(err.to_string().contains("lookup service unavailable"), "{err}");
+    let delivered = sink.delivered.lock().unwrap().clone();
+    // Batches already processed when the failure arrives may or may not be
+    // delivered; what reaches the sink is an in-order prefix ending before 40.
+    assert_eq!(delivered, (1..=delivered.len() as u64).collect::<Vec<_>>());
+    assert!(delivered.len() < 40, "nothing at or after the failing batch reaches the sink");
+    let cp = stored_seq(&storage).await.unwrap_or(0);
+    assert!(cp <= delivered.len() as u64, "the checkpoint ({cp}) never passes what the sink has");
+    assert!(dlq_ids(&storage).await.is_empty(), "a batch-level failure is not an event's fault");
+}

@@ -108,7 +108,10 @@ pub enum CheckpointAction {
         /// The source id (the pipeline's `spec.source.config.id`).
         source_id: String,
     },
-    /// Delete a checkpoint: the pipeline re-reads from the beginning.
+    /// Delete a checkpoint (server untouched): the pipeline starts over like
+    /// a new one (datagen: event 1; MySQL: the binlog's current end;
+    /// PostgreSQL: its slot's position). The API's DELETE
+    /// /pipelines/{name}/checkpoint also prepares database servers.
     Reset {
         /// The source id.
         source_id: String,
@@ -220,7 +223,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 CheckpointAction::Reset { source_id } => {
                     if store.delete(&source_id).await? {
-                        println!("checkpoint of {source_id:?} deleted: its pipeline re-reads from the beginning at next start");
+                        println!(
+                            "checkpoint of {source_id:?} deleted: its pipeline starts over like a new one at next start \
+                             (MySQL: at the binlog's current end; PostgreSQL: from its slot). To re-read a database \
+                             from its oldest binlog or a new slot, reset through the API instead"
+                        );
                     } else {
                         println!("no checkpoint stored for {source_id:?}; nothing to do");
                     }

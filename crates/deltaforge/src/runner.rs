@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use deltaforge_config::{Catalog, PipelineSpec};
 use deltaforge_control::{ApiState, LeaseConfig, ManagerConfig, PipelineFactory, PipelineManager};
-use deltaforge_core::{Pipeline, PipelineError, SinkSlot, SourceError};
+use deltaforge_core::{Pipeline, PipelineError, SinkSlot, Source, SourceError};
 use deltaforge_storage::StorageBackend;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +67,9 @@ impl PipelineFactory for Factory {
     }
     fn build(&self, spec: &PipelineSpec, storage: Arc<dyn StorageBackend>) -> Result<Pipeline, PipelineError> {
         build(spec, storage, self.grace)
+    }
+    fn build_source(&self, spec: &PipelineSpec) -> Result<Option<Box<dyn Source>>, SourceError> {
+        Registry.build_source(spec).map(Some)
     }
 }
 

@@ -7,7 +7,7 @@
 //! event id in ms), so while a batch waits its lag is large and grows one
 //! second per second; once everything is delivered the pipeline is idle and
 //! the lag is 0. Its `deltaforge_checkpoint_lag_bytes` is 0 (it has no
-//! server log); database sources set that gauge (see their tests).
+//! server log); for database sources see `ctl_db_sources.rs`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

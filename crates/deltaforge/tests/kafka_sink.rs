@@ -13,7 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use deltaforge_source_datagen::row_for;
-use deltaforge_testkit::{delete_sqlite_checkpoint, repo_root, service, sqlite_checkpoint, wait_for, Deltaforge, Rng};
+use deltaforge_testkit::{
+    delete_sqlite_checkpoint, service, service_action, sqlite_checkpoint, unique_suffix, wait_for, Deltaforge, Rng,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -31,8 +33,7 @@ fn kafka() -> (MutexGuard<'static, ()>, String) {
 
 /// A topic prefix unique to this test run.
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("dft-{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+    format!("dft-{name}-{}", unique_suffix())
 }
 
 /// One consumed message.
@@ -245,9 +246,7 @@ fn kafka_outage_holds_the_checkpoint_and_loses_nothing() {
     wait_for(Duration::from_secs(60), || (seq(&db, "dg-kout") > 3000).then_some(()))
         .unwrap_or_else(|| panic!("no progress\n{}", df.log_text()));
 
-    let script = repo_root().join("scripts/services/kafka.sh");
-    let stop = std::process::Command::new("bash").arg(&script).arg("stop").output().unwrap();
-    assert!(stop.status.success(), "stopping kafka: {}", String::from_utf8_lossy(&stop.stderr));
+    service_action("kafka", "stop");
     let down_at = Instant::now();
     // In-flight batches may still have been acknowledged while the broker shut down.
     std::thread::sleep(Duration::from_secs(2));

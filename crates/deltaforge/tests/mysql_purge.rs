@@ -10,10 +10,9 @@
 //! test function, and this file holds no other test.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use deltaforge_testkit::{mariadb_sql, read_jsonl, repo_root, service, sqlite_checkpoint, wait_for, Deltaforge};
+use deltaforge_testkit::{mariadb_sql, read_jsonl, service, service_action, sqlite_checkpoint, wait_for, Deltaforge};
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
 
@@ -138,9 +137,7 @@ fn purge_case(use_gtid: bool) {
 }
 
 fn restart_mariadb() {
-    let script = repo_root().join("scripts/services/mariadb.sh");
-    let st = Command::new("bash").arg(&script).arg("stop").output().unwrap();
-    assert!(st.status.success(), "stop: {}", String::from_utf8_lossy(&st.stderr));
+    service_action("mariadb", "stop");
     std::thread::sleep(Duration::from_millis(500));
     service("mariadb");
 }
@@ -155,8 +152,7 @@ fn restart_case(use_gtid: bool) {
     s.insert(101, 201);
     s.wait_ids(&df, 200);
     // And once more with changes written while the source was disconnected.
-    let st = Command::new("bash").arg(repo_root().join("scripts/services/mariadb.sh")).arg("stop").output().unwrap();
-    assert!(st.status.success());
+    service_action("mariadb", "stop");
     service("mariadb");
     s.insert(201, 301);
     s.wait_ids(&df, 300);

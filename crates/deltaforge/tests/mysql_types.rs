@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use deltaforge_testkit::{mariadb_sql, read_jsonl, service, sqlite_checkpoint, wait_for, Deltaforge};
+use deltaforge_testkit::{mariadb_sql, read_jsonl, service, sqlite_checkpoint, unique_suffix, wait_for, Deltaforge};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
 
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+    format!("{prefix}_{}", unique_suffix())
 }
 
 fn config(dir: &Path, id: &str, dsn: &str, tables: &str) -> PathBuf {

@@ -15,17 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deltaforge_testkit::{pg_command, pg_sql, read_jsonl, service, sqlite_checkpoint, wait_for, Deltaforge, Rng};
+use deltaforge_testkit::{
+    pg_command, pg_lsn, pg_sql, read_jsonl, service, sqlite_checkpoint, wait_for, Deltaforge, Rng,
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
 /// Ids of rows inserted by rolled-back transactions start here.
 const ROLLED_BACK_IDS: i64 = 1_000_000;
-
-fn lsn(s: &str) -> u64 {
-    let (hi, lo) = s.trim().split_once('/').expect("X/Y");
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
 
 /// Writes transactions through one `psql` session until `stop`; returns
 /// the committed value of every row.
@@ -125,8 +122,7 @@ spec:
 
     // First start creates the slot; the writer starts once it streams.
     let mut df = Deltaforge::start(Path::new(BIN), &args, &log, &[]);
-    wait_for(Duration::from_secs(30), || df.log_text().contains("streaming changes from PostgreSQL").then_some(()))
-        .unwrap_or_else(|| panic!("not streaming\n{}", df.log_text()));
+    df.wait_pg_streaming();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (url, table, stop, seed) = (url.clone(), table.clone(), stop.clone(), rng.range(1, u64::MAX));
@@ -144,8 +140,8 @@ spec:
         if confirmed.is_empty() {
             return;
         }
-        let cp_lsn = lsn(cp["position"]["lsn"].as_str().unwrap());
-        assert!(lsn(confirmed) <= cp_lsn, "confirmed_flush_lsn {confirmed} is ahead of the stored checkpoint {cp}");
+        let cp_lsn = pg_lsn(cp["position"]["lsn"].as_str().unwrap());
+        assert!(pg_lsn(confirmed) <= cp_lsn, "confirmed_flush_lsn {confirmed} is ahead of the stored checkpoint {cp}");
         *ack_checks += 1;
     };
     for round in 0..6 {

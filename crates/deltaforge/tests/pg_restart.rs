@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use deltaforge_testkit::{pg_command, pg_sql, read_jsonl, repo_root, service, wait_for, Deltaforge};
+use deltaforge_testkit::{pg_command, pg_sql, read_jsonl, service, service_action, wait_for, Deltaforge};
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
 
@@ -20,11 +20,6 @@ fn psql_script(url: &str, sql: &str) {
         pg_command(url).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success(), "psql script failed");
-}
-
-fn pg_service(action: &str) {
-    let out = Command::new("bash").arg(repo_root().join("scripts/services/postgres.sh")).arg(action).output().unwrap();
-    assert!(out.status.success(), "postgres.sh {action}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -60,8 +55,7 @@ spec:
     let log = dir.path().join("deltaforge.log");
     let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
     let mut df = Deltaforge::start(Path::new(BIN), &args, &log, &[]);
-    wait_for(Duration::from_secs(30), || df.log_text().contains("streaming changes from PostgreSQL").then_some(()))
-        .unwrap_or_else(|| panic!("not streaming\n{}", df.log_text()));
+    df.wait_pg_streaming();
 
     // A backlog in single-row transactions, then the server goes down while
     // the source is still reading it.
@@ -69,9 +63,9 @@ spec:
     psql_script(&url, &inserts);
     wait_for(Duration::from_secs(30), || (!read_jsonl(&out).is_empty()).then_some(()))
         .unwrap_or_else(|| panic!("nothing delivered\n{}", df.log_text()));
-    pg_service("stop");
+    service_action("postgres", "stop");
     std::thread::sleep(Duration::from_secs(2));
-    pg_service("start");
+    service_action("postgres", "start");
     let inserts: String = (3001..=3200).map(|i| format!("INSERT INTO {table} VALUES ({i}, 'r{i}');\n")).collect();
     psql_script(&url, &inserts);
 

@@ -7,15 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use deltaforge_testkit::{pg_sql, read_jsonl, service, sqlite_checkpoint, sqlite_log, wait_for, Deltaforge};
+use deltaforge_testkit::{
+    pg_lsn, pg_sql, read_jsonl, service, sqlite_checkpoint, sqlite_log, unique_suffix, wait_for, Deltaforge,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
-
-fn suffix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}_{}", std::process::id(), nanos % 1_000_000)
-}
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -70,15 +67,8 @@ spec:
     }
 }
 
-fn wait_streaming(df: &Deltaforge) {
-    wait_for(Duration::from_secs(30), || df.log_text().contains("streaming changes from PostgreSQL").then_some(()))
-        .unwrap_or_else(|| panic!("the source did not start streaming\n{}", df.log_text()));
-}
-
 fn lsn(v: &Value) -> u64 {
-    let s = v.as_str().expect("lsn string");
-    let (hi, lo) = s.split_once('/').unwrap();
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    pg_lsn(v.as_str().expect("lsn string"))
 }
 
 fn cleanup(url: &str, slot: &str, sql: &str) {
@@ -91,7 +81,7 @@ fn cleanup(url: &str, slot: &str, sql: &str) {
 #[test]
 fn every_type_and_op_arrive_with_exact_values() {
     let url = service("postgres");
-    let s = suffix();
+    let s = unique_suffix();
     let sd = s.replace('_', "-");
     let (all, full, mood, slot, publ) = (
         format!("pgty_{s}_all"),
@@ -118,7 +108,7 @@ fn every_type_and_op_arrive_with_exact_values() {
         &format!("{{ id: pgty-{sd}, dsn: '{url}', tables: ['public.pgty_{s}_*'], slot: {slot}, publication: {publ} }}"),
     );
     let mut df = setup.start();
-    wait_streaming(&df);
+    df.wait_pg_streaming();
 
     let big: String = (0..400).map(|i| format!("{:x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))).collect();
     pg_sql(
@@ -239,7 +229,7 @@ fn every_type_and_op_arrive_with_exact_values() {
 #[test]
 fn ddl_mid_stream_is_decoded_with_each_schema_version() {
     let url = service("postgres");
-    let s = suffix();
+    let s = unique_suffix();
     let sd = s.replace('_', "-");
     let (t, slot) = (format!("pgddl_{s}"), format!("pgddl_{s}"));
     pg_sql(&url, &format!("CREATE TABLE {t} (id int PRIMARY KEY, a text)"));
@@ -248,7 +238,7 @@ fn ddl_mid_stream_is_decoded_with_each_schema_version() {
         &format!("{{ id: pgddl-{sd}, dsn: '{url}', tables: [public.{t}], slot: {slot} }}"),
     );
     let mut df = setup.start();
-    wait_streaming(&df);
+    df.wait_pg_streaming();
     pg_sql(&url, &format!("INSERT INTO {t} VALUES (1, 'x')"));
     setup.wait_events(&df, 1);
     // Let the first event's checkpoint become durable before the DDL.
@@ -302,7 +292,7 @@ fn ddl_mid_stream_is_decoded_with_each_schema_version() {
 #[test]
 fn dropped_slot_stops_with_a_clear_error_and_reads_nothing() {
     let url = service("postgres");
-    let s = suffix();
+    let s = unique_suffix();
     let sd = s.replace('_', "-");
     let (t, slot) = (format!("pgdrop_{s}"), format!("pgdrop_{s}"));
     pg_sql(&url, &format!("CREATE TABLE {t} (id int PRIMARY KEY)"));
@@ -311,7 +301,7 @@ fn dropped_slot_stops_with_a_clear_error_and_reads_nothing() {
         &format!("{{ id: pgdrop-{sd}, dsn: '{url}', tables: [public.{t}], slot: {slot}, publication: {slot} }}"),
     );
     let mut df = setup.start();
-    wait_streaming(&df);
+    df.wait_pg_streaming();
     pg_sql(&url, &format!("INSERT INTO {t} VALUES (1)"));
     setup.wait_events(&df, 1);
     wait_for(Duration::from_secs(10), || sqlite_checkpoint(&setup.db, &format!("pgdrop-{sd}")))
@@ -343,7 +333,7 @@ fn dropped_slot_stops_with_a_clear_error_and_reads_nothing() {
 #[test]
 fn setup_errors_are_clear_and_fatal() {
     let url = service("postgres");
-    let s = suffix();
+    let s = unique_suffix();
     let sd = s.replace('_', "-");
     let t = format!("pgerr_{s}");
     pg_sql(&url, &format!("CREATE TABLE {t} (id int PRIMARY KEY)"));

@@ -7,14 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use deltaforge_testkit::{mariadb_sql, pg_sql, read_jsonl, service, sqlite_checkpoint, wait_for, Deltaforge};
+use deltaforge_testkit::{
+    mariadb_sql, pg_sql, read_jsonl, service, sqlite_checkpoint, unique_suffix, wait_for, Deltaforge,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
 
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000)
+    format!("{prefix}_{}", unique_suffix())
 }
 
 fn config(dir: &Path, name: &str, source: &str, outbox_table: &str) -> PathBuf {
@@ -93,8 +94,7 @@ fn postgres_outbox_rows_become_routed_messages() {
     let log = dir.path().join("df.log");
     let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()];
     let df = Deltaforge::start(Path::new(BIN), &args, &log, &[]);
-    wait_for(Duration::from_secs(30), || df.log_text().contains("streaming changes from PostgreSQL").then_some(()))
-        .unwrap_or_else(|| panic!("the source did not start streaming\n{}", df.log_text()));
+    df.wait_pg_streaming();
     pg_sql(
         &url,
         &format!(

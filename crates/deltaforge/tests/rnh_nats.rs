@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use deltaforge_source_datagen::row_for;
-use deltaforge_testkit::{repo_root, service, sqlite_checkpoint, wait_for, Deltaforge};
+use deltaforge_testkit::{service, service_action, sqlite_checkpoint, unique_suffix, wait_for, Deltaforge};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
@@ -24,8 +23,7 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("rnh{tag}{}x{}", std::process::id(), nanos % 1_000_000_000)
+    format!("rnh{tag}{}", unique_suffix())
 }
 
 fn write_config(dir: &Path, src: &str, url: &str, name: &str, source_extra: &str, sink_extra: &str) -> PathBuf {
@@ -247,16 +245,6 @@ fn nats_subject_outside_the_stream_is_a_clear_error() {
     assert_eq!(seq(&db, &src), 0, "nothing may be checkpointed");
 }
 
-fn nats_script(action: &str) {
-    let status = Command::new("bash")
-        .arg(repo_root().join("scripts/services/nats.sh"))
-        .arg(action)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "nats.sh {action} failed");
-}
-
 #[test]
 fn nats_outage_holds_the_checkpoint_and_loses_nothing() {
     let _g = lock();
@@ -276,7 +264,7 @@ fn nats_outage_holds_the_checkpoint_and_loses_nothing() {
     let mut df = start(&cfg, &db, &dir.path().join("df.log"));
     wait_for(Duration::from_secs(30), || (seq(&db, &src) > 500).then_some(()))
         .unwrap_or_else(|| panic!("no progress\n{}", df.log_text()));
-    nats_script("stop");
+    service_action("nats", "stop");
     let down_at = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let held = seq(&db, &src);
@@ -286,7 +274,7 @@ fn nats_outage_holds_the_checkpoint_and_loses_nothing() {
         max_during = max_during.max(seq(&db, &src));
     }
     assert_eq!(max_during, held, "checkpoint advanced from {held} to {max_during} while NATS was down");
-    nats_script("start");
+    service_action("nats", "start");
     wait_for(Duration::from_secs(60), || (seq(&db, &src) > held + 2000).then_some(()))
         .unwrap_or_else(|| panic!("no progress after NATS came back\n{}", df.log_text()));
     df.terminate();

@@ -6,12 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use deltaforge_source_datagen::row_for;
-use deltaforge_testkit::{repo_root, service, sqlite_checkpoint, wait_for, Deltaforge};
+use deltaforge_testkit::{service, service_action, sqlite_checkpoint, unique_suffix, wait_for, Deltaforge};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
@@ -22,8 +21,7 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("rnh-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+    format!("rnh-{tag}-{}", unique_suffix())
 }
 
 /// Writes a datagen → redis pipeline; `extra` is appended to the sink config.
@@ -207,16 +205,6 @@ spec:
     assert!(!log.contains("hunter2"), "password leaked\n{log}");
 }
 
-fn redis_script(action: &str) {
-    let status = Command::new("bash")
-        .arg(repo_root().join("scripts/services/redis.sh"))
-        .arg(action)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "redis.sh {action} failed");
-}
-
 #[test]
 fn redis_outage_holds_the_checkpoint_and_loses_nothing() {
     let _g = lock();
@@ -243,7 +231,7 @@ fn redis_outage_holds_the_checkpoint_and_loses_nothing() {
     let dump_dir: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("dir").query(&mut c).unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("save").arg("3600 1").query(&mut c).unwrap();
     drop(c);
-    redis_script("stop");
+    service_action("redis", "stop");
     let down_at = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let held = seq(&db, &src);
@@ -253,7 +241,7 @@ fn redis_outage_holds_the_checkpoint_and_loses_nothing() {
         max_during = max_during.max(seq(&db, &src));
     }
     assert_eq!(max_during, held, "checkpoint advanced from {held} to {max_during} while Redis was down");
-    redis_script("start");
+    service_action("redis", "start");
     let _ = std::fs::remove_file(Path::new(&dump_dir[1]).join("dump.rdb"));
     wait_for(Duration::from_secs(60), || (seq(&db, &src) > held + 2000).then_some(()))
         .unwrap_or_else(|| panic!("no progress after Redis came back\n{}", df.log_text()));

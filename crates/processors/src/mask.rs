@@ -144,23 +144,38 @@ impl MaskConfig {
 /// );
 /// ```
 pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(data);
-    let bytes = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(64);
-    for b in bytes {
-        out.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
-        out.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0'));
-    }
-    out
+    keyed_hmac(key).hex(data)
 }
 
-fn text_of(v: &Value) -> String {
+/// HMAC-SHA256 with the key already absorbed: cloning it skips the two
+/// key-block compressions every fresh `new_from_slice` would repeat per value.
+#[derive(Clone)]
+struct KeyedHmac(Hmac<Sha256>);
+
+fn keyed_hmac(key: &[u8]) -> KeyedHmac {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    KeyedHmac(<Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length")))
+}
+
+impl KeyedHmac {
+    fn hex(&self, data: &[u8]) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut mac = self.0.clone();
+        mac.update(data);
+        let bytes = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(64);
+        for b in bytes {
+            out.push(DIGITS[(b >> 4) as usize] as char);
+            out.push(DIGITS[(b & 15) as usize] as char);
+        }
+        out
+    }
+}
+
+fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
     match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        other => std::borrow::Cow::Owned(other.to_string()),
     }
 }
 
@@ -175,7 +190,8 @@ type DropEntry = (Plan, Columns, Columns, Arc<[usize]>);
 /// The `mask` processor.
 pub struct MaskProcessor {
     name: String,
-    secret: Vec<u8>,
+    /// The keyed HMAC state (`None` when no rule hashes; `check` requires a secret otherwise).
+    hmac: Option<KeyedHmac>,
     rules: Vec<MaskRule>,
     /// `(db, table)` → plan (empty when no rule matches).
     plans: HashMap<(Arc<str>, Arc<str>), Plan>,
@@ -197,7 +213,7 @@ impl MaskProcessor {
         cfg.check()?;
         Ok(MaskProcessor {
             name: cfg.name.unwrap_or_else(|| "mask".into()),
-            secret: cfg.hmac_secret.map(|s| s.0.into_bytes()).unwrap_or_default(),
+            hmac: cfg.hmac_secret.map(|s| keyed_hmac(s.0.as_bytes())),
             rules: cfg.rules,
             plans: HashMap::new(),
             dropped: HashMap::new(),
@@ -232,14 +248,26 @@ impl MaskProcessor {
             }
             match mode {
                 MaskMode::Drop => has_drop = true,
-                MaskMode::Hash => *v = Value::String(hmac_hex(&self.secret, text_of(v).as_bytes())),
+                MaskMode::Hash => {
+                    // `check` guarantees a secret whenever a rule hashes.
+                    let hashed = self.hmac.as_ref().map(|h| h.hex(text_of(v).as_bytes())).unwrap_or_default();
+                    *v = Value::String(hashed);
+                }
                 MaskMode::Replace(s) => *v = Value::String(s.clone()),
                 MaskMode::Truncate(n) => {
-                    let t = text_of(v);
-                    *v = Value::String(match t.char_indices().nth(*n) {
-                        Some((cut, _)) => t[..cut].to_string(),
-                        None => t,
-                    });
+                    let cut = text_of(v).char_indices().nth(*n).map(|(cut, _)| cut);
+                    match cut {
+                        // Already short enough: a string stays as it is.
+                        None if v.is_string() => {}
+                        None => *v = Value::String(text_of(v).into_owned()),
+                        Some(cut) => match v {
+                            Value::String(s) => s.truncate(cut),
+                            other => {
+                                let short = text_of(other)[..cut].to_string();
+                                *other = Value::String(short);
+                            }
+                        },
+                    }
                 }
             }
         }

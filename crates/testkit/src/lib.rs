@@ -36,6 +36,22 @@ pub fn service(name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
 }
 
+/// Runs `scripts/services/{name}.sh {action}` (`stop`, `start`, ...) for
+/// tests that take a shared server down and bring it back. Tests doing so
+/// must serialise with the other tests of their binary that use the server.
+///
+/// # Panics
+/// If the script fails; its stderr is in the message.
+pub fn service_action(name: &str, action: &str) {
+    let script = repo_root().join("scripts/services").join(format!("{name}.sh"));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(action)
+        .output()
+        .unwrap_or_else(|e| panic!("running {} {action}: {e}", script.display()));
+    assert!(out.status.success(), "{} {action} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+}
+
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -90,6 +106,21 @@ impl Deltaforge {
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for `needle` to appear in the log.
+    ///
+    /// # Panics
+    /// When it does not, with the log in the message.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_for(timeout, || self.log_text().contains(needle).then_some(()))
+            .unwrap_or_else(|| panic!("{needle:?} did not appear in the log within {timeout:?}\n{}", self.log_text()));
+    }
+
+    /// Waits until the PostgreSQL source logs that it streams (its slot
+    /// exists, so changes committed from now on are read).
+    pub fn wait_pg_streaming(&self) {
+        self.wait_log("streaming changes from PostgreSQL", Duration::from_secs(30));
     }
 }
 
@@ -362,4 +393,23 @@ pub fn sqlite_slot(db: &Path, namespace: &str, key: &str) -> Option<Value> {
     })
     .ok()
     .map(|v| serde_json::from_str(&v).expect("slot JSON"))
+}
+
+/// A suffix unique to this process and moment (`{pid}x{nanos}`: ASCII
+/// digits and `x` only), for table, topic, stream, subject and slot names
+/// that must not collide with other tests running against the same
+/// servers.
+pub fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    format!("{}x{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Parses a PostgreSQL LSN (`16/B374D848`) into its 64-bit value.
+///
+/// # Panics
+/// If `s` is not of the form `X/Y` with hexadecimal halves.
+pub fn pg_lsn(s: &str) -> u64 {
+    let (hi, lo) = s.trim().split_once('/').unwrap_or_else(|| panic!("not an LSN: {s:?}"));
+    let part = |h: &str| u64::from_str_radix(h, 16).unwrap_or_else(|_| panic!("not an LSN: {s:?}"));
+    (part(hi) << 32) | part(lo)
 }

@@ -3,7 +3,9 @@
 //! Each event becomes one message: the topic and key come from templates
 //! (`topic: cdc.${db}.${table}`, key default = the row's primary key as
 //! compact JSON), the value is the chosen envelope (native, Debezium,
-//! CloudEvents). The default producer is idempotent with `acks=all`; a
+//! CloudEvents), and the header `id` carries the event's idempotency key
+//! whatever the envelope (Debezium's has no field for it), so consumers
+//! can deduplicate. The default producer is idempotent with `acks=all`; a
 //! batch is acknowledged only when every message's delivery report
 //! succeeded. With `exactly_once: true` each batch is one Kafka transaction,
 //! committed before the checkpoint is written, and a progress marker in the

@@ -37,6 +37,8 @@ pub struct MessageRef {
     pub key: Option<Range<usize>>,
     /// Value bytes in [`Encoded::values`]; `None` = tombstone (null value).
     pub value: Option<Range<usize>>,
+    /// The event's idempotency key in [`Encoded::ids`] (sent as the `id` header).
+    pub id: Range<usize>,
 }
 
 /// The encoded messages of one batch (buffers reused across batches).
@@ -48,6 +50,8 @@ pub struct Encoded {
     pub keys: Vec<u8>,
     /// Concatenated values.
     pub values: Vec<u8>,
+    /// Concatenated idempotency keys.
+    pub ids: Vec<u8>,
     /// Messages in send order.
     pub messages: Vec<MessageRef>,
 }
@@ -58,12 +62,18 @@ impl Encoded {
         self.topics.clear();
         self.keys.clear();
         self.values.clear();
+        self.ids.clear();
         self.messages.clear();
     }
 
     /// The key bytes of a message.
     pub fn key(&self, m: &MessageRef) -> Option<&[u8]> {
         m.key.clone().map(|r| &self.keys[r])
+    }
+
+    /// The idempotency key of a message's event.
+    pub fn id(&self, m: &MessageRef) -> &[u8] {
+        &self.ids[m.id.clone()]
     }
 
     /// The value bytes of a message (`None`: tombstone).
@@ -102,10 +112,13 @@ impl MessageBuilder {
             let start = out.values.len();
             self.envelope.encode_into(e, &mut out.values);
             let value = Some(start..out.values.len());
-            out.messages.push(MessageRef { event, topic, key: key.clone(), value });
+            let id_start = out.ids.len();
+            out.ids.extend_from_slice(e.idempotency_key().as_bytes());
+            let id = id_start..out.ids.len();
+            out.messages.push(MessageRef { event, topic, key: key.clone(), value, id: id.clone() });
             // A tombstone without a key would compact nothing: skip it.
             if self.tombstones && e.op == Op::Delete && key.is_some() {
-                out.messages.push(MessageRef { event, topic, key, value: None });
+                out.messages.push(MessageRef { event, topic, key, value: None, id });
             }
         }
     }

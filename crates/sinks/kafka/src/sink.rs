@@ -35,6 +35,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 use tokio::sync::{Notify, OwnedMutexGuard};
@@ -42,6 +43,11 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use crate::config::{is_secret, KafkaConfig};
 use crate::message::{Encoded, MessageBuilder};
 use crate::progress::{self, Marker};
+
+/// Header carrying the event's idempotency key on every message (as the
+/// Redis sink's `id` field and NATS's `Nats-Msg-Id` do), so consumers can
+/// deduplicate whichever envelope the value uses.
+pub const ID_HEADER: &str = "id";
 
 /// Time limit of one blocking transaction call (init, commit, abort) and of
 /// reading the progress marker.
@@ -444,26 +450,33 @@ impl KafkaSink {
             let topic = self.enc.topic(m);
             let key = self.enc.key(m);
             let value = self.enc.value(m);
-            self.send_one(topic, key, value, opaque(generation, i as u32)).await?;
+            self.send_one(topic, key, value, Some(self.enc.id(m)), opaque(generation, i as u32)).await?;
         }
         if let Some((topic, key, value)) = extra {
             let i = self.enc.messages.len() as u32;
-            self.send_one(topic, Some(key), Some(value), opaque(generation, i)).await?;
+            self.send_one(topic, Some(key), Some(value), None, opaque(generation, i)).await?;
         }
         Ok(())
     }
 
-    /// Enqueues one message. A message librdkafka refuses for its own
-    /// content (too large) is reported as rejected, not as a batch failure.
+    /// Enqueues one message, with the event's idempotency key as header
+    /// [`ID_HEADER`] (consumers deduplicate on it whatever the envelope). A
+    /// message librdkafka refuses for its own content (too large) is
+    /// reported as rejected, not as a batch failure.
     async fn send_one(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
+        id: Option<&[u8]>,
         opaque: usize,
     ) -> Result<(), (KafkaError, String)> {
         loop {
             let mut rec: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, opaque);
+            if let Some(id) = id {
+                rec =
+                    rec.headers(OwnedHeaders::new_with_capacity(1).insert(Header { key: ID_HEADER, value: Some(id) }));
+            }
             if let Some(k) = key {
                 rec = rec.key(k);
             }

@@ -30,15 +30,22 @@
 //! building a sink (and `deltaforge validate`) never touches the network
 //! and a server that is down at start-up is a retryable condition.
 
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deltaforge_config::redact_dsn;
 use deltaforge_core::{Event, Sink, SinkError};
 use deltaforge_encoding::{default_key, Envelope, Template};
+use futures::stream::{FuturesOrdered, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use serde::Deserialize;
+
+/// `XADD`s per sub-pipeline: large enough that a round trip carries many
+/// commands, small enough that Redis starts on a batch while the rest of
+/// it is still being encoded.
+const SUB_PIPELINE: usize = 256;
 
 /// Configuration of the Redis Streams sink.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -244,14 +251,48 @@ impl Sink for RedisSink {
         if events.is_empty() {
             return Ok(());
         }
-        let mut conn = self.connection().await?;
-        let pipe = self.pipeline(events);
-        let ids: Vec<String> = pipe.query_async(&mut conn).await.map_err(|e| self.classify(&e, "XADD on"))?;
-        if ids.len() != events.len() {
+        let conn = self.connection().await?;
+        // Sub-pipelines on the one multiplexed connection, each written as
+        // soon as it is encoded: Redis executes one while the next is
+        // encoded, instead of waiting for the whole batch's encoding. They
+        // are sent in order on one connection, so the stream order is the
+        // event order.
+        let mut in_flight = FuturesOrdered::new();
+        let mut replies: Vec<Result<Vec<redis::Value>, RedisError>> = Vec::new();
+        for chunk in events.chunks(SUB_PIPELINE) {
+            let pipe = self.pipeline(chunk);
+            let mut c = conn.clone();
+            in_flight.push_back(async move { pipe.query_async::<Vec<redis::Value>>(&mut c).await });
+            while let Poll::Ready(Some(r)) = futures::poll!(in_flight.next()) {
+                replies.push(r);
+            }
+            // Let the connection's driver task write the sub-pipeline now: woken
+            // from this task, it would otherwise wait in this worker's LIFO slot
+            // until the whole batch is encoded.
+            tokio::task::yield_now().await;
+        }
+        while let Some(r) = in_flight.next().await {
+            replies.push(r);
+        }
+        let mut acknowledged = 0usize;
+        for r in replies {
+            for v in r.map_err(|e| self.classify(&e, "XADD on"))? {
+                match v {
+                    redis::Value::BulkString(_) | redis::Value::SimpleString(_) => acknowledged += 1,
+                    redis::Value::ServerError(e) => return Err(self.classify(&e.into(), "XADD on")),
+                    other => {
+                        return Err(SinkError::Retryable(format!(
+                            "redis XADD on {}: unexpected reply {other:?} instead of an entry id",
+                            self.shown_uri
+                        )))
+                    }
+                }
+            }
+        }
+        if acknowledged != events.len() {
             return Err(SinkError::Retryable(format!(
-                "redis XADD on {}: {} replies for {} events",
+                "redis XADD on {}: {acknowledged} entry ids for {} events",
                 self.shown_uri,
-                ids.len(),
                 events.len()
             )));
         }

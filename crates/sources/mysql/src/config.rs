@@ -271,27 +271,16 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The DSN with its password replaced by `***`, for messages and logs.
+/// The DSN with its password replaced by `***`, for messages and logs: the
+/// config crate's redaction, shared by every component so that a password
+/// containing `/`, `@` or `#` is hidden the same way everywhere.
 ///
 /// ```
 /// use deltaforge_source_mysql::config::redact_dsn;
 /// assert_eq!(redact_dsn("mysql://u:secret@h:3306/db"), "mysql://u:***@h:3306/db");
 /// assert_eq!(redact_dsn("mysql://u@h/db"), "mysql://u@h/db");
 /// ```
-pub fn redact_dsn(dsn: &str) -> String {
-    let Some((scheme, rest)) = dsn.split_once("://") else { return "<unparseable DSN>".to_string() };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => dsn.to_string(),
-        },
-        None => dsn.to_string(),
-    }
-}
+pub use deltaforge_config::redact_dsn;
 
 /// One `tables` pattern. `%` matches any run of characters; a lone `*`
 /// matches any name. `_` is literal (table names often contain it).
@@ -390,6 +379,8 @@ mod tests {
         let err = parse_dsn("mysql://u:topsecret@h:99999/db").unwrap_err();
         assert!(err.contains("port") && !err.contains("topsecret"), "{err}");
         assert_eq!(redact_dsn("mysql://u:topsecret@h/db"), "mysql://u:***@h/db");
+        // A `/` in the password must not end the authority early.
+        assert!(!redact_dsn("mysql://u:top/secret@h/db").contains("secret"));
     }
 
     #[test]

@@ -22,6 +22,19 @@
 //! watermark's transaction, so they are checkpointed at its end like any
 //! other transaction.
 //!
+//! **Reset** (`DELETE /pipelines/{name}/checkpoint`): the reset stores as the
+//! new checkpoint the start of the oldest binlog the server still holds
+//! (first file of `SHOW BINARY LOGS`, position 4) with the GTID state before
+//! it (MariaDB: that file's GTID list; MySQL: `gtid_purged`), so the next
+//! start re-reads every transaction still on the server. This is what
+//! distinguishes a reset from a brand-new pipeline (or a checkpoint deleted
+//! offline), which starts at the current end. If that file is purged before
+//! the start, the start fails as for any purged checkpoint; reset again.
+//!
+//! **Checkpoint lag in bytes** ([`lag`]): the binlog bytes from the
+//! checkpoint's file/position to the server's current position, summed over
+//! `SHOW BINARY LOGS`, measured every few seconds on a separate connection.
+//!
 //! **What it refuses.** At start it checks `log_bin`, `binlog_format=ROW`,
 //! `binlog_row_image=FULL`, the REPLICATION SLAVE and REPLICATION CLIENT
 //! (MariaDB: BINLOG MONITOR) privileges, MariaDB's `log_bin_compress=OFF`
@@ -74,6 +87,7 @@
 pub mod config;
 pub mod decode;
 pub mod gtid;
+pub mod lag;
 #[cfg(test)]
 mod mysql8_tests;
 pub mod schema;

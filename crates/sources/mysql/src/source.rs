@@ -17,11 +17,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, OptsBuilder, SslOpts};
 use serde_json::Value;
 
-use deltaforge_core::{Event, PipelineClosed, Position, Source, SourceContext, SourceError, SourceMeta};
+use deltaforge_core::{Event, LagProbe, PipelineClosed, Position, Source, SourceContext, SourceError, SourceMeta};
 
 use crate::config::{matches_any, parse_dsn, redact_dsn, MysqlConfig, TablePattern, TlsMode};
 use crate::decode::TableDecoder;
 use crate::gtid::{parse_mariadb_gtid, MariaGtidState, MysqlGtidSet, MARIADB_GTID_EVENT};
+use crate::lag::BinlogLagProbe;
 use crate::schema::{self, TableSchema};
 
 /// Errors of the MySQL source, with their context. Each maps to a fatal or
@@ -115,7 +116,8 @@ const FATAL_SERVER_CODES: &[u16] = &[
 ];
 
 impl MysqlSourceError {
-    fn into_source_error(self) -> SourceError {
+    /// The pipeline's error kind for this error: fatal when retrying cannot help.
+    pub(crate) fn into_source_error(self) -> SourceError {
         if let MysqlSourceError::Snapshot(e) = self {
             return e;
         }
@@ -397,16 +399,71 @@ impl MysqlSource {
     }
 
     async fn binary_logs(&self, conn: &mut Conn) -> Result<Vec<String>> {
+        Ok(self.binary_log_sizes(conn).await?.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// `SHOW BINARY LOGS`: every binlog file the server holds, oldest
+    /// first, with its size in bytes (the last one's size is the server's
+    /// current position).
+    pub(crate) async fn binary_log_sizes(&self, conn: &mut Conn) -> Result<Vec<(String, u64)>> {
         let rows: Vec<mysql_async::Row> =
             conn.query("SHOW BINARY LOGS").await.map_err(self.server_err("SHOW BINARY LOGS"))?;
-        Ok(rows.into_iter().filter_map(|r| r.get::<String, _>(0)).collect())
+        Ok(rows.into_iter().filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1).unwrap_or(0)))).collect())
+    }
+
+    /// MariaDB: the GTID state at the start of binlog file `file` (its
+    /// GTID_LIST event), `None` when the file starts without one.
+    async fn gtid_list_of(&self, conn: &mut Conn, file: &str) -> Result<Option<MariaGtidState>> {
+        let rows: Vec<mysql_async::Row> = conn
+            .query(format!("SHOW BINLOG EVENTS IN '{}' LIMIT 6", file.replace('\'', "")))
+            .await
+            .map_err(self.server_err(format!("reading the GTID list of {file}")))?;
+        for row in rows {
+            let kind: Option<String> = row.get(2);
+            let text: Option<String> = row.get(5);
+            if kind.as_deref() != Some("Gtid_list") {
+                continue;
+            }
+            let list = text.unwrap_or_default();
+            let list = MariaGtidState::parse(list.trim().trim_start_matches('[').trim_end_matches(']'))
+                .map_err(|msg| self.setup_err(format!("unreadable GTID list of {file}: {msg}")))?;
+            return Ok(Some(list));
+        }
+        Ok(None)
+    }
+
+    /// The start of the oldest binlog the server holds, with the GTID
+    /// state before it (MariaDB: the file's GTID list; MySQL with GTIDs:
+    /// `gtid_purged`), so that a run started there by GTID or by
+    /// file/position reads every transaction still on the server.
+    async fn oldest_start(&self, conn: &mut Conn, info: &ServerInfo) -> Result<Position> {
+        let logs = self.binary_logs(conn).await?;
+        let oldest =
+            logs.first().ok_or_else(|| self.setup_err("SHOW BINARY LOGS lists no file: binary logging is off"))?;
+        let gtid_set = if info.mariadb {
+            self.gtid_list_of(conn, oldest).await?.map(|l| l.to_string())
+        } else if info.gtid_on {
+            conn.query_first::<String, _>("SELECT @@GLOBAL.gtid_purged")
+                .await
+                .map_err(self.server_err("reading gtid_purged"))?
+                .map(|g| g.chars().filter(|c| !c.is_whitespace()).collect())
+        } else {
+            None
+        };
+        // Every binlog file starts with its 4-byte magic number; events start at 4.
+        Ok(Position::Mysql {
+            file: oldest.as_str().into(),
+            pos: 4,
+            gtid_set: gtid_set.filter(|g| !g.is_empty()).map(Into::into),
+        })
     }
 
     fn purged_msg(&self, what: &str, oldest: Option<&str>) -> String {
         format!(
             "{what}{}. The changes after the checkpoint are no longer available from the server, so resuming would \
              silently skip them. Recover with `deltaforge checkpoints reset {}` (the source then starts at the current end \
-             of the binlog; re-snapshot the captured tables to fill the gap), and keep binlogs longer \
+             of the binlog; re-snapshot the captured tables to fill the gap), or with DELETE \
+             /pipelines/NAME/checkpoint (it then re-reads from the oldest binlog still held), and keep binlogs longer \
              (binlog_expire_logs_seconds / expire_logs_days) than the pipeline may be stopped",
             oldest.map(|o| format!(" (the oldest binlog on the server is now {o})")).unwrap_or_default(),
             self.cfg.id
@@ -457,6 +514,24 @@ impl Source for MysqlSource {
             tracing::error!(source = %self.source_id, "{e}");
             e
         })
+    }
+
+    /// Binlog bytes behind, on the probe's own connection (see [`crate::lag`]).
+    fn lag_probe(&self, _pipeline: &str) -> Option<Box<dyn LagProbe>> {
+        Some(Box::new(BinlogLagProbe::new(self.clone())))
+    }
+
+    /// The start of the oldest binlog the server holds (see the crate docs, "Reset").
+    async fn reset(self: Box<Self>, _pipeline: &str) -> std::result::Result<Option<Position>, SourceError> {
+        let start = async {
+            let mut conn = self.connect().await?;
+            let info = self.check_server(&mut conn).await?;
+            self.oldest_start(&mut conn, &info).await
+        }
+        .await
+        .map_err(MysqlSourceError::into_source_error)?;
+        tracing::info!(source = %self.source_id, start = %start, "checkpoint reset: the next start reads from the oldest binlog");
+        Ok(Some(start))
     }
 }
 
@@ -512,19 +587,7 @@ impl MysqlSource {
             // send after them): compare with the oldest file's starting state.
             let logs = self.binary_logs(&mut conn).await?;
             if let Some(oldest) = logs.first() {
-                let rows: Vec<mysql_async::Row> = conn
-                    .query(format!("SHOW BINLOG EVENTS IN '{}' LIMIT 6", oldest.replace('\'', "")))
-                    .await
-                    .map_err(self.server_err(format!("reading the GTID list of {oldest}")))?;
-                for row in rows {
-                    let kind: Option<String> = row.get(2);
-                    let text: Option<String> = row.get(5);
-                    if kind.as_deref() != Some("Gtid_list") {
-                        continue;
-                    }
-                    let list = text.unwrap_or_default();
-                    let list = MariaGtidState::parse(list.trim().trim_start_matches('[').trim_end_matches(']'))
-                        .map_err(|msg| self.setup_err(format!("unreadable GTID list of {oldest}: {msg}")))?;
+                if let Some(list) = self.gtid_list_of(&mut conn, oldest).await? {
                     if let Some(gap) = maria.gap_before(&list.gtids()) {
                         return Err(MysqlSourceError::Purged {
                             id: self.cfg.id.clone(),

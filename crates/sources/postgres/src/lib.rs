@@ -62,6 +62,21 @@
 //! already recorded for that position is reused, so replays do not append
 //! duplicates.
 //!
+//! **Checkpoint lag in bytes** ([`lag`]): `pg_current_wal_lsn()` minus the
+//! checkpoint LSN (before the first checkpoint: minus the slot's
+//! `confirmed_flush_lsn`), measured every few seconds on a separate,
+//! non-streaming replication session.
+//!
+//! **Reset** (`DELETE /pipelines/{name}/checkpoint`): a slot cannot rewind,
+//! so the reset drops the pipeline's slot ([`setup::drop_slot`], waiting a
+//! few seconds for the stopped run's walsender to let go) and the checkpoint
+//! is deleted; the next start finds neither and creates a new slot at the
+//! server's current position. Changes committed before that are not read
+//! again from the WAL; instead, with no checkpoint, the snapshot ignores its
+//! progress records and reads the matched tables again (unless
+//! `snapshot.mode: never`). A slot held by another client makes the reset
+//! fail (409) with nothing deleted.
+//!
 //! This crate must never report a position to the server that has not been
 //! made durable, and never start reading from a position other than the
 //! checkpoint (or, with no checkpoint, the slot's own position).
@@ -69,6 +84,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod lag;
 pub mod pgoutput;
 pub mod setup;
 pub mod snapshot;
@@ -82,13 +98,18 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use deltaforge_core::schema::fingerprint;
 use deltaforge_core::snapshot::{PendingProgress, ProgressWriter, Watermark, WatermarkKind};
-use deltaforge_core::{Columns, Event, Lsn, Op, Position, Row, Source, SourceContext, SourceError, SourceMeta};
+use deltaforge_core::{
+    Columns, Event, LagProbe, Lsn, Op, Position, Row, Source, SourceContext, SourceError, SourceMeta,
+};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 pub use config::{Dsn, PostgresConfig, TablePattern};
 use pgoutput::{Message, TupleValue};
 use transport::{PgWire, SessionParams, Severity, Transport, TransportError, WireEvent};
+
+/// How long a reset waits for the stopped run's walsender to release the slot.
+const RESET_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01, in ms.
 const PG_EPOCH_MS: i64 = 946_684_800_000;
@@ -112,6 +133,16 @@ impl PostgresSource {
         let patterns = cfg.patterns().map_err(SourceError::Fatal)?;
         let source_id = cfg.id.clone().into();
         Ok(PostgresSource { cfg, dsn, patterns, source_id })
+    }
+
+    /// Session settings for the slot and publication of `pipeline`.
+    fn session(&self, pipeline: &str, start_lsn: u64) -> SessionParams {
+        SessionParams {
+            slot: self.cfg.slot_name(pipeline),
+            publication: self.cfg.publication_name(pipeline),
+            start_lsn,
+            status_interval: Duration::from_secs(self.cfg.status_interval_secs),
+        }
     }
 }
 
@@ -139,12 +170,7 @@ impl Source for PostgresSource {
                 )))
             }
         };
-        let params = SessionParams {
-            slot: slot.clone(),
-            publication: publication.clone(),
-            start_lsn: resume.map_or(0, |r| r.lsn),
-            status_interval: Duration::from_secs(self.cfg.status_interval_secs),
-        };
+        let params = self.session(&ctx.pipeline, resume.map_or(0, |r| r.lsn));
         let mut wire = PgWire::connect(&self.dsn, &params).await.map_err(source_error)?;
         let plan = setup::Plan {
             source_id: &self.cfg.id,
@@ -199,6 +225,25 @@ impl Source for PostgresSource {
         });
         streamer.progress = Some(progress_tx);
         streamer.run(&mut wire, ctx).await
+    }
+
+    /// WAL bytes behind, on the probe's own session (see [`lag`]).
+    fn lag_probe(&self, pipeline: &str) -> Option<Box<dyn LagProbe>> {
+        Some(Box::new(lag::WalLagProbe::new(self.dsn.clone(), self.session(pipeline, 0))))
+    }
+
+    /// Drops the pipeline's replication slot (see the crate docs, "Reset").
+    async fn reset(self: Box<Self>, pipeline: &str) -> Result<Option<Position>, SourceError> {
+        let params = self.session(pipeline, 0);
+        let mut wire = PgWire::connect(&self.dsn, &params).await.map_err(source_error)?;
+        let existed = setup::drop_slot(&mut wire, &params.slot, RESET_SLOT_WAIT).await?;
+        tracing::info!(
+            source = %self.source_id,
+            slot = %params.slot,
+            existed,
+            "checkpoint reset: the next start creates a new slot at the server's current position"
+        );
+        Ok(None)
     }
 }
 

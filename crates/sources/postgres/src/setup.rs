@@ -6,7 +6,10 @@
 //! created only on a first start (no checkpoint); a checkpoint whose slot is
 //! missing, invalidated, or already past the checkpoint stops the pipeline
 //! with an error that says what happened and how to recover. It must never
-//! drop or advance a slot, and never alter an existing publication.
+//! advance a slot, never alter an existing publication, and drop a slot only
+//! in [`drop_slot`], which only an operator's checkpoint reset calls.
+
+use std::time::{Duration, Instant};
 
 use deltaforge_core::{Lsn, SourceError};
 
@@ -34,13 +37,45 @@ pub struct Plan<'a> {
 }
 
 /// A SQL string literal.
-fn literal(s: &str) -> String {
+pub(crate) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// A SQL identifier, always quoted.
 fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Drops replication slot `slot` for a checkpoint reset: a slot cannot
+/// rewind, so starting over means a new slot (created by the next run,
+/// which finds no checkpoint). Returns whether the slot existed.
+///
+/// A slot still held by a walsender whose client just went away (the
+/// stopped run) is retried until `wait` passes; a slot held longer is in use
+/// by someone else and is left alone (retryable error).
+pub async fn drop_slot<T: Transport>(t: &mut T, slot: &str, wait: Duration) -> Result<bool, SourceError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match t.query(&format!("DROP_REPLICATION_SLOT {slot}")).await {
+            Ok(_) => {
+                tracing::info!(slot, "dropped replication slot (checkpoint reset)");
+                return Ok(true);
+            }
+            // undefined_object: already gone (e.g. a reset repeated after a partial failure).
+            Err(e) if e.sqlstate.as_deref() == Some("42704") => return Ok(false),
+            // object_in_use: the walsender of the stopped run may not have exited yet.
+            Err(e) if e.sqlstate.as_deref() == Some("55006") => {
+                if Instant::now() >= deadline {
+                    return Err(SourceError::Retryable(format!(
+                        "replication slot {slot:?} is still in use after {wait:?} (another DeltaForge instance or \
+                         another client streams from it); stop that client and retry: {e}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(source_error(e)),
+        }
+    }
 }
 
 /// Ensures the publication and slot are usable, creating them when allowed.
