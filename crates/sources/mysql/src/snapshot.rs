@@ -35,7 +35,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deltaforge_core::snapshot::{
     key_string, PendingProgress, ReadKind, SnapshotConfig, SnapshotMetrics, SnapshotMode, SnapshotStore, TableProgress,
@@ -53,8 +53,6 @@ use crate::schema;
 
 /// How often pending backfill requests are looked for.
 const BACKFILL_POLL: Duration = Duration::from_secs(1);
-/// Minimum time between two progress log lines of one table.
-const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// A backquoted identifier.
 fn ident(s: &str) -> String {
@@ -433,7 +431,7 @@ impl Worker {
     /// the table is dropped (`false`).
     async fn read(self, mut job: Job) -> Result<bool, SourceError> {
         let mut conn = session(&self.connect).await?;
-        let (mut last_log, started) = (Instant::now(), Instant::now());
+        let mut log = deltaforge_core::snapshot::ProgressLog::default();
         tracing::info!(source = %self.source_id, table = %job.table, kind = ?job.progress.kind,
             rows_done = job.progress.rows_done, rows_total_estimate = ?job.progress.rows_total_estimate, "snapshot: reading table");
         loop {
@@ -474,13 +472,7 @@ impl Worker {
             }
             job.progress = next;
             let done = job.progress.state == TableState::Done;
-            if done || last_log.elapsed() >= LOG_EVERY {
-                last_log = Instant::now();
-                let rate = job.progress.rows_done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                tracing::info!(source = %self.source_id, table = %job.table, rows_done = job.progress.rows_done,
-                    rows_total_estimate = ?job.progress.rows_total_estimate, chunks = job.progress.chunk,
-                    rows_per_sec = rate as u64, done, "snapshot progress");
-            }
+            log.chunk(&self.source_id, &job.table, &job.progress);
             if done {
                 return Ok(true);
             }

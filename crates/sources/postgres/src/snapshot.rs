@@ -49,7 +49,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deltaforge_core::snapshot::{
     key_string, ReadKind, SnapshotConfig, SnapshotMetrics, SnapshotMode, SnapshotStore, TableProgress, TableState,
@@ -68,8 +68,6 @@ pub const WATERMARK_PREFIX: &str = "deltaforge-watermark";
 
 /// How often pending backfill requests are looked for.
 const BACKFILL_POLL: Duration = Duration::from_secs(1);
-/// Minimum time between two progress log lines of one table.
-const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// A SQL string literal.
 fn literal(s: &str) -> String {
@@ -549,8 +547,7 @@ impl Worker {
     /// the table is dropped (`false`).
     async fn read(self, mut job: Job) -> Result<bool, SourceError> {
         let client = connect(&self.dsn).await?;
-        let mut last_log = Instant::now();
-        let started = Instant::now();
+        let mut log = deltaforge_core::snapshot::ProgressLog::default();
         tracing::info!(source = %self.source_id, table = %job.table, kind = ?job.progress.kind,
             rows_done = job.progress.rows_done, rows_total_estimate = ?job.progress.rows_total_estimate,
             "snapshot: reading table");
@@ -611,13 +608,7 @@ impl Worker {
                 Err(_) => return Ok(false),
             }
             let done = job.progress.state == TableState::Done;
-            if done || last_log.elapsed() >= LOG_EVERY {
-                last_log = Instant::now();
-                let rate = job.progress.rows_done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                tracing::info!(source = %self.source_id, table = %job.table, rows_done = job.progress.rows_done,
-                    rows_total_estimate = ?job.progress.rows_total_estimate, chunks = job.progress.chunk,
-                    rows_per_sec = rate as u64, done, "snapshot progress");
-            }
+            log.chunk(&self.source_id, &job.table, &job.progress);
             if done {
                 return Ok(true);
             }
