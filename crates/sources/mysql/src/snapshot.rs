@@ -28,6 +28,11 @@
 //! read) and rows are matched by their whole image, so such tables must fit
 //! in memory. A table is never skipped silently.
 //!
+//! Binlog retention: the binlog is streamed during the whole snapshot, and a
+//! server does not purge the file a replica is reading; a checkpoint whose
+//! binlog was purged while the pipeline was down stops the source at start
+//! with the purge error (see the crate docs), never a silent gap.
+//!
 //! This module must never lock a table, never hold a transaction across
 //! chunks and never store progress itself (the stream hands each chunk's
 //! record to the progress writer with the durable position it needs).
