@@ -140,6 +140,7 @@ pub fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<ApiS
         ("/pipelines/{name}/stop", &["post"], post(stop)),
         ("/pipelines/{name}/start", &["post"], post(start)),
         ("/pipelines/{name}/checkpoint", &["get", "delete"], get(checkpoint).delete(reset_checkpoint)),
+        ("/pipelines/{name}/backfill", &["post"], post(backfill)),
         ("/pipelines/{name}/schemas", &["get"], get(schemas)),
         ("/pipelines/{name}/schemas/{db}/{table}/versions", &["get"], get(schema_versions)),
     ]
@@ -330,6 +331,16 @@ async fn reset_checkpoint(
         "pipeline": reset.pipeline,
         "note": note,
     })))
+}
+
+async fn backfill(
+    State(st): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let name = path(name)?;
+    let text = body_text(body)?;
+    Ok((StatusCode::ACCEPTED, Json(st.manager.backfill(&name, &text).await?)).into_response())
 }
 
 async fn schemas(State(st): State<ApiState>, name: Result<Path<String>, PathRejection>) -> ApiResult<Json<Value>> {

@@ -3,7 +3,8 @@
 //! metrics endpoint.
 //!
 //! * [`manager`] owns every pipeline's spec and supervised task, and the
-//!   commands (create/replace/delete, start/stop/pause/resume, checkpoint reset).
+//!   commands (create/replace/delete, start/stop/pause/resume, checkpoint reset);
+//!   [`backfill`] queues on-demand backfills for the running source.
 //! * [`lease`] makes each pipeline run on exactly one instance when the
 //!   storage is shared, and fences checkpoint writes of an instance that
 //!   lost its lease.
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod backfill;
 pub mod lease;
 pub mod manager;
 pub mod metrics;

@@ -21,6 +21,8 @@
 //! | `deltaforge_checkpoint_lag_seconds` | gauge | pipeline | coordinator (every second; 0 while idle) |
 //! | `deltaforge_checkpoint_lag_bytes` | gauge | pipeline | coordinator, from the source's lag probe (every 2 s; 0 for sources without a server log) |
 //! | `deltaforge_pipeline_status` | gauge | pipeline, state | manager (1 for the current state, 0 for the others) |
+//! | `deltaforge_snapshot_rows_total` | counter | pipeline, table | database sources (`r` rows emitted by snapshots and backfills) |
+//! | `deltaforge_snapshot_tables_remaining` | gauge | pipeline | database sources (tables left to read) |
 //!
 //! **Contract for database sources:** `deltaforge_checkpoint_lag_bytes{pipeline}`
 //! is the source server's current log position minus the durable checkpoint
@@ -88,6 +90,8 @@ fn describe() {
         "Source server's current log position minus the checkpoint position (WAL or binlog bytes)."
     );
     describe_gauge!("deltaforge_pipeline_status", "1 for the pipeline's current state, 0 for the others.");
+    describe_counter!("deltaforge_snapshot_rows_total", "Rows emitted as op r by snapshots and backfills.");
+    describe_gauge!("deltaforge_snapshot_tables_remaining", "Tables still to be read by snapshots and backfills.");
 }
 
 /// The `/metrics` router.

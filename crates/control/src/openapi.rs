@@ -104,6 +104,29 @@ pub fn document() -> Value {
                 "get": { "summary": "The stored checkpoint: position, per-sink positions, written-at, lag", "parameters": [name_param()], "responses": ok("Checkpoint (position null when none)", json!({ "$ref": "#/components/schemas/Checkpoint" }), &["400", "401", "404", "503"]) },
                 "delete": { "summary": "Reset: stop the pipeline if running, prepare the source's server (PostgreSQL: drop the slot; MySQL: oldest binlog) and delete its checkpoint; the next start re-reads from the beginning", "parameters": [name_param()], "responses": ok("Reset", json!({ "type": "object", "properties": { "deleted": { "type": "boolean" }, "start_position": { "type": "object", "nullable": true }, "pipeline": { "$ref": "#/components/schemas/Pipeline" }, "note": { "type": "string" } } }), &["400", "401", "404", "409", "503"]) }
             },
+            "/pipelines/{name}/backfill": {
+                "post": {
+                    "summary": "Re-read tables (optionally only rows matching a SQL condition) while streaming continues",
+                    "parameters": [name_param()],
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": {
+                            "type": "object",
+                            "required": ["tables"],
+                            "additionalProperties": false,
+                            "properties": {
+                                "tables": { "type": "array", "minItems": 1, "items": { "type": "string", "description": "schema.table, matched by the source's `tables`" } },
+                                "where": { "type": "string", "description": "SQL condition (no `;`), run by the source in a read-only transaction" }
+                            }
+                        } } }
+                    },
+                    "responses": {
+                        "202": { "description": "Queued; the source starts it within a second", "content": { "application/json": { "schema": { "type": "object" } } } },
+                        "400": error_responses(&["400"])["400"], "401": error_responses(&["401"])["401"], "404": error_responses(&["404"])["404"],
+                        "413": error_responses(&["413"])["413"], "503": error_responses(&["503"])["503"]
+                    }
+                }
+            },
             "/pipelines/{name}/schemas": {
                 "get": { "summary": "Tables with schema history (tenant of the pipeline)", "parameters": [name_param()], "responses": ok("Tables", json!({ "type": "object" }), &["400", "401", "404", "503"]) }
             },

@@ -274,6 +274,7 @@ impl Pipeline {
             durable: durable_rx,
             shutdown: source_stop.clone(),
             schemas,
+            snapshots: crate::snapshot::SnapshotStore::new(storage.clone(), name.clone()),
         };
         let mut source_task: Option<JoinHandle<Result<(), SourceError>>> = Some(tokio::spawn(source.run(ctx)));
 

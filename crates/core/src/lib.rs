@@ -1,6 +1,8 @@
 //! DeltaForge's core: the event model, positions, the component traits
 //! (source, processor, sink), batching, the commit policy, the checkpoint
-//! store, the schema registry and the coordinator that ties them together.
+//! store, the schema registry, the source-agnostic snapshot machinery
+//! ([`snapshot`]: config, progress records, DBLog window reconciliation) and
+//! the coordinator that ties them together.
 //!
 //! This crate owns the delivery invariant: no checkpoint, and no position
 //! reported to a source server, ever passes an event that the commit
@@ -17,6 +19,7 @@ pub mod position;
 pub mod processor;
 pub mod schema;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 
 pub use batch::{Batch, BatchConfig, Batcher};
@@ -29,4 +32,5 @@ pub use position::{Lsn, Position};
 pub use processor::{Processor, ProcessorError};
 pub use schema::{SchemaRegistry, SchemaVersion};
 pub use sink::{RejectedEvent, Sink, SinkError};
+pub use snapshot::{SnapshotConfig, SnapshotMode, SnapshotStore};
 pub use source::{ChunkSender, Commit, LagProbe, PipelineClosed, Source, SourceChunk, SourceContext, SourceError};

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::Event;
 use crate::position::Position;
 use crate::schema::SchemaRegistry;
+use crate::snapshot::SnapshotStore;
 
 /// A run of events handed from a source to the coordinator, with the
 /// transaction commits that fall inside it.
@@ -130,6 +131,9 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// Schema history of this pipeline's tenant.
     pub schemas: SchemaRegistry,
+    /// Snapshot progress and backfill requests of this pipeline (see
+    /// [`crate::snapshot`]).
+    pub snapshots: SnapshotStore,
 }
 
 /// Errors that end a source's run.

@@ -379,6 +379,22 @@ pub fn delete_sqlite_checkpoint(db: &Path, source_id: &str) -> bool {
         == 1
 }
 
+/// The value of a Slot record in a SQLite storage file (`slots` table), as
+/// JSON, e.g. a snapshot progress record (`snapshots`,
+/// `{pipeline}/{schema.table}`). `None` when absent.
+pub fn sqlite_slot(db: &Path, namespace: &str, key: &str) -> Option<Value> {
+    if !db.exists() {
+        return None;
+    }
+    let conn = rusqlite::Connection::open(db).expect("open storage");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.query_row("SELECT value FROM slots WHERE namespace = ?1 AND key = ?2", [namespace, key], |r| {
+        r.get::<_, String>(0)
+    })
+    .ok()
+    .map(|v| serde_json::from_str(&v).expect("slot JSON"))
+}
+
 /// A suffix unique to this process and moment (`{pid}x{nanos}`: ASCII
 /// digits and `x` only), for table, topic, stream, subject and slot names
 /// that must not collide with other tests running against the same

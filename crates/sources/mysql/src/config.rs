@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use deltaforge_core::SnapshotConfig;
 use serde::Deserialize;
 
 /// Server flavour: chosen automatically from the version string, or forced.
@@ -83,6 +84,16 @@ pub struct MysqlConfig {
     /// Connection timeout in seconds (default 10).
     #[serde(default = "ten")]
     pub connect_timeout_secs: u64,
+    /// Snapshot of the matched tables (`mode`, `chunk_size`,
+    /// `max_parallel_tables`); see [`crate::snapshot`].
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// The table the snapshot writes its watermarks to, `db.table`
+    /// (default `deltaforge_watermarks` in the DSN's database). Created when
+    /// missing; the user needs CREATE (once), SELECT, INSERT and UPDATE on
+    /// it. It must not be matched by `tables`.
+    #[serde(default)]
+    pub watermark_table: Option<String>,
 }
 
 fn yes() -> bool {
@@ -120,6 +131,17 @@ impl MysqlConfig {
         if self.connect_timeout_secs == 0 {
             return Err(("connect_timeout_secs".into(), "must be at least 1".into()));
         }
+        self.snapshot.check()?;
+        if let Some(w) = &self.watermark_table {
+            let ok = w.split_once('.').is_some_and(|(d, t)| {
+                [d, t]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            });
+            if !ok {
+                return Err(("watermark_table".into(), "must be `db.table` (letters, digits, `_` and `$`)".into()));
+            }
+        }
         if self.tls.ca_file.is_some() && self.tls.mode == TlsMode::Disabled {
             return Err((
                 "tls.ca_file".into(),
@@ -134,6 +156,15 @@ impl MysqlConfig {
     /// of the small ids operators give their servers).
     pub fn effective_server_id(&self) -> u32 {
         self.server_id.unwrap_or_else(|| derive_server_id(&self.id))
+    }
+
+    /// The watermark table as `(db, table)`: the configured one, or
+    /// `deltaforge_watermarks` in the DSN's database (`None` when neither).
+    pub fn watermark_table(&self) -> Option<(String, String)> {
+        match &self.watermark_table {
+            Some(w) => w.split_once('.').map(|(d, t)| (d.to_string(), t.to_string())),
+            None => parse_dsn(&self.dsn).ok()?.db.map(|d| (d, "deltaforge_watermarks".to_string())),
+        }
     }
 
     /// The table patterns (validated by [`check`](Self::check)).

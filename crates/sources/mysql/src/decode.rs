@@ -559,3 +559,115 @@ mod tests {
         assert_eq!(plain(&Kind::Decimal, &MyValue::Bytes(b"-1.50".to_vec())).unwrap(), json!("-1.50"));
     }
 }
+
+/// The fractional-seconds precision in a `COLUMN_TYPE` such as `datetime(3)`.
+fn declared_fsp(column_type: &str) -> u8 {
+    column_type
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .and_then(|(n, _)| n.trim().parse::<u8>().ok())
+        .unwrap_or(0)
+        .min(6)
+}
+
+impl Kind {
+    /// The value mapping of a catalogue column, for rows read by the
+    /// snapshot (the binlog path builds kinds from TABLE_MAP events).
+    pub fn from_column(c: &crate::schema::ColumnInfo) -> Kind {
+        let labels = || -> Arc<[String]> { c.labels.clone().into() };
+        match c.data_type.as_str() {
+            "tinyint" => Kind::Int { bits: 8, unsigned: c.unsigned },
+            "smallint" => Kind::Int { bits: 16, unsigned: c.unsigned },
+            "mediumint" => Kind::Int { bits: 24, unsigned: c.unsigned },
+            "int" | "integer" => Kind::Int { bits: 32, unsigned: c.unsigned },
+            "bigint" => Kind::Int { bits: 64, unsigned: c.unsigned },
+            "float" => Kind::Float,
+            "double" | "real" => Kind::Double,
+            "decimal" | "numeric" => Kind::Decimal,
+            "bit" => Kind::Bit,
+            "enum" => Kind::Enum(labels()),
+            "set" => Kind::Set(labels()),
+            "year" => Kind::Year,
+            "date" => Kind::Date,
+            "time" => Kind::Time(declared_fsp(&c.column_type)),
+            "datetime" => Kind::DateTime(declared_fsp(&c.column_type)),
+            "timestamp" => Kind::Timestamp(declared_fsp(&c.column_type)),
+            "json" => Kind::JsonText,
+            _ if c.json => Kind::JsonText,
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
+            | "geometrycollection" => Kind::Geometry,
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Kind::Binary,
+            _ => match c.charset.as_deref() {
+                None => Kind::Binary,
+                Some(cs) if cs.eq_ignore_ascii_case("binary") => Kind::Binary,
+                // The snapshot connection receives text in utf8mb4.
+                Some(_) => Kind::Text(Charset::Utf8),
+            },
+        }
+    }
+}
+
+/// Maps a value read by the snapshot (binary protocol, session time zone
+/// UTC, utf8mb4) to the JSON the binlog path produces for the same value,
+/// so that a chunk row and a streamed row compare equal.
+pub fn snapshot_value(kind: &Kind, v: &MyValue) -> Result<Value, String> {
+    Ok(match (kind, v) {
+        (_, MyValue::NULL) => Value::Null,
+        (Kind::Int { .. } | Kind::Year, MyValue::Int(i)) => Value::Number((*i).into()),
+        (Kind::Int { .. } | Kind::Year, MyValue::UInt(u)) => Value::Number((*u).into()),
+        (Kind::Year, MyValue::Bytes(b)) => Value::Number(
+            std::str::from_utf8(b).ok().and_then(|s| s.parse::<u64>().ok()).ok_or("bad YEAR value")?.into(),
+        ),
+        (Kind::Enum(_) | Kind::Set(_) | Kind::Text(_), MyValue::Bytes(b)) => {
+            Value::String(String::from_utf8_lossy(b).into_owned())
+        }
+        (Kind::Timestamp(fsp), MyValue::Date(y, mo, d, h, mi, s, us)) => {
+            Value::String(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}Z", frac(*us, *fsp)))
+        }
+        (Kind::Timestamp(fsp), MyValue::Bytes(b)) if b.starts_with(b"0000-00-00") => {
+            Value::String(format!("0000-00-00T00:00:00{}Z", frac(0, *fsp)))
+        }
+        _ => plain(kind, v)?,
+    })
+}
+
+#[cfg(test)]
+mod snapshot_value_tests {
+    use super::*;
+
+    fn col(data_type: &str, column_type: &str) -> crate::schema::ColumnInfo {
+        crate::schema::ColumnInfo {
+            name: "c".into(),
+            data_type: data_type.into(),
+            column_type: column_type.into(),
+            unsigned: column_type.contains("unsigned"),
+            nullable: true,
+            charset: None,
+            json: false,
+            labels: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn snapshot_values_match_the_binlog_forms() {
+        let k = Kind::from_column(&col("bigint", "bigint(20) unsigned"));
+        assert_eq!(snapshot_value(&k, &MyValue::UInt(u64::MAX)).unwrap(), serde_json::json!(u64::MAX));
+        let k = Kind::from_column(&col("datetime", "datetime(3)"));
+        assert_eq!(
+            snapshot_value(&k, &MyValue::Date(2024, 1, 2, 3, 4, 5, 678_000)).unwrap(),
+            serde_json::json!("2024-01-02T03:04:05.678")
+        );
+        let k = Kind::from_column(&col("timestamp", "timestamp"));
+        assert_eq!(
+            snapshot_value(&k, &MyValue::Date(2024, 1, 2, 3, 4, 5, 0)).unwrap(),
+            serde_json::json!("2024-01-02T03:04:05Z")
+        );
+        let k = Kind::from_column(&col("enum", "enum('a','b')"));
+        assert_eq!(snapshot_value(&k, &MyValue::Bytes(b"b".to_vec())).unwrap(), serde_json::json!("b"));
+        let k = Kind::from_column(&col("decimal", "decimal(12,2)"));
+        assert_eq!(snapshot_value(&k, &MyValue::Bytes(b"1.50".to_vec())).unwrap(), serde_json::json!("1.50"));
+        let k = Kind::from_column(&col("varbinary", "varbinary(4)"));
+        assert_eq!(snapshot_value(&k, &MyValue::Bytes(vec![0, 1])).unwrap(), serde_json::json!("AAE="));
+        assert_eq!(snapshot_value(&k, &MyValue::NULL).unwrap(), Value::Null);
+    }
+}

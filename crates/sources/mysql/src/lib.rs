@@ -16,7 +16,11 @@
 //! at the current end of the binlog (`SHOW MASTER STATUS` /
 //! `SHOW BINARY LOG STATUS`), and that start position is committed at once
 //! so that a restart never skips what happened in between. Existing rows are
-//! not read: initial snapshots are a separate feature.
+//! read by the snapshot ([`snapshot`]: `snapshot.mode`, default `initial`),
+//! chunk by chunk between watermark rows while the binlog streams; the
+//! remaining chunk rows are emitted as op `r` events inside the high
+//! watermark's transaction, so they are checkpointed at its end like any
+//! other transaction.
 //!
 //! **Reset** (`DELETE /pipelines/{name}/checkpoint`): the reset stores as the
 //! new checkpoint the start of the oldest binlog the server still holds
@@ -99,7 +103,8 @@
 //! Binlog types are imported through `mysql_async::binlog` only (a direct
 //! `mysql_common` dependency could resolve to another version).
 //!
-//! This crate must never write to the server, never log or return the DSN's
+//! This crate must never write to the server except the snapshot's own
+//! watermark row (`watermark_table`), never log or return the DSN's
 //! password (see [`config::redact_dsn`]), and never report a position that
 //! is not the end of a transaction.
 
@@ -110,6 +115,7 @@ pub mod lag;
 #[cfg(test)]
 mod mysql8_tests;
 pub mod schema;
+pub mod snapshot;
 mod source;
 #[cfg(test)]
 mod tablemap_tests;

@@ -99,6 +99,9 @@ pub enum MysqlSourceError {
     /// The pipeline stopped accepting events.
     #[error(transparent)]
     Closed(#[from] PipelineClosed),
+    /// The snapshot reader failed (its error keeps its kind).
+    #[error("snapshot: {0}")]
+    Snapshot(SourceError),
 }
 
 /// Server error codes that retrying cannot fix.
@@ -115,6 +118,9 @@ const FATAL_SERVER_CODES: &[u16] = &[
 impl MysqlSourceError {
     /// The pipeline's error kind for this error: fatal when retrying cannot help.
     pub(crate) fn into_source_error(self) -> SourceError {
+        if let MysqlSourceError::Snapshot(e) = self {
+            return e;
+        }
         let fatal = match &self {
             MysqlSourceError::Config { .. }
             | MysqlSourceError::Setup { .. }
@@ -125,7 +131,10 @@ impl MysqlSourceError {
                 mysql_async::Error::Url(_) => true,
                 _ => false,
             },
-            MysqlSourceError::Silent { .. } | MysqlSourceError::Registry { .. } | MysqlSourceError::Closed(_) => false,
+            MysqlSourceError::Silent { .. }
+            | MysqlSourceError::Registry { .. }
+            | MysqlSourceError::Closed(_)
+            | MysqlSourceError::Snapshot(_) => false,
         };
         if fatal {
             SourceError::Fatal(self.to_string())
@@ -508,6 +517,8 @@ struct Run<'a> {
     schema_cache: HashMap<(String, String, u64), Arc<TableSchema>>,
     /// Collation ids to charsets, for TABLE_MAP metadata.
     collations: schema::Collations,
+    /// The snapshot reader's link and the open watermark windows.
+    snap: Option<crate::snapshot::StreamSide>,
 }
 
 #[async_trait]
@@ -699,11 +710,24 @@ impl MysqlSource {
             pending_ddl: HashMap::new(),
             schema_cache: HashMap::new(),
             collations,
+            snap: None,
         };
+        run.snap = self.start_snapshot(&run.ctx, run.info.mariadb, fresh)?;
         let silence = hb * 3 + Duration::from_secs(2);
         loop {
             if run.ctx.shutdown.is_cancelled() {
                 break;
+            }
+            let polled = run.snap.as_mut().map(|s| s.outcome.try_recv());
+            let outcome = match polled {
+                Some(Ok(r)) => Some(Some(r)),
+                Some(Err(tokio::sync::oneshot::error::TryRecvError::Closed)) => Some(None),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                if run.reader_finished(outcome)? {
+                    break;
+                }
             }
             let next = match stream.next().now_or_never() {
                 Some(n) => n,
@@ -711,6 +735,12 @@ impl MysqlSource {
                     run.ctx.sender.flush().await?;
                     tokio::select! {
                         n = stream.next() => n,
+                        outcome = reader_outcome(&mut run.snap) => {
+                            if run.reader_finished(outcome)? {
+                                break;
+                            }
+                            continue;
+                        }
                         _ = run.ctx.shutdown.cancelled() => break,
                         _ = tokio::time::sleep(silence) => {
                             return Err(MysqlSourceError::Silent { id: self.cfg.id.clone(), dsn: self.dsn_shown.clone(), secs: silence.as_secs() });
@@ -734,6 +764,75 @@ impl MysqlSource {
         }
         run.ctx.sender.flush().await?;
         Ok(())
+    }
+}
+
+/// Waits for the snapshot reader's end (forever when there is none).
+async fn reader_outcome(
+    snap: &mut Option<crate::snapshot::StreamSide>,
+) -> Option<std::result::Result<bool, SourceError>> {
+    match snap {
+        Some(side) => (&mut side.outcome).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+impl MysqlSource {
+    /// Starts the progress writer and the snapshot reader (which also serves
+    /// backfills, so it runs in every mode).
+    fn start_snapshot(
+        &self,
+        ctx: &SourceContext,
+        mariadb: bool,
+        fresh: bool,
+    ) -> Result<Option<crate::snapshot::StreamSide>> {
+        use deltaforge_core::snapshot::{ProgressWriter, SnapshotMode};
+        let Some(wm) = self.cfg.watermark_table() else {
+            if self.cfg.snapshot.mode == SnapshotMode::Never {
+                tracing::warn!(source = %self.source_id, "no database in the dsn and no `watermark_table`: backfills are unavailable");
+                return Ok(None);
+            }
+            return Err(MysqlSourceError::Config {
+                id: self.cfg.id.clone(),
+                msg: "the snapshot needs a watermark table: set `watermark_table: db.table`, or name a database in                       the dsn (or set snapshot.mode: never)"
+                    .into(),
+            });
+        };
+        if matches_any(&self.patterns, &wm.0, &wm.1) {
+            return Err(MysqlSourceError::Config {
+                id: self.cfg.id.clone(),
+                msg: format!(
+                    "the watermark table {}.{} is matched by `tables`; exclude it or set `watermark_table`",
+                    wm.0, wm.1
+                ),
+            });
+        }
+        let (writer, progress_tx) = ProgressWriter::new(ctx.snapshots.clone(), ctx.durable.clone());
+        let (stored_tx, stored_rx) = tokio::sync::mpsc::unbounded_channel();
+        let source_id = self.source_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.notify(stored_tx).run().await {
+                tracing::error!(source = %source_id, error = %e, "storing snapshot progress failed");
+            }
+        });
+        let me = self.clone();
+        let connect: crate::snapshot::Connector = Arc::new(move || {
+            let me = me.clone();
+            Box::pin(async move { me.connect().await.map_err(MysqlSourceError::into_source_error) })
+        });
+        let reader = crate::snapshot::Reader {
+            cfg: self.cfg.snapshot.clone(),
+            connect,
+            watermark_table: wm,
+            patterns: self.patterns.clone(),
+            mariadb,
+            source_id: self.source_id.clone(),
+            pipeline: ctx.pipeline.clone(),
+            store: ctx.snapshots.clone(),
+            fresh,
+            stored: stored_rx,
+        };
+        Ok(Some(reader.spawn(progress_tx)))
     }
 }
 
@@ -978,7 +1077,115 @@ impl Run<'_> {
         }
         let position = Position::Mysql { file: self.file.clone(), pos: end, gtid_set: self.gtid_string() };
         self.tx = TxState::default();
-        self.ctx.sender.commit(position).await?;
+        self.ctx.sender.commit(position.clone()).await?;
+        if let Some(side) = self.snap.as_mut() {
+            for (table, progress) in side.to_commit.drain(..) {
+                let _ = side.progress.send(deltaforge_core::snapshot::PendingProgress {
+                    position: position.clone(),
+                    table,
+                    progress,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the snapshot reader's end: true when the source must stop.
+    fn reader_finished(&mut self, outcome: Option<std::result::Result<bool, SourceError>>) -> Result<bool> {
+        self.snap = None;
+        match outcome {
+            Some(Ok(stop)) => Ok(stop),
+            Some(Err(e)) => Err(MysqlSourceError::Snapshot(e)),
+            None => Err(MysqlSourceError::Snapshot(SourceError::Retryable(
+                "the snapshot reader stopped unexpectedly".into(),
+            ))),
+        }
+    }
+
+    /// A row change of the watermark table: this run's watermarks open and
+    /// close windows; the high one emits the chunk's remaining rows as `r`
+    /// events inside its own transaction.
+    async fn watermark(&mut self, tme: &TableMapEvent<'_>, ev: &BinlogEvent, rows: &RowsEventData<'_>) -> Result<()> {
+        let start = event_start(ev).unwrap_or(0);
+        let at = self.pos(start);
+        let dec = TableDecoder::build(tme, None, None).map_err(|msg| MysqlSourceError::Decode {
+            id: self.id(),
+            at: at.to_string(),
+            msg,
+        })?;
+        let decoded = crate::decode::decode_rows(&dec, tme, rows).map_err(|msg| MysqlSourceError::Decode {
+            id: self.id(),
+            at: at.to_string(),
+            msg,
+        })?;
+        for (_, _, after) in decoded {
+            let Some(side) = self.snap.as_mut() else { return Ok(()) };
+            let text = after.as_ref().and_then(|r| r.values().get(1)).and_then(Value::as_str);
+            let Some(wm) = text.and_then(|t| serde_json::from_str::<deltaforge_core::snapshot::Watermark>(t).ok())
+            else {
+                continue;
+            };
+            if wm.run != side.run {
+                continue;
+            }
+            match wm.kind {
+                deltaforge_core::snapshot::WatermarkKind::Low => {
+                    side.windows.insert(
+                        wm.chunk,
+                        crate::snapshot::OpenWindow { table: wm.table, key: wm.key, window: Default::default() },
+                    );
+                }
+                deltaforge_core::snapshot::WatermarkKind::High => self.close_window(wm.chunk, &at, ev).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn close_window(&mut self, chunk: u64, at: &Position, ev: &BinlogEvent) -> Result<()> {
+        let side = self.snap.as_mut().expect("called with a reader");
+        let Some(win) = side.windows.remove(&chunk) else { return Ok(()) };
+        while let Ok(c) = side.chunks.try_recv() {
+            side.pending.insert(c.chunk, c);
+        }
+        let Some(msg) = side.pending.remove(&chunk) else {
+            return Err(MysqlSourceError::Snapshot(SourceError::Retryable(format!(
+                "snapshot: chunk {chunk} reached its high watermark but was never read"
+            ))));
+        };
+        let rows = win.window.reconcile(msg.rows);
+        let emitted = rows.len() as u64;
+        // The reader may read the next chunk while this one is delivered.
+        let _ = msg.verdict.send(emitted);
+        side.metrics.rows(&msg.table, emitted);
+        side.to_commit.push((msg.table.clone(), msg.progress));
+        let tx_start = *self.tx.start.get_or_insert(event_start(ev).unwrap_or(0));
+        let tx_position = self.pos(tx_start);
+        let ts_ms = ev.header().timestamp() as i64 * 1000;
+        let version = self.ctx.schemas.latest(&msg.db, &msg.table_name).map(|v| v.version);
+        for row in rows {
+            let e = Event {
+                op: deltaforge_core::Op::Read,
+                before: None,
+                after: Some(row),
+                source: SourceMeta {
+                    connector: "mysql",
+                    source_id: self.src.source_id.clone(),
+                    pipeline: self.ctx.pipeline.clone(),
+                    tenant: self.ctx.tenant.clone(),
+                    db: msg.db.clone(),
+                    table: msg.table_name.clone(),
+                    position: at.clone(),
+                    ts_ms,
+                },
+                tx_id: self.tx.gtid_text.clone(),
+                tx_position: tx_position.clone(),
+                index: self.tx.index,
+                schema_version: version,
+                key_columns: msg.key_columns.clone(),
+            };
+            self.tx.index += 1;
+            self.ctx.sender.push(e).await?;
+        }
         Ok(())
     }
 
@@ -1376,6 +1583,13 @@ impl Run<'_> {
                 )),
             });
         };
+        if self
+            .snap
+            .as_ref()
+            .is_some_and(|s| s.watermark_table.0 == tme.database_name() && s.watermark_table.1 == tme.table_name())
+        {
+            return self.watermark(tme, ev, &rows).await;
+        }
         let start = event_start(ev).unwrap_or(0);
         let at = self.pos(start);
         let Some(dec) = self.decoder(tme, &at).await? else { return Ok(()) };
@@ -1409,6 +1623,16 @@ impl Run<'_> {
                 schema_version: dec.version,
                 key_columns: dec.key_columns.clone(),
             });
+        }
+        if let Some(side) = self.snap.as_mut().filter(|s| !s.windows.is_empty()) {
+            let name = format!("{}.{}", dec.db, dec.table);
+            for w in side.windows.values_mut().filter(|w| w.table == name) {
+                for e in &events {
+                    for row in [&e.before, &e.after].into_iter().flatten() {
+                        w.touch(row);
+                    }
+                }
+            }
         }
         for mut e in events {
             e.index = self.tx.index;

@@ -18,11 +18,11 @@ async fn transactions_commit_at_their_end() {
     let db = format!("dft_live_{}", std::process::id());
     mariadb_sql(&url, &format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(10))"));
     let cfg: MysqlConfig = serde_json::from_value(
-        json!({"id": format!("live-{db}"), "dsn": url, "tables": [format!("{db}.t")], "heartbeat_secs": 1}),
+        json!({"id": format!("live-{db}"), "dsn": url, "tables": [format!("{db}.t")], "heartbeat_secs": 1, "snapshot": {"mode": "never"}}),
     )
     .unwrap();
     let storage = Arc::new(deltaforge_storage::MemoryBackend::new());
-    let schemas = SchemaRegistry::load(storage, "test").await.unwrap();
+    let schemas = SchemaRegistry::load(storage.clone(), "test").await.unwrap();
     let (tx, mut rx) = mpsc::channel::<SourceChunk>(16);
     let (_dtx, drx) = watch::channel::<Option<Position>>(None);
     let shutdown = CancellationToken::new();
@@ -34,6 +34,7 @@ async fn transactions_commit_at_their_end() {
         durable: drx,
         shutdown: shutdown.clone(),
         schemas: schemas.clone(),
+        snapshots: deltaforge_core::SnapshotStore::new(storage.clone(), "live"),
     };
     let source = Box::new(MysqlSource::new(cfg).unwrap());
     let task = tokio::spawn(source.run(ctx));

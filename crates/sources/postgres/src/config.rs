@@ -11,6 +11,7 @@
 //! libpq forms, while a libpq binding would add a C dependency and the
 //! `tokio-postgres` parser cannot be reused without its client.
 
+use deltaforge_core::SnapshotConfig;
 use serde::Deserialize;
 
 /// Configuration of a `postgres` source. Its `Debug` form redacts the
@@ -43,6 +44,10 @@ pub struct PostgresConfig {
     /// default 5).
     #[serde(default = "five")]
     pub status_interval_secs: u64,
+    /// Snapshot of the matched tables (`mode`, `chunk_size`,
+    /// `max_parallel_tables`); see [`crate::snapshot`].
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -56,6 +61,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("publication", &self.publication)
             .field("create_publication", &self.create_publication)
             .field("status_interval_secs", &self.status_interval_secs)
+            .field("snapshot", &self.snapshot)
             .finish()
     }
 }
@@ -93,6 +99,7 @@ impl PostgresConfig {
         if !(1..=60).contains(&self.status_interval_secs) {
             return Err(("status_interval_secs".into(), "must be between 1 and 60".into()));
         }
+        self.snapshot.check()?;
         Ok(())
     }
 

@@ -44,7 +44,16 @@
 //! `{"__deltaforge_unchanged_toast": true}` (with REPLICA IDENTITY FULL the
 //! old row's value is used instead). Logical decoding messages
 //! (`pg_logical_emit_message`), Origin and Type messages are decoded and
-//! logged at debug level, not emitted as events.
+//! logged at debug level, not emitted as events, except this run's
+//! snapshot watermarks (prefix `deltaforge-watermark`).
+//!
+//! Snapshots and backfills ([`snapshot`]): a reader on a separate
+//! connection selects key-ordered chunks between a low and a high watermark;
+//! the streamer collects the keys changed between the two, drops them from
+//! the chunk at the high watermark and emits the rest as op `r` events at
+//! the watermark's LSN (transaction position and checkpoint `{"lsn": high
+//! watermark}` without `tx_id`), then hands the chunk's progress record to
+//! the progress writer, which stores it once that position is durable.
 //!
 //! Schema history: every Relation message registers the table's columns
 //! (name, type OID, type name, type modifier, key flag) and replica identity
@@ -63,9 +72,10 @@
 //! few seconds for the stopped run's walsender to let go) and the checkpoint
 //! is deleted; the next start finds neither and creates a new slot at the
 //! server's current position. Changes committed before that are not read
-//! again from the WAL; rows that existed before arrive only through an
-//! initial snapshot. A slot held by another client makes the reset fail
-//! (409) with nothing deleted.
+//! again from the WAL; instead, with no checkpoint, the snapshot ignores its
+//! progress records and reads the matched tables again (unless
+//! `snapshot.mode: never`). A slot held by another client makes the reset
+//! fail (409) with nothing deleted.
 //!
 //! This crate must never report a position to the server that has not been
 //! made durable, and never start reading from a position other than the
@@ -77,6 +87,7 @@ pub mod config;
 pub mod lag;
 pub mod pgoutput;
 pub mod setup;
+pub mod snapshot;
 pub mod transport;
 pub mod values;
 
@@ -86,10 +97,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deltaforge_core::schema::fingerprint;
+use deltaforge_core::snapshot::{PendingProgress, ProgressWriter, Watermark, WatermarkKind};
 use deltaforge_core::{
     Columns, Event, LagProbe, Lsn, Op, Position, Row, Source, SourceContext, SourceError, SourceMeta,
 };
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 pub use config::{Dsn, PostgresConfig, TablePattern};
 use pgoutput::{Message, TupleValue};
@@ -178,7 +191,39 @@ impl Source for PostgresSource {
             from = %resume.map(|r| Lsn(r.lsn).to_string()).unwrap_or_else(|| "the slot's position".into()),
             "streaming changes from PostgreSQL"
         );
-        let streamer = Streamer::new(self.source_id.clone(), self.patterns.clone(), resume);
+        let mut streamer = Streamer::new(self.source_id.clone(), self.patterns.clone(), resume);
+        // The snapshot reader also serves backfills, so it runs in every mode.
+        let (writer, progress_tx) = ProgressWriter::new(ctx.snapshots.clone(), ctx.durable.clone());
+        let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+        // Not aborted when the stream ends: it stores what becomes durable
+        // while the pipeline delivers its last batches, and ends when the
+        // pipeline drops its durable positions.
+        let source_id = self.source_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.notify(stored_tx).run().await {
+                tracing::error!(source = %source_id, error = %e, "storing snapshot progress failed");
+            }
+        });
+        let reader = snapshot::Reader {
+            cfg: self.cfg.snapshot.clone(),
+            dsn: self.dsn.clone(),
+            patterns: self.patterns.clone(),
+            slot: slot.clone(),
+            source_id: self.source_id.clone(),
+            pipeline: ctx.pipeline.clone(),
+            store: ctx.snapshots.clone(),
+            fresh: resume.is_none(),
+            stored: stored_rx,
+        };
+        let link = reader.spawn();
+        streamer.snap = Some(snapshot::StreamSide {
+            link,
+            windows: HashMap::new(),
+            pending: HashMap::new(),
+            recent: std::collections::VecDeque::with_capacity(snapshot::RECENT_XIDS),
+            metrics: deltaforge_core::snapshot::SnapshotMetrics::new(&ctx.pipeline),
+        });
+        streamer.progress = Some(progress_tx);
         streamer.run(&mut wire, ctx).await
     }
 
@@ -262,6 +307,10 @@ pub struct Streamer {
     /// The last durable position (reported to the server).
     durable: Option<u64>,
     last_idle_advance: Option<Instant>,
+    /// The snapshot reader's link and the open watermark windows.
+    snap: Option<snapshot::StreamSide>,
+    /// Progress records to store once their chunk is durable.
+    progress: Option<mpsc::UnboundedSender<PendingProgress>>,
 }
 
 impl Streamer {
@@ -277,6 +326,8 @@ impl Streamer {
             received: checkpoint.map(|r| r.lsn),
             durable: checkpoint.map(|r| r.lsn),
             last_idle_advance: None,
+            snap: None,
+            progress: None,
         }
     }
 
@@ -290,6 +341,18 @@ impl Streamer {
             if ctx.durable.has_changed().unwrap_or(false) {
                 let d = ctx.durable.borrow_and_update().clone();
                 self.on_durable(d, wire);
+            }
+            let polled = self.snap.as_mut().map(|s| s.link.outcome.try_recv());
+            let outcome = match polled {
+                Some(Ok(r)) => Some(Some(r)),
+                Some(Err(tokio::sync::oneshot::error::TryRecvError::Closed)) => Some(None),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                if self.reader_finished(outcome)? {
+                    let _ = ctx.sender.flush().await;
+                    return Ok(());
+                }
             }
             let ev = match wire.try_recv() {
                 Some(ev) => ev,
@@ -309,6 +372,13 @@ impl Streamer {
                             self.on_durable(d, wire);
                             continue;
                         }
+                        outcome = reader_outcome(&mut self.snap) => {
+                            if self.reader_finished(outcome)? {
+                                let _ = ctx.sender.flush().await;
+                                return Ok(());
+                            }
+                            continue;
+                        }
                         ev = wire.recv() => ev,
                     }
                 }
@@ -318,6 +388,17 @@ impl Streamer {
                 let _ = ctx.sender.flush().await;
                 return Ok(());
             }
+        }
+    }
+
+    /// Handles the snapshot reader's end: true when the source must stop
+    /// (`initial_only` done); an error stops the source.
+    fn reader_finished(&mut self, outcome: Option<Result<bool, SourceError>>) -> Result<bool, SourceError> {
+        self.snap = None;
+        match outcome {
+            Some(Ok(stop)) => Ok(stop),
+            Some(Err(e)) => Err(e),
+            None => Err(SourceError::Retryable("the snapshot reader stopped unexpectedly".into())),
         }
     }
 
@@ -337,8 +418,8 @@ impl Streamer {
             WireEvent::KeepAlive { wal_end } => self.maybe_idle_advance(wal_end, ctx).await?,
             WireEvent::Begin { final_lsn, xid, commit_time } => self.begin(final_lsn, xid, commit_time),
             WireEvent::Commit { commit_lsn, .. } => self.commit(commit_lsn, ctx).await?,
-            WireEvent::LogicalMessage { transactional, lsn, prefix, len } => {
-                tracing::debug!(source = %self.source_id, transactional, lsn = %Lsn(lsn), prefix, len, "logical decoding message (not emitted)");
+            WireEvent::LogicalMessage { transactional, lsn, prefix, content } => {
+                self.logical_message(transactional, lsn, &prefix, &content, ctx).await?;
             }
             WireEvent::Data { lsn, data } => {
                 let msg = pgoutput::decode(&data).map_err(|e| SourceError::Fatal(format!("{e} at {}", Lsn(lsn))))?;
@@ -371,6 +452,12 @@ impl Streamer {
 
     async fn commit(&mut self, commit_lsn: u64, ctx: &mut SourceContext) -> Result<(), SourceError> {
         let tx = self.tx.take();
+        if let (Some(side), Some(tx)) = (self.snap.as_mut(), tx.as_ref()) {
+            if side.recent.len() >= snapshot::RECENT_XIDS {
+                side.recent.pop_front();
+            }
+            side.recent.push_back(tx.xid);
+        }
         match tx {
             Some(tx) if !tx.skip => {
                 ctx.sender.commit(Position::Postgres { lsn: Lsn(commit_lsn), tx_id: Some(u64::from(tx.xid)) }).await?;
@@ -425,8 +512,8 @@ impl Streamer {
             Message::Type { id, namespace, name } => {
                 self.types.insert(id, format!("{namespace}.{name}"));
             }
-            Message::LogicalMessage { transactional, prefix, content, .. } => {
-                tracing::debug!(source = %self.source_id, transactional, prefix, len = content.len(), "logical decoding message (not emitted)");
+            Message::LogicalMessage { transactional, lsn, prefix, content } => {
+                self.logical_message(transactional, lsn, &prefix, &content, ctx).await?;
             }
             Message::Relation { id, namespace, name, replica_identity, columns } => {
                 self.relation(id, namespace, name, replica_identity, columns);
@@ -597,6 +684,17 @@ impl Streamer {
     ) -> Result<(), SourceError> {
         self.ensure_version(relation, lsn, ctx).await?;
         let rel = self.relations.get(&relation).expect("checked by row_target");
+        if let Some(side) = self.snap.as_mut().filter(|s| !s.windows.is_empty()) {
+            let name = format!("{}.{}", rel.schema, rel.table);
+            for w in side.windows.values_mut().filter(|w| w.table == name) {
+                if op == Op::Truncate {
+                    w.window.truncate();
+                }
+                for row in [&before, &after].into_iter().flatten() {
+                    w.touch(row);
+                }
+            }
+        }
         let tx = self.tx.as_mut().ok_or_else(|| {
             SourceError::Retryable(format!("protocol error: change at {} outside a transaction", Lsn(lsn)))
         })?;
@@ -626,6 +724,141 @@ impl Streamer {
     }
 }
 
+/// Waits for the snapshot reader's end (forever when there is no reader).
+async fn reader_outcome(snap: &mut Option<snapshot::StreamSide>) -> Option<Result<bool, SourceError>> {
+    match snap {
+        Some(side) => (&mut side.link.outcome).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Streamer {
+    /// A logical decoding message: this run's watermarks open and close
+    /// snapshot windows; anything else is logged and ignored.
+    async fn logical_message(
+        &mut self,
+        transactional: bool,
+        lsn: u64,
+        prefix: &str,
+        content: &[u8],
+        ctx: &mut SourceContext,
+    ) -> Result<(), SourceError> {
+        let ours = prefix == snapshot::WATERMARK_PREFIX && !transactional;
+        let wm = match (ours, self.snap.as_ref()) {
+            (true, Some(side)) => match serde_json::from_slice::<Watermark>(content) {
+                Ok(wm) if wm.run == side.link.run => Some(wm),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(wm) = wm else {
+            tracing::debug!(source = %self.source_id, transactional, lsn = %Lsn(lsn), prefix, len = content.len(), "logical decoding message (not emitted)");
+            return Ok(());
+        };
+        if self.tx.is_some() {
+            return Err(SourceError::Retryable(format!(
+                "protocol error: a non-transactional message at {} inside a transaction",
+                Lsn(lsn)
+            )));
+        }
+        let side = self.snap.as_mut().expect("checked above");
+        match wm.kind {
+            WatermarkKind::Low => {
+                side.windows.insert(
+                    wm.chunk,
+                    snapshot::OpenWindow {
+                        table: wm.table,
+                        key: wm.key,
+                        window: Default::default(),
+                        before_low: side.recent.iter().copied().collect(),
+                    },
+                );
+                Ok(())
+            }
+            WatermarkKind::High => self.close_window(lsn, wm, ctx).await,
+        }
+    }
+
+    /// The high watermark: reconcile the chunk with its window and emit what
+    /// remains as `r` events committed at this position.
+    async fn close_window(&mut self, lsn: u64, wm: Watermark, ctx: &mut SourceContext) -> Result<(), SourceError> {
+        let side = self.snap.as_mut().expect("called with a reader");
+        let Some(win) = side.windows.remove(&wm.chunk) else {
+            // Its low watermark came before the position this run resumed at.
+            tracing::debug!(source = %self.source_id, chunk = wm.chunk, "high watermark without its low one; ignored");
+            return Ok(());
+        };
+        while let Ok(c) = side.link.chunks.try_recv() {
+            side.pending.insert(c.chunk, c);
+        }
+        let msg = side.pending.remove(&wm.chunk).ok_or_else(|| {
+            SourceError::Retryable(format!(
+                "snapshot: chunk {} reached its high watermark but was never read",
+                wm.chunk
+            ))
+        })?;
+        if win.before_low.iter().any(|x| msg.snapshot.invisible(*x)) {
+            let _ = msg.verdict.send(None);
+            return Ok(());
+        }
+        let rows = win.window.reconcile(msg.rows);
+        let emitted = rows.len() as u64;
+        // The reader may read the next chunk while this one is delivered.
+        let _ = msg.verdict.send(Some(emitted));
+        let metrics = side.metrics.clone();
+        let relation = self
+            .relations
+            .iter()
+            .find(|(_, r)| r.wanted && *r.schema == *msg.schema && *r.table == *msg.table_name)
+            .map(|(id, _)| *id);
+        if let Some(id) = relation {
+            self.ensure_version(id, lsn, ctx).await?;
+        }
+        let schema_version = relation.and_then(|id| self.relations.get(&id)).and_then(|r| r.version);
+        let key_columns: Option<Columns> = (!win.key.is_empty())
+            .then(|| win.key.iter().map(|k| Arc::<str>::from(k.as_str())).collect::<Vec<_>>().into());
+        let position = Position::Postgres { lsn: Lsn(lsn), tx_id: None };
+        let ts_ms = chrono_now_ms();
+        for (index, row) in rows.into_iter().enumerate() {
+            ctx.sender
+                .push(Event {
+                    op: Op::Read,
+                    before: None,
+                    after: Some(row),
+                    source: SourceMeta {
+                        connector: "postgres",
+                        source_id: self.source_id.clone(),
+                        pipeline: ctx.pipeline.clone(),
+                        tenant: ctx.tenant.clone(),
+                        db: msg.schema.clone(),
+                        table: msg.table_name.clone(),
+                        position: position.clone(),
+                        ts_ms,
+                    },
+                    tx_id: None,
+                    tx_position: position.clone(),
+                    index: index as u32,
+                    schema_version,
+                    key_columns: key_columns.clone(),
+                })
+                .await?;
+        }
+        ctx.sender.commit(position.clone()).await?;
+        if self.received.is_none_or(|r| lsn > r) {
+            self.received = Some(lsn);
+        }
+        metrics.rows(&msg.table, emitted);
+        if let Some(p) = &self.progress {
+            let _ = p.send(PendingProgress { position, table: msg.table.clone(), progress: msg.progress });
+        }
+        Ok(())
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 fn is_toast_marker(v: &Value) -> bool {
     v.as_object().is_some_and(|o| o.contains_key(values::UNCHANGED_TOAST_KEY))
 }
@@ -640,5 +873,212 @@ mod tests {
         assert!(tx.covers(99) && tx.covers(100) && !tx.covers(101));
         let idle = Resume { lsn: 100, inclusive: false };
         assert!(idle.covers(99) && !idle.covers(100) && !idle.covers(101));
+    }
+}
+
+/// The streamer's side of the DBLog method, driven by captured messages:
+/// which rows a chunk emits, at which position, and when its progress may
+/// be stored.
+#[cfg(test)]
+mod snapshot_tests {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use deltaforge_core::snapshot::{
+        key_string, PendingProgress, ReadKind, SnapshotMetrics, TableProgress, Watermark, WatermarkKind,
+    };
+    use deltaforge_core::{
+        ChunkSender, Lsn, Op, Position, Row, SchemaRegistry, SnapshotStore, SourceChunk, SourceContext,
+    };
+    use serde_json::json;
+    use tokio::sync::{mpsc, oneshot, watch};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::snapshot::{ChunkMsg, SnapshotLink, StreamSide, XidSnapshot, WATERMARK_PREFIX};
+    use crate::transport::{Transport, TransportError, WireEvent};
+    use crate::Streamer;
+
+    struct FakeWire(VecDeque<WireEvent>);
+
+    #[async_trait]
+    impl Transport for FakeWire {
+        async fn query(&mut self, _: &str) -> Result<Vec<Vec<Option<String>>>, TransportError> {
+            Ok(Vec::new())
+        }
+        async fn start(&mut self) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn try_recv(&mut self) -> Option<Result<WireEvent, TransportError>> {
+            self.0.pop_front().map(Ok)
+        }
+        async fn recv(&mut self) -> Result<WireEvent, TransportError> {
+            match self.0.pop_front() {
+                Some(e) => Ok(e),
+                None => std::future::pending().await,
+            }
+        }
+        fn acknowledge(&self, _: u64) {}
+    }
+
+    fn watermark(run: &str, kind: WatermarkKind, lsn: u64) -> WireEvent {
+        let wm = Watermark { run: run.into(), chunk: 1, kind, table: "public.t".into(), key: vec!["id".into()] };
+        WireEvent::LogicalMessage {
+            transactional: false,
+            lsn,
+            prefix: WATERMARK_PREFIX.into(),
+            content: Bytes::from(serde_json::to_vec(&wm).unwrap()),
+        }
+    }
+
+    fn relation() -> WireEvent {
+        let mut m = vec![b'R'];
+        m.extend_from_slice(&1u32.to_be_bytes());
+        m.extend_from_slice(b"public\0t\0d");
+        m.extend_from_slice(&2i16.to_be_bytes());
+        m.push(1);
+        m.extend_from_slice(b"id\0");
+        m.extend_from_slice(&23u32.to_be_bytes());
+        m.extend_from_slice(&(-1i32).to_be_bytes());
+        m.push(0);
+        m.extend_from_slice(b"v\0");
+        m.extend_from_slice(&25u32.to_be_bytes());
+        m.extend_from_slice(&(-1i32).to_be_bytes());
+        WireEvent::Data { lsn: 0, data: Bytes::from(m) }
+    }
+
+    fn insert(lsn: u64, id: &str, v: &str) -> WireEvent {
+        let mut m = vec![b'I'];
+        m.extend_from_slice(&1u32.to_be_bytes());
+        m.push(b'N');
+        m.extend_from_slice(&2i16.to_be_bytes());
+        for s in [id, v] {
+            m.push(b't');
+            m.extend_from_slice(&(s.len() as i32).to_be_bytes());
+            m.extend_from_slice(s.as_bytes());
+        }
+        WireEvent::Data { lsn, data: Bytes::from(m) }
+    }
+
+    fn tx(xid: u32, commit: u64, body: Vec<WireEvent>) -> Vec<WireEvent> {
+        let mut v = vec![WireEvent::Begin { final_lsn: commit, xid, commit_time: 0 }];
+        v.extend(body);
+        v.push(WireEvent::Commit { commit_lsn: commit, end_lsn: commit + 8, commit_time: 0 });
+        v
+    }
+
+    /// Runs the streamer over `wire` with one pending chunk of rows 1, 2, 3;
+    /// returns the events and commits it sent, the verdict and the progress
+    /// handed over.
+    async fn drive(
+        wire: Vec<WireEvent>,
+        snapshot: XidSnapshot,
+        until_commit: u64,
+    ) -> (Vec<deltaforge_core::Event>, Vec<Position>, Option<u64>, Vec<PendingProgress>) {
+        let run = "run-1".to_string();
+        let (chunk_tx, chunks) = mpsc::channel(4);
+        let (_outcome_tx, outcome) = oneshot::channel();
+        let (verdict, verdict_rx) = oneshot::channel();
+        let cols: deltaforge_core::Columns = vec![Arc::<str>::from("id"), Arc::<str>::from("v")].into();
+        let rows = (1..=3)
+            .map(|i| (key_string(&[json!(i)]), Row::new(cols.clone(), vec![json!(i), json!(format!("old{i}"))])))
+            .collect();
+        let mut progress = TableProgress::start(ReadKind::Snapshot, None, Some(3));
+        progress.chunk = 1;
+        chunk_tx
+            .send(ChunkMsg {
+                chunk: 1,
+                table: "public.t".into(),
+                schema: "public".into(),
+                table_name: "t".into(),
+                rows,
+                snapshot,
+                progress,
+                verdict,
+            })
+            .await
+            .unwrap();
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let mut streamer = Streamer::new("src".into(), vec![crate::TablePattern::parse("public.t").unwrap()], None);
+        streamer.snap = Some(StreamSide {
+            link: SnapshotLink { run, chunks, outcome },
+            windows: HashMap::new(),
+            pending: HashMap::new(),
+            recent: VecDeque::new(),
+            metrics: SnapshotMetrics::new("p"),
+        });
+        streamer.progress = Some(ptx);
+        let storage = Arc::new(deltaforge_storage::MemoryBackend::new());
+        let (tx, mut rx) = mpsc::channel::<SourceChunk>(64);
+        let (_dtx, durable) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let ctx = SourceContext {
+            pipeline: "p".into(),
+            tenant: "t".into(),
+            resume_from: None,
+            sender: ChunkSender::new(tx, 16),
+            durable,
+            shutdown: shutdown.clone(),
+            schemas: SchemaRegistry::load(storage.clone(), "t").await.unwrap(),
+            snapshots: SnapshotStore::new(storage, "p"),
+        };
+        let task = tokio::spawn(async move {
+            let mut wire = FakeWire(wire.into());
+            streamer.run(&mut wire, ctx).await
+        });
+        let (mut events, mut commits) = (Vec::new(), Vec::new());
+        while !commits.iter().any(|p: &Position| matches!(p, Position::Postgres { lsn, .. } if lsn.0 == until_commit)) {
+            let c = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("more output").unwrap();
+            events.extend(c.events);
+            commits.extend(c.commits.into_iter().map(|c| c.position));
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let verdict = verdict_rx.await.ok().flatten();
+        let mut stored = Vec::new();
+        while let Ok(p) = prx.try_recv() {
+            stored.push(p);
+        }
+        (events, commits, verdict, stored)
+    }
+
+    #[tokio::test]
+    async fn keys_changed_in_the_window_win_and_the_rest_is_read_at_the_high_watermark() {
+        let mut wire = vec![relation(), watermark("run-1", WatermarkKind::Low, 100)];
+        wire.extend(tx(7, 150, vec![insert(120, "2", "new")]));
+        // Another run's watermark is ignored.
+        wire.push(watermark("other-run", WatermarkKind::High, 180));
+        wire.push(watermark("run-1", WatermarkKind::High, 200));
+        wire.extend(tx(8, 250, vec![insert(220, "9", "after")]));
+        let (events, commits, verdict, stored) = drive(wire, XidSnapshot { xmin: 5, xmax: 7, xip: vec![] }, 250).await;
+        let ops: Vec<(Op, i64)> =
+            events.iter().map(|e| (e.op, e.after.as_ref().unwrap().get("id").unwrap().as_i64().unwrap())).collect();
+        assert_eq!(ops, vec![(Op::Create, 2), (Op::Read, 1), (Op::Read, 3), (Op::Create, 9)]);
+        let high = Position::Postgres { lsn: Lsn(200), tx_id: None };
+        assert_eq!(events[1].tx_position, high);
+        assert_eq!((events[1].index, events[2].index), (0, 1));
+        assert_eq!(events[1].after.as_ref().unwrap().get("v"), Some(&json!("old1")));
+        assert!(commits.contains(&high), "{commits:?}");
+        assert_eq!(verdict, Some(2));
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].position, high);
+        assert_eq!(stored[0].progress.chunk, 1);
+    }
+
+    #[tokio::test]
+    async fn a_commit_before_the_low_watermark_not_yet_visible_makes_the_chunk_read_again() {
+        // Transaction 7 reached the stream before the low watermark, but the
+        // chunk's snapshot still saw it running: its rows may be stale.
+        let mut wire = vec![relation()];
+        wire.extend(tx(7, 90, vec![insert(80, "2", "new")]));
+        wire.push(watermark("run-1", WatermarkKind::Low, 100));
+        wire.push(watermark("run-1", WatermarkKind::High, 200));
+        wire.extend(tx(8, 250, vec![insert(220, "9", "after")]));
+        let (events, _, verdict, stored) = drive(wire, XidSnapshot { xmin: 7, xmax: 9, xip: vec![7] }, 250).await;
+        assert!(events.iter().all(|e| e.op != Op::Read), "a stale chunk was emitted");
+        assert_eq!(verdict, None);
+        assert!(stored.is_empty());
     }
 }

@@ -71,8 +71,8 @@ pub enum WireEvent {
         lsn: u64,
         /// Prefix.
         prefix: String,
-        /// Content length in bytes.
-        len: usize,
+        /// Content.
+        content: Bytes,
     },
     /// The stream ended without error (stop requested).
     End,
@@ -122,7 +122,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Session settings that make the server's text output ISO 8601 and UTC
 /// (see [`crate::values`]).
-const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=1";
+pub(crate) const SESSION_OPTIONS: &str =
+    "-c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=1";
 
 /// [`Transport`] over `pgwire-replication`.
 pub struct PgWire {
@@ -229,7 +230,7 @@ fn convert(target: &str, r: Result<Option<ReplicationEvent>, PgWireError>) -> Re
         }
         ReplicationEvent::XLogData { wal_start, data, .. } => WireEvent::Data { lsn: wal_start.0, data },
         ReplicationEvent::Message { transactional, lsn, prefix, content } => {
-            WireEvent::LogicalMessage { transactional, lsn: lsn.0, prefix, len: content.len() }
+            WireEvent::LogicalMessage { transactional, lsn: lsn.0, prefix, content }
         }
         ReplicationEvent::StoppedAt { .. } => WireEvent::End,
     })

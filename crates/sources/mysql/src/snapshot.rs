@@ -1,0 +1,557 @@
+//! The snapshot reader of the MySQL/MariaDB source: reads matched tables
+//! (and backfills) in key order, in chunks, on its own connection, while
+//! the binlog streams, using the DBLog watermarks of
+//! [`deltaforge_core::snapshot`].
+//!
+//! Watermarks are rows of a small table the user can name
+//! (`watermark_table`, default `deltaforge_watermarks` in the DSN's
+//! database): one row per source, `(source_id VARCHAR(190) PRIMARY KEY,
+//! watermark TEXT)`, upserted in its own autocommit transaction before and
+//! after each chunk's select. The binlog delivers that row change in commit
+//! order, and both servers make transactions visible in binlog order (MySQL
+//! with `binlog_order_commits=ON`, its default, checked at start; MariaDB
+//! always), so everything before the low watermark is visible to the chunk's
+//! select (which starts after the low watermark's commit returned). Grants: CREATE
+//! on that database once (or create the table yourself), SELECT, INSERT and
+//! UPDATE on the table, and SELECT on the captured tables. The table must
+//! not be matched by `tables`.
+//!
+//! Per chunk (autocommit, one statement, so one consistent read and no
+//! transaction held across chunks; InnoDB takes no row locks for it and an
+//! `ALTER TABLE` waits at most for that statement's metadata lock):
+//! `SELECT … WHERE key > last ORDER BY key LIMIT chunk_size`, with the
+//! session in UTC and utf8mb4 so values map to the same JSON as the binlog's
+//! ([`crate::decode::snapshot_value`]).
+//!
+//! Keys: the primary key; else the `NOT NULL` unique index with fewest
+//! columns; else the whole table is read in one chunk (a single consistent
+//! read) and rows are matched by their whole image, so such tables must fit
+//! in memory. A table is never skipped silently.
+//!
+//! Binlog retention: the binlog is streamed during the whole snapshot, and a
+//! server does not purge the file a replica is reading; a checkpoint whose
+//! binlog was purged while the pipeline was down stops the source at start
+//! with the purge error (see the crate docs), never a silent gap.
+//!
+//! This module must never lock a table, never hold a transaction across
+//! chunks and never store progress itself (the stream hands each chunk's
+//! record to the progress writer with the durable position it needs).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deltaforge_core::snapshot::{
+    key_string, PendingProgress, ReadKind, SnapshotConfig, SnapshotMetrics, SnapshotMode, SnapshotStore, TableProgress,
+    TableState, Watermark, WatermarkKind, Window,
+};
+use deltaforge_core::{Columns, Row, SourceError};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Value as MyValue};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{matches_any, TablePattern};
+use crate::decode::{snapshot_value, Kind};
+use crate::schema;
+
+/// How often pending backfill requests are looked for.
+const BACKFILL_POLL: Duration = Duration::from_secs(1);
+
+/// A backquoted identifier.
+fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// One chunk, handed to the stream before its high watermark is written.
+pub struct ChunkMsg {
+    /// Chunk id within the run.
+    pub chunk: u64,
+    /// `db.table`.
+    pub table: String,
+    /// Database.
+    pub db: Arc<str>,
+    /// Table name.
+    pub table_name: Arc<str>,
+    /// Key columns (`None`: whole-row matching).
+    pub key_columns: Option<Columns>,
+    /// Rows with their key strings, in key order.
+    pub rows: Vec<(String, Row)>,
+    /// The table's record once this chunk is delivered.
+    pub progress: TableProgress,
+    /// Rows emitted, once reconciled.
+    pub verdict: oneshot::Sender<u64>,
+}
+
+/// A window between a chunk's watermarks.
+pub struct OpenWindow {
+    /// `db.table`.
+    pub table: String,
+    /// Key column names (empty: whole row).
+    pub key: Vec<String>,
+    /// Keys touched.
+    pub window: Window,
+}
+
+impl OpenWindow {
+    /// Records the key of one streamed row image.
+    pub fn touch(&mut self, row: &Row) {
+        if self.key.is_empty() {
+            self.window.touch(key_string(row.values()));
+            return;
+        }
+        let vals: Option<Vec<&Value>> = self.key.iter().map(|k| row.get(k)).collect();
+        if let Some(vals) = vals {
+            self.window.touch(key_string(vals));
+        }
+    }
+}
+
+/// The stream's side of the snapshot.
+pub struct StreamSide {
+    /// This run's watermark id.
+    pub run: String,
+    /// The watermark table `(db, table)`.
+    pub watermark_table: (String, String),
+    /// Chunks, each sent before its high watermark.
+    pub chunks: mpsc::Receiver<ChunkMsg>,
+    /// The reader's outcome (`Ok(true)`: stop the source).
+    pub outcome: oneshot::Receiver<Result<bool, SourceError>>,
+    /// Open windows by chunk id.
+    pub windows: HashMap<u64, OpenWindow>,
+    /// Chunks received before their high watermark.
+    pub pending: HashMap<u64, ChunkMsg>,
+    /// Metrics.
+    pub metrics: SnapshotMetrics,
+    /// Progress records waiting for the commit of their watermark's transaction.
+    pub to_commit: Vec<(String, TableProgress)>,
+    /// Where committed progress goes.
+    pub progress: mpsc::UnboundedSender<PendingProgress>,
+}
+
+/// Opens a connection for the reader.
+pub type Connector = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Conn, SourceError>> + Send>> + Send + Sync,
+>;
+
+/// Everything the reader needs.
+pub struct Reader {
+    /// Snapshot settings.
+    pub cfg: SnapshotConfig,
+    /// Opens connections.
+    pub connect: Connector,
+    /// The watermark table.
+    pub watermark_table: (String, String),
+    /// Matched tables.
+    pub patterns: Vec<TablePattern>,
+    /// MariaDB (JSON columns are detected differently).
+    pub mariadb: bool,
+    /// Source id (logs, watermark row).
+    pub source_id: Arc<str>,
+    /// Pipeline (metrics).
+    pub pipeline: Arc<str>,
+    /// Progress records.
+    pub store: SnapshotStore,
+    /// No checkpoint: every table is read again.
+    pub fresh: bool,
+    /// Each progress record once stored.
+    pub stored: mpsc::UnboundedReceiver<PendingProgress>,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    table: String,
+    progress: TableProgress,
+}
+
+fn sql_error(what: &str) -> impl FnOnce(mysql_async::Error) -> SourceError + '_ {
+    move |e| {
+        let fatal = matches!(&e, mysql_async::Error::Server(se) if matches!(se.code, 1044 | 1045 | 1142 | 1143 | 1146 | 1054 | 1064));
+        let m = format!("snapshot: {what}: {e}");
+        if fatal {
+            SourceError::Fatal(m)
+        } else {
+            SourceError::Retryable(m)
+        }
+    }
+}
+
+fn store_error(e: deltaforge_core::snapshot::SnapshotError) -> SourceError {
+    SourceError::Retryable(e.to_string())
+}
+
+async fn session(connect: &Connector) -> Result<Conn, SourceError> {
+    let mut c = connect().await?;
+    // The same text forms as the binlog path: UTC timestamps, UTF-8 text.
+    c.query_drop("SET time_zone = '+00:00', NAMES utf8mb4").await.map_err(sql_error("setting up the session"))?;
+    Ok(c)
+}
+
+impl Reader {
+    /// Starts the reader and returns the stream's side.
+    pub fn spawn(self, progress: mpsc::UnboundedSender<PendingProgress>) -> StreamSide {
+        let run = deltaforge_core::snapshot::new_run_id(&self.source_id);
+        let (tx, chunks) = mpsc::channel(self.cfg.max_parallel_tables.max(1));
+        let (otx, outcome) = oneshot::channel();
+        let side = StreamSide {
+            run: run.clone(),
+            watermark_table: self.watermark_table.clone(),
+            chunks,
+            outcome,
+            windows: HashMap::new(),
+            pending: HashMap::new(),
+            metrics: SnapshotMetrics::new(&self.pipeline),
+            to_commit: Vec::new(),
+            progress,
+        };
+        tokio::spawn(async move {
+            let r = self.run(run, tx).await;
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "snapshot stopped");
+            }
+            let _ = otx.send(r);
+        });
+        side
+    }
+
+    fn name(&self, db: &str, t: &str) -> String {
+        format!("{db}.{t}")
+    }
+
+    async fn estimate(conn: &mut Conn, table: &str) -> Result<Option<u64>, SourceError> {
+        let (db, t) = table.split_once('.').unwrap_or(("", table));
+        let r: Option<Option<u64>> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, t),
+            )
+            .await
+            .map_err(sql_error("estimating rows"))?;
+        Ok(r.flatten())
+    }
+
+    async fn run(mut self, run: String, tx: mpsc::Sender<ChunkMsg>) -> Result<bool, SourceError> {
+        let mut conn = session(&self.connect).await?;
+        if !self.mariadb {
+            let ordered: Option<i64> = conn
+                .query_first("SELECT @@GLOBAL.binlog_order_commits")
+                .await
+                .map_err(sql_error("reading binlog_order_commits"))?;
+            if ordered == Some(0) {
+                return Err(SourceError::Fatal(
+                    "snapshot: binlog_order_commits is OFF, so transactions may become visible out of binlog order and a \
+                     chunk could miss a change the stream already passed; SET GLOBAL binlog_order_commits = ON (the \
+                     default), or set snapshot.mode: never"
+                        .into(),
+                ));
+            }
+        }
+        let (wdb, wt) = &self.watermark_table;
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (source_id VARCHAR(190) NOT NULL PRIMARY KEY, watermark TEXT NOT NULL) \
+             ENGINE=InnoDB",
+            ident(wdb),
+            ident(wt)
+        ))
+        .await
+        .map_err(|e| {
+            SourceError::Fatal(format!(
+                "snapshot: creating the watermark table {wdb}.{wt} failed: {e}. Create it yourself (CREATE TABLE \
+                 {wdb}.{wt} (source_id VARCHAR(190) NOT NULL PRIMARY KEY, watermark TEXT NOT NULL)) and grant SELECT, \
+                 INSERT, UPDATE on it, or set `watermark_table`"
+            ))
+        })?;
+        let patterns = self.patterns.clone();
+        let wm = self.watermark_table.clone();
+        let keep = move |d: &str, t: &str| matches_any(&patterns, d, t) && !(d == wm.0 && t == wm.1);
+        let found = schema::load(&mut conn, self.mariadb, None, &keep).await.map_err(sql_error("listing tables"))?;
+        let mut tables: Vec<String> = found.keys().map(|(d, t)| self.name(d, t)).collect();
+        tables.sort();
+        let mut queue: VecDeque<Job> = VecDeque::new();
+        for table in &tables {
+            let record = if self.fresh { None } else { self.store.load(table).await.map_err(store_error)? };
+            let progress = match (self.cfg.mode, record) {
+                (_, Some(p)) if p.state == TableState::Running => Some(p),
+                (SnapshotMode::Never, _) => None,
+                (SnapshotMode::Initial | SnapshotMode::InitialOnly, Some(_)) => None,
+                (_, _) => {
+                    let p = TableProgress::start(ReadKind::Snapshot, None, Self::estimate(&mut conn, table).await?);
+                    // Stored at once: an earlier `done` record must not survive a crash before the first chunk.
+                    self.store.save(table, &p).await.map_err(store_error)?;
+                    Some(p)
+                }
+            };
+            if let Some(progress) = progress {
+                queue.push_back(Job { table: table.clone(), progress });
+            }
+        }
+        if !queue.is_empty() {
+            tracing::info!(source = %self.source_id, tables = queue.len(), chunk_size = self.cfg.chunk_size,
+                "snapshot: reading tables while streaming");
+        }
+        let metrics = SnapshotMetrics::new(&self.pipeline);
+        let initial_only = self.cfg.mode == SnapshotMode::InitialOnly;
+        let chunk_ids = Arc::new(AtomicU64::new(1));
+        let mut active: HashSet<String> = HashSet::new();
+        let mut completed: HashSet<String> = HashSet::new();
+        let mut stored_done: HashSet<String> = HashSet::new();
+        let mut workers = tokio::task::JoinSet::new();
+        let mut poll = tokio::time::interval(BACKFILL_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while active.len() < self.cfg.max_parallel_tables.max(1) {
+                let Some(job) = queue.pop_front() else { break };
+                active.insert(job.table.clone());
+                let w = Worker {
+                    connect: self.connect.clone(),
+                    mariadb: self.mariadb,
+                    watermark_table: self.watermark_table.clone(),
+                    run: run.clone(),
+                    chunk_size: self.cfg.chunk_size,
+                    chunk_ids: chunk_ids.clone(),
+                    tx: tx.clone(),
+                    source_id: self.source_id.clone(),
+                };
+                workers.spawn(async move { (job.table.clone(), w.read(job).await) });
+            }
+            metrics.tables_remaining(queue.len() + active.len());
+            if initial_only && queue.is_empty() && active.is_empty() && completed.is_subset(&stored_done) {
+                tracing::info!(source = %self.source_id, "snapshot done (mode initial_only): stopping the source");
+                return Ok(true);
+            }
+            tokio::select! {
+                done = workers.join_next(), if !workers.is_empty() => {
+                    let (table, result) = done.expect("guarded by is_empty").map_err(|e| SourceError::Retryable(format!("snapshot task failed: {e}")))?;
+                    active.remove(&table);
+                    // `false`: the table went away or the stream stopped; no record will say done.
+                    if result? {
+                        completed.insert(table);
+                    }
+                }
+                stored = self.stored.recv() => match stored {
+                    Some(p) if p.progress.state == TableState::Done => {
+                        tracing::info!(source = %self.source_id, table = %p.table, rows = p.progress.rows_done,
+                            kind = ?p.progress.kind, "snapshot of table done and delivered");
+                        stored_done.insert(p.table.clone());
+                    }
+                    Some(_) => {}
+                    None => return Err(SourceError::Retryable("snapshot: the progress writer stopped (storage failure?)".into())),
+                },
+                _ = tx.closed() => return Ok(false),
+                _ = poll.tick() => {
+                    for req in self.store.pending_backfills().await.map_err(store_error)? {
+                        if req.tables.iter().any(|t| active.contains(t) || queue.iter().any(|j| &j.table == t)) {
+                            continue;
+                        }
+                        for t in &req.tables {
+                            if !tables.contains(t) {
+                                tracing::error!(source = %self.source_id, table = %t, request = req.id,
+                                    "backfill: table is not matched by `tables` (or does not exist); ignored");
+                                continue;
+                            }
+                            let p = TableProgress::start(ReadKind::Backfill, req.condition.clone(), Self::estimate(&mut conn, t).await?);
+                            self.store.save(t, &p).await.map_err(store_error)?;
+                            tracing::info!(source = %self.source_id, table = %t, request = req.id,
+                                condition = req.condition.as_deref().unwrap_or(""), "backfill started");
+                            queue.push_back(Job { table: t.clone(), progress: p });
+                        }
+                        self.store.remove_backfill(req.id).await.map_err(store_error)?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Worker {
+    connect: Connector,
+    mariadb: bool,
+    watermark_table: (String, String),
+    run: String,
+    chunk_size: usize,
+    chunk_ids: Arc<AtomicU64>,
+    tx: mpsc::Sender<ChunkMsg>,
+    source_id: Arc<str>,
+}
+
+/// A table as one chunk reads it.
+struct Shape {
+    db: Arc<str>,
+    table: Arc<str>,
+    columns: Columns,
+    kinds: Vec<Kind>,
+    /// Key column positions (empty: no key, one chunk).
+    key: Vec<usize>,
+}
+
+impl Worker {
+    async fn shape(&self, conn: &mut Conn, table: &str) -> Result<Option<Shape>, SourceError> {
+        let (db, t) = table.split_once('.').unwrap_or(("", table));
+        let mut found = schema::load(conn, self.mariadb, Some((db, t)), &|_, _| true)
+            .await
+            .map_err(sql_error("reading the table's columns"))?;
+        let Some(s) = found.remove(&(db.to_string(), t.to_string())) else { return Ok(None) };
+        let names: Vec<String> = s.columns.iter().map(|c| c.name.clone()).collect();
+        let mut key_names = s.primary_key.clone();
+        if key_names.is_empty() {
+            let r: Option<Option<String>> = conn
+                .exec_first(
+                    "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX SEPARATOR '\\n') FROM information_schema.STATISTICS \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 GROUP BY INDEX_NAME \
+                     HAVING SUM(NULLABLE = 'YES') = 0 ORDER BY COUNT(*), INDEX_NAME LIMIT 1",
+                    (db, t),
+                )
+                .await
+                .map_err(sql_error("reading the table's unique keys"))?;
+            key_names = r.flatten().map(|s| s.split('\n').map(str::to_string).collect()).unwrap_or_default();
+        }
+        let key = key_names.iter().filter_map(|k| names.iter().position(|n| n == k)).collect::<Vec<_>>();
+        let key = if key.len() == key_names.len() { key } else { Vec::new() };
+        Ok(Some(Shape {
+            db: db.into(),
+            table: t.into(),
+            columns: names.iter().map(|n| Arc::<str>::from(n.as_str())).collect::<Vec<_>>().into(),
+            kinds: s.columns.iter().map(Kind::from_column).collect(),
+            key,
+        }))
+    }
+
+    async fn emit_watermark(&self, conn: &mut Conn, wm: &Watermark) -> Result<(), SourceError> {
+        let (d, t) = &self.watermark_table;
+        let content = serde_json::to_string(wm).expect("watermarks serialize");
+        conn.exec_drop(
+            format!(
+                "INSERT INTO {}.{} (source_id, watermark) VALUES (?, ?) ON DUPLICATE KEY UPDATE watermark = VALUES(watermark)",
+                ident(d),
+                ident(t)
+            ),
+            (&*self.source_id, content),
+        )
+        .await
+        .map_err(sql_error("writing a watermark"))
+    }
+
+    /// Reads a table to the end (`true`), or until the pipeline stops or
+    /// the table is dropped (`false`).
+    async fn read(self, mut job: Job) -> Result<bool, SourceError> {
+        let mut conn = session(&self.connect).await?;
+        let mut log = deltaforge_core::snapshot::ProgressLog::default();
+        tracing::info!(source = %self.source_id, table = %job.table, kind = ?job.progress.kind,
+            rows_done = job.progress.rows_done, rows_total_estimate = ?job.progress.rows_total_estimate, "snapshot: reading table");
+        loop {
+            let Some(shape) = self.shape(&mut conn, &job.table).await? else {
+                tracing::warn!(source = %self.source_id, table = %job.table, "table dropped during its snapshot; its snapshot ends");
+                return Ok(false);
+            };
+            let chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
+            let key_names: Vec<String> = shape.key.iter().map(|i| shape.columns[*i].to_string()).collect();
+            let wm = |kind| Watermark {
+                run: self.run.clone(),
+                chunk,
+                kind,
+                table: job.table.clone(),
+                key: key_names.clone(),
+            };
+            self.emit_watermark(&mut conn, &wm(WatermarkKind::Low)).await?;
+            let (rows, next) = self.select(&mut conn, &shape, &job.progress).await?;
+            let (verdict, verdict_rx) = oneshot::channel();
+            let key_columns = (!key_names.is_empty())
+                .then(|| key_names.iter().map(|k| Arc::<str>::from(k.as_str())).collect::<Vec<_>>().into());
+            let msg = ChunkMsg {
+                chunk,
+                table: job.table.clone(),
+                db: shape.db.clone(),
+                table_name: shape.table.clone(),
+                key_columns,
+                rows,
+                progress: next.clone(),
+                verdict,
+            };
+            if self.tx.send(msg).await.is_err() {
+                return Ok(false);
+            }
+            self.emit_watermark(&mut conn, &wm(WatermarkKind::High)).await?;
+            if verdict_rx.await.is_err() {
+                return Ok(false);
+            }
+            job.progress = next;
+            let done = job.progress.state == TableState::Done;
+            log.chunk(&self.source_id, &job.table, &job.progress);
+            if done {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn select(
+        &self,
+        conn: &mut Conn,
+        s: &Shape,
+        progress: &TableProgress,
+    ) -> Result<(Vec<(String, Row)>, TableProgress), SourceError> {
+        let cols = s.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let table = format!("{}.{}", ident(&s.db), ident(&s.table));
+        let mut conds: Vec<String> = Vec::new();
+        if let (false, Some(last)) = (s.key.is_empty(), &progress.last_key) {
+            if last.len() == s.key.len() {
+                // (k1 > v1) OR (k1 = v1 AND k2 > v2) OR …: indexable on both servers.
+                let k: Vec<String> = s.key.iter().map(|i| ident(&s.columns[*i])).collect();
+                let ors: Vec<String> = (0..k.len())
+                    .map(|i| {
+                        let mut parts: Vec<String> = (0..i).map(|j| format!("{} = {}", k[j], last[j])).collect();
+                        parts.push(format!("{} > {}", k[i], last[i]));
+                        format!("({})", parts.join(" AND "))
+                    })
+                    .collect();
+                conds.push(format!("({})", ors.join(" OR ")));
+            }
+        }
+        if let Some(c) = &progress.condition {
+            conds.push(format!("({c})"));
+        }
+        let mut sql = format!("SELECT {cols} FROM {table}");
+        if !conds.is_empty() {
+            sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
+        }
+        if !s.key.is_empty() {
+            let order = s.key.iter().map(|i| ident(&s.columns[*i])).collect::<Vec<_>>().join(", ");
+            sql.push_str(&format!(" ORDER BY {order} LIMIT {}", self.chunk_size));
+        }
+        let data: Vec<mysql_async::Row> = conn.exec(sql, ()).await.map_err(sql_error("reading a chunk"))?;
+        let read = data.len();
+        let mut out = Vec::with_capacity(read);
+        let mut last_key = None;
+        for r in data {
+            let raw: Vec<MyValue> = r.unwrap();
+            let values = raw
+                .iter()
+                .zip(&s.kinds)
+                .map(|(v, k)| snapshot_value(k, v))
+                .collect::<Result<Vec<Value>, String>>()
+                .map_err(|m| SourceError::Fatal(format!("snapshot: a value of {}.{}: {m}", s.db, s.table)))?;
+            if values.len() != s.columns.len() {
+                return Err(SourceError::Retryable(
+                    "snapshot: the table changed during a chunk; reading it again".into(),
+                ));
+            }
+            let key = if s.key.is_empty() {
+                key_string(values.iter())
+            } else {
+                last_key = Some(s.key.iter().map(|i| raw[*i].as_sql(false)).collect::<Vec<_>>());
+                key_string(s.key.iter().map(|i| &values[*i]))
+            };
+            out.push((key, Row::new(s.columns.clone(), values)));
+        }
+        let mut next = progress.clone();
+        next.chunk += 1;
+        next.rows_done += read as u64;
+        if last_key.is_some() {
+            next.last_key = last_key;
+        }
+        if s.key.is_empty() || read < self.chunk_size {
+            next.state = TableState::Done;
+        }
+        Ok((out, next))
+    }
+}

@@ -1,0 +1,807 @@
+//! The snapshot reader: reads matched tables (and backfills) in key order,
+//! in chunks, on an ordinary connection, while the stream runs, and hands
+//! each chunk to the [`crate::Streamer`] that reconciles it at its high
+//! watermark (the DBLog method, see [`deltaforge_core::snapshot`]).
+//!
+//! Per chunk, on its own connection ([`tokio_postgres`], no TLS in this
+//! build: `sslmode` `require` and stricter stop the snapshot with an error):
+//!
+//! 1. the low watermark: `pg_logical_emit_message(false,
+//!    'deltaforge-watermark', json)` in a short transaction that takes an
+//!    xid (`txid_current()`), so that its commit flushes the WAL and the
+//!    message reaches the stream at once (PostgreSQL before 17 has no
+//!    `flush` argument);
+//! 2. the chunk: `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`, the
+//!    transaction's snapshot (`pg_current_snapshot()`), then `SELECT … WHERE
+//!    (key) > (last) ORDER BY key LIMIT chunk_size`, `COMMIT`: one short
+//!    read-only transaction per chunk, no lock beyond the `ACCESS SHARE` every
+//!    select takes (which blocks no writer, and an `ALTER TABLE` only for
+//!    that one chunk's read);
+//! 3. the high watermark, like the low one;
+//! 4. the stream's verdict: accepted, or retry when a transaction that the
+//!    stream delivered before the low watermark was not yet visible to the
+//!    chunk's snapshot (PostgreSQL writes a commit record before it makes
+//!    the transaction visible, so this rare race is detected and the chunk
+//!    read again rather than emitting a stale row).
+//!
+//! The key is the primary key; without one, the first `NOT NULL` unique
+//! index (fewest columns); without either, the table is read in `ctid`
+//! page ranges and a row is matched against the stream by its whole image
+//! (PostgreSQL publishes updates and deletes of such tables only with
+//! `REPLICA IDENTITY FULL`; rows identical in every column that change
+//! while their chunk is read may be delivered once too often or too
+//! rarely). A table is never skipped silently.
+//!
+//! Which tables are read: with `mode: initial` / `initial_only` each
+//! matched table whose record is not `done`; `always`: every matched table
+//! on each start (a `running` record resumes); `never`: none. With no
+//! checkpoint (first start, or after a reset) earlier records are ignored
+//! and every table is read again. Backfill requests are polled every
+//! second and run through the same chunks. Before each chunk the slot is
+//! checked: a missing or invalidated (`wal_status = lost`) slot stops the
+//! source with an error.
+//!
+//! This module must never hold a transaction open across chunks, never take
+//! an explicit lock, and never store progress itself: the streamer hands
+//! progress to the [`ProgressWriter`](deltaforge_core::snapshot::ProgressWriter)
+//! only with the durable position it depends on.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deltaforge_core::snapshot::{
+    key_string, ReadKind, SnapshotConfig, SnapshotMetrics, SnapshotMode, SnapshotStore, TableProgress, TableState,
+    Watermark, WatermarkKind,
+};
+use deltaforge_core::{Columns, Row, SourceError};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::config::{any_matches, Dsn, SslMode, TablePattern};
+use crate::values;
+
+/// Prefix of the logical decoding messages that carry watermarks.
+pub const WATERMARK_PREFIX: &str = "deltaforge-watermark";
+
+/// How often pending backfill requests are looked for.
+const BACKFILL_POLL: Duration = Duration::from_secs(1);
+
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A SQL identifier, always quoted.
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A transaction snapshot (`pg_current_snapshot()`): which transactions the
+/// chunk's select could not see.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct XidSnapshot {
+    /// Lowest transaction id still running.
+    pub xmin: u64,
+    /// First transaction id not yet assigned.
+    pub xmax: u64,
+    /// Transaction ids running at the time.
+    pub xip: Vec<u64>,
+}
+
+impl XidSnapshot {
+    /// Parses `xmin:xmax:xip,xip,…`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.trim().splitn(3, ':');
+        let xmin = it.next()?.parse().ok()?;
+        let xmax = it.next()?.parse().ok()?;
+        let xip = match it.next() {
+            Some("") | None => Vec::new(),
+            Some(list) => list.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<u64>>>()?,
+        };
+        Some(XidSnapshot { xmin, xmax, xip })
+    }
+
+    /// True when the transaction with this (32-bit, as streamed) xid was
+    /// invisible to the snapshot.
+    pub fn invisible(&self, xid: u32) -> bool {
+        let xmax32 = self.xmax as u32;
+        // Modular comparison: xids wrap around at 2^32.
+        xid.wrapping_sub(xmax32) as i32 >= 0 || self.xip.iter().any(|x| *x as u32 == xid)
+    }
+}
+
+/// How a table's rows are ordered and matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Key columns (primary key or a `NOT NULL` unique index), by position
+    /// in the column list.
+    Columns(Vec<usize>),
+    /// No usable key: `ctid` page ranges, whole-row matching.
+    Ctid,
+}
+
+/// A table as the snapshot reads it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// Schema.
+    pub schema: Arc<str>,
+    /// Table.
+    pub table: Arc<str>,
+    /// Columns, in attribute order.
+    pub columns: Columns,
+    /// Their type OIDs.
+    pub type_oids: Vec<u32>,
+    /// The key.
+    pub key: KeyKind,
+}
+
+impl TableInfo {
+    /// `schema.table`.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+
+    /// Key column names (empty: the whole row).
+    pub fn key_names(&self) -> Vec<String> {
+        match &self.key {
+            KeyKind::Columns(idx) => idx.iter().map(|i| self.columns[*i].to_string()).collect(),
+            KeyKind::Ctid => Vec::new(),
+        }
+    }
+}
+
+/// One chunk, handed to the streamer before its high watermark is written.
+pub struct ChunkMsg {
+    /// Chunk id within the run (as in its watermarks).
+    pub chunk: u64,
+    /// `schema.table`.
+    pub table: String,
+    /// Schema name.
+    pub schema: Arc<str>,
+    /// Table name.
+    pub table_name: Arc<str>,
+    /// Rows with their key strings ([`key_string`]), in key order.
+    pub rows: Vec<(String, Row)>,
+    /// The select's snapshot.
+    pub snapshot: XidSnapshot,
+    /// The table's record once this chunk is delivered.
+    pub progress: TableProgress,
+    /// The verdict: `Some(rows emitted)` or `None` (read the chunk again).
+    pub verdict: oneshot::Sender<Option<u64>>,
+}
+
+/// What the reader hands the streamer.
+pub struct SnapshotLink {
+    /// Identifies this run's watermarks.
+    pub run: String,
+    /// Chunks, each sent before its high watermark is written.
+    pub chunks: mpsc::Receiver<ChunkMsg>,
+    /// The reader's outcome: `Ok(true)` when the source should stop
+    /// (`initial_only`, all tables done and stored), `Ok(false)` when it
+    /// has nothing more to do for now, or the error that must stop it.
+    pub outcome: oneshot::Receiver<Result<bool, SourceError>>,
+}
+
+/// Everything the reader needs.
+pub struct Reader {
+    /// Snapshot settings.
+    pub cfg: SnapshotConfig,
+    /// Where to connect.
+    pub dsn: Dsn,
+    /// Matched tables.
+    pub patterns: Vec<TablePattern>,
+    /// The replication slot, watched for loss.
+    pub slot: String,
+    /// Source id, for logs.
+    pub source_id: Arc<str>,
+    /// Pipeline name, for metrics.
+    pub pipeline: Arc<str>,
+    /// Progress records.
+    pub store: SnapshotStore,
+    /// True when the source has no checkpoint (every table is read again).
+    pub fresh: bool,
+    /// Receives each progress record once stored.
+    pub stored: mpsc::UnboundedReceiver<deltaforge_core::snapshot::PendingProgress>,
+}
+
+/// A table to read.
+#[derive(Debug, Clone)]
+struct Job {
+    table: String,
+    progress: TableProgress,
+}
+
+/// Fatal errors keep their kind; query failures may pass.
+fn db_error(what: &str, e: tokio_postgres::Error) -> SourceError {
+    let text = match e.as_db_error() {
+        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    match e.code().map(|c| c.code()) {
+        Some(c) if c.starts_with("42") => SourceError::Fatal(format!("snapshot: {what}: {text}")),
+        _ => SourceError::Retryable(format!("snapshot: {what}: {text}")),
+    }
+}
+
+async fn connect(dsn: &Dsn) -> Result<Client, SourceError> {
+    if matches!(dsn.sslmode, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull) {
+        return Err(SourceError::Fatal(format!(
+            "snapshot: sslmode {:?} needs TLS on the snapshot connection, which this build does not support; set \
+             snapshot.mode: never, or connect over a trusted network with sslmode=prefer",
+            dsn.sslmode
+        )));
+    }
+    let mut c = tokio_postgres::Config::new();
+    c.host(&dsn.host)
+        .port(dsn.port)
+        .user(&dsn.user)
+        .dbname(&dsn.dbname)
+        .application_name("deltaforge-snapshot")
+        .options(crate::transport::SESSION_OPTIONS)
+        .connect_timeout(Duration::from_secs(30));
+    if !dsn.password.is_empty() {
+        c.password(&dsn.password);
+    }
+    let (client, conn) = c.connect(NoTls).await.map_err(|e| {
+        SourceError::Retryable(format!("snapshot: connecting to PostgreSQL at {}: {e}", dsn.redacted()))
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "snapshot connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Rows of a simple query as text.
+async fn rows(client: &Client, sql: &str, what: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+    let msgs = client.simple_query(sql).await.map_err(|e| db_error(what, e))?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            _ => None,
+        })
+        .collect())
+}
+
+fn cell(r: &[Option<String>], i: usize) -> Option<&str> {
+    r.get(i).and_then(|c| c.as_deref())
+}
+
+impl Reader {
+    /// Starts the reader; the streamer holds the returned link.
+    pub fn spawn(self) -> SnapshotLink {
+        let run = deltaforge_core::snapshot::new_run_id(&self.source_id);
+        let (tx, chunks) = mpsc::channel(self.cfg.max_parallel_tables.max(1));
+        let (otx, outcome) = oneshot::channel();
+        let run2 = run.clone();
+        tokio::spawn(async move {
+            let r = self.run(run2, tx).await;
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "snapshot stopped");
+            }
+            let _ = otx.send(r);
+        });
+        SnapshotLink { run, chunks, outcome }
+    }
+
+    async fn matched_tables(&self, client: &Client) -> Result<Vec<String>, SourceError> {
+        let all = rows(
+            client,
+            "SELECT schemaname, tablename FROM pg_catalog.pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
+            "listing tables",
+        )
+        .await?;
+        Ok(all
+            .iter()
+            .filter_map(|r| match (cell(r, 0), cell(r, 1)) {
+                (Some(s), Some(t)) if any_matches(&self.patterns, s, t) => Some(format!("{s}.{t}")),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn estimate(client: &Client, table: &str) -> Result<Option<u64>, SourceError> {
+        let r = rows(
+            client,
+            &format!(
+                "SELECT reltuples::bigint FROM pg_catalog.pg_class WHERE oid = {}::regclass",
+                literal(&quoted(table))
+            ),
+            "estimating rows",
+        )
+        .await?;
+        Ok(r.first().and_then(|r| cell(r, 0)).and_then(|v| v.parse::<i64>().ok()).filter(|n| *n >= 0).map(|n| n as u64))
+    }
+
+    async fn run(mut self, run: String, tx: mpsc::Sender<ChunkMsg>) -> Result<bool, SourceError> {
+        let client = match connect(&self.dsn).await {
+            Err(SourceError::Fatal(m)) if self.cfg.mode == SnapshotMode::Never => {
+                tracing::warn!(source = %self.source_id, "{m}; backfills are unavailable");
+                return Ok(false);
+            }
+            other => other?,
+        };
+        let metrics = SnapshotMetrics::new(&self.pipeline);
+        let tables = self.matched_tables(&client).await?;
+        let mut queue: VecDeque<Job> = VecDeque::new();
+        for table in &tables {
+            let record = if self.fresh { None } else { self.store.load(table).await.map_err(store_error)? };
+            let progress = match (self.cfg.mode, record) {
+                (_, Some(p)) if p.state == TableState::Running => Some(p),
+                (SnapshotMode::Never, _) => None,
+                (SnapshotMode::Initial | SnapshotMode::InitialOnly, Some(_)) => None,
+                (_, _) => {
+                    let p = TableProgress::start(ReadKind::Snapshot, None, Self::estimate(&client, table).await?);
+                    // Stored at once so that a crash before the first chunk
+                    // is delivered cannot leave an earlier `done` record (from
+                    // before a reset) in charge; a fresh start is always safe.
+                    self.store.save(table, &p).await.map_err(store_error)?;
+                    Some(p)
+                }
+            };
+            if let Some(progress) = progress {
+                queue.push_back(Job { table: table.clone(), progress });
+            }
+        }
+        let initial_only = self.cfg.mode == SnapshotMode::InitialOnly;
+        if !queue.is_empty() {
+            tracing::info!(source = %self.source_id, tables = queue.len(), chunk_size = self.cfg.chunk_size,
+                "snapshot: reading tables while streaming");
+        }
+        let chunk_ids = Arc::new(AtomicU64::new(1));
+        let mut active: HashSet<String> = HashSet::new();
+        let mut workers = tokio::task::JoinSet::new();
+        // Records still to be stored before an `initial_only` run may stop.
+        // Tables whose last chunk was reconciled, and tables whose `done`
+        // record is stored (either may be learnt first).
+        let mut completed: HashSet<String> = HashSet::new();
+        let mut stored_done: HashSet<String> = HashSet::new();
+        let mut poll = tokio::time::interval(BACKFILL_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while active.len() < self.cfg.max_parallel_tables.max(1) {
+                let Some(job) = queue.pop_front() else { break };
+                active.insert(job.table.clone());
+                let w = Worker {
+                    dsn: self.dsn.clone(),
+                    slot: self.slot.clone(),
+                    run: run.clone(),
+                    chunk_size: self.cfg.chunk_size,
+                    chunk_ids: chunk_ids.clone(),
+                    tx: tx.clone(),
+                    source_id: self.source_id.clone(),
+                };
+                workers.spawn(async move { (job.table.clone(), w.read(job).await) });
+            }
+            metrics.tables_remaining(queue.len() + active.len());
+            if initial_only && queue.is_empty() && active.is_empty() && completed.is_subset(&stored_done) {
+                tracing::info!(source = %self.source_id, "snapshot done (mode initial_only): stopping the source");
+                return Ok(true);
+            }
+            tokio::select! {
+                done = workers.join_next(), if !workers.is_empty() => {
+                    let (table, result) = done.expect("guarded by is_empty").map_err(|e| SourceError::Retryable(format!("snapshot task failed: {e}")))?;
+                    active.remove(&table);
+                    // `false`: the table went away or the stream stopped; no record will say done.
+                    if result? {
+                        completed.insert(table);
+                    }
+                }
+                stored = self.stored.recv() => {
+                    match stored {
+                        Some(p) if p.progress.state == TableState::Done => {
+                            tracing::info!(source = %self.source_id, table = %p.table, rows = p.progress.rows_done,
+                                kind = ?p.progress.kind, "snapshot of table done and delivered");
+                            stored_done.insert(p.table.clone());
+                        }
+                        Some(_) => {}
+                        // Only a failed writer ends while the stream runs.
+                        None => return Err(SourceError::Retryable("snapshot: the progress writer stopped (storage failure?)".into())),
+                    }
+                }
+                // The stream stopped: nothing more can be delivered.
+                _ = tx.closed() => return Ok(false),
+                _ = poll.tick() => {
+                    for req in self.store.pending_backfills().await.map_err(store_error)? {
+                        if req.tables.iter().any(|t| active.contains(t) || queue.iter().any(|j| &j.table == t)) {
+                            // A read of that table is under way: start after it.
+                            continue;
+                        }
+                        for t in &req.tables {
+                            if !tables.contains(t) {
+                                tracing::error!(source = %self.source_id, table = %t, request = req.id,
+                                    "backfill: table is not matched by `tables` (or does not exist); ignored");
+                                continue;
+                            }
+                            let p = TableProgress::start(ReadKind::Backfill, req.condition.clone(), Self::estimate(&client, t).await?);
+                            self.store.save(t, &p).await.map_err(store_error)?;
+                            tracing::info!(source = %self.source_id, table = %t, request = req.id,
+                                condition = req.condition.as_deref().unwrap_or(""), "backfill started");
+                            queue.push_back(Job { table: t.clone(), progress: p });
+                        }
+                        self.store.remove_backfill(req.id).await.map_err(store_error)?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn store_error(e: deltaforge_core::snapshot::SnapshotError) -> SourceError {
+    SourceError::Retryable(e.to_string())
+}
+
+/// `schema.table` with each part quoted.
+fn quoted(table: &str) -> String {
+    match table.split_once('.') {
+        Some((s, t)) => format!("{}.{}", ident(s), ident(t)),
+        None => ident(table),
+    }
+}
+
+struct Worker {
+    dsn: Dsn,
+    slot: String,
+    run: String,
+    chunk_size: usize,
+    chunk_ids: Arc<AtomicU64>,
+    tx: mpsc::Sender<ChunkMsg>,
+    source_id: Arc<str>,
+}
+
+impl Worker {
+    async fn table_info(client: &Client, table: &str) -> Result<TableInfo, SourceError> {
+        let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+        let reg = literal(&quoted(table));
+        let cols = rows(
+            client,
+            &format!(
+                "SELECT attname, atttypid, attnum FROM pg_catalog.pg_attribute \
+                 WHERE attrelid = {reg}::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+            ),
+            "reading the table's columns",
+        )
+        .await?;
+        let names: Vec<String> = cols.iter().filter_map(|r| cell(r, 0).map(str::to_string)).collect();
+        let type_oids: Vec<u32> = cols.iter().map(|r| cell(r, 1).and_then(|v| v.parse().ok()).unwrap_or(0)).collect();
+        let attnums: Vec<i64> = cols.iter().map(|r| cell(r, 2).and_then(|v| v.parse().ok()).unwrap_or(0)).collect();
+        // The primary key first, else the NOT NULL unique index with fewest columns.
+        let idx = rows(
+            client,
+            &format!(
+                "SELECT i.indisprimary, array_to_string(i.indkey, ' ') FROM pg_catalog.pg_index i \
+                 WHERE i.indrelid = {reg}::regclass AND i.indisunique AND i.indimmediate AND i.indisvalid \
+                   AND i.indpred IS NULL AND i.indexprs IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = i.indrelid \
+                                   AND a.attnum = ANY(i.indkey) AND NOT a.attnotnull) \
+                 ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid"
+            ),
+            "reading the table's keys",
+        )
+        .await?;
+        let key = idx
+            .first()
+            .and_then(|r| cell(r, 1))
+            .and_then(|list| {
+                list.split_whitespace()
+                    .map(|n| n.parse::<i64>().ok().and_then(|n| attnums.iter().position(|a| *a == n)))
+                    .collect::<Option<Vec<usize>>>()
+            })
+            .filter(|k| !k.is_empty())
+            .map(KeyKind::Columns)
+            .unwrap_or(KeyKind::Ctid);
+        Ok(TableInfo {
+            schema: schema.into(),
+            table: name.into(),
+            columns: names.into_iter().map(Arc::<str>::from).collect::<Vec<_>>().into(),
+            type_oids,
+            key,
+        })
+    }
+
+    async fn emit_watermark(&self, client: &Client, wm: &Watermark) -> Result<(), SourceError> {
+        let content = serde_json::to_string(wm).expect("watermarks serialize");
+        // The xid makes the commit flush the WAL, so the message is sent now.
+        let sql = format!(
+            "BEGIN; SELECT pg_catalog.pg_logical_emit_message(false, {}, {}); SELECT pg_catalog.txid_current(); COMMIT",
+            literal(WATERMARK_PREFIX),
+            literal(&content)
+        );
+        client.simple_query(&sql).await.map_err(|e| db_error("writing a watermark", e))?;
+        Ok(())
+    }
+
+    async fn check_slot(&self, client: &Client) -> Result<(), SourceError> {
+        let r = rows(
+            client,
+            &format!(
+                "SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
+                literal(&self.slot)
+            ),
+            "checking the slot",
+        )
+        .await?;
+        match r.first() {
+            None => Err(SourceError::Fatal(format!(
+                "replication slot {:?} disappeared during the snapshot (dropped by someone): the changes the \
+                 snapshot depends on are lost; reset the pipeline's checkpoint to start over",
+                self.slot
+            ))),
+            Some(row) if cell(row, 0) == Some("lost") => Err(SourceError::Fatal(format!(
+                "replication slot {:?} was invalidated during the snapshot (wal_status = lost: the server removed WAL \
+                 it needed, see max_slot_wal_keep_size); the snapshot cannot be reconciled with the stream. Drop the \
+                 slot, reset the pipeline's checkpoint and start again, with a larger max_slot_wal_keep_size",
+                self.slot
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Reads a table to the end (`true`), or until the pipeline stops or
+    /// the table is dropped (`false`).
+    async fn read(self, mut job: Job) -> Result<bool, SourceError> {
+        let client = connect(&self.dsn).await?;
+        let mut log = deltaforge_core::snapshot::ProgressLog::default();
+        tracing::info!(source = %self.source_id, table = %job.table, kind = ?job.progress.kind,
+            rows_done = job.progress.rows_done, rows_total_estimate = ?job.progress.rows_total_estimate,
+            "snapshot: reading table");
+        loop {
+            self.check_slot(&client).await?;
+            let exists = rows(
+                &client,
+                &format!("SELECT pg_catalog.to_regclass({})", literal(&quoted(&job.table))),
+                "checking the table",
+            )
+            .await?
+            .first()
+            .and_then(|r| cell(r, 0))
+            .is_some();
+            if !exists {
+                tracing::warn!(source = %self.source_id, table = %job.table, "table dropped during its snapshot; its snapshot ends");
+                return Ok(false);
+            }
+            // Columns are read per chunk so that a concurrent ADD COLUMN shows up.
+            let info = Self::table_info(&client, &job.table).await?;
+            if info.columns.is_empty() {
+                return Err(SourceError::Fatal(format!(
+                    "snapshot: table {} has no columns or no longer exists",
+                    job.table
+                )));
+            }
+            let chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
+            let wm = |kind| Watermark {
+                run: self.run.clone(),
+                chunk,
+                kind,
+                table: job.table.clone(),
+                key: info.key_names(),
+            };
+            self.emit_watermark(&client, &wm(WatermarkKind::Low)).await?;
+            let (rows, snapshot, next) = self.select(&client, &info, &job.progress).await?;
+            let (verdict, verdict_rx) = oneshot::channel();
+            let msg = ChunkMsg {
+                chunk,
+                table: job.table.clone(),
+                schema: info.schema.clone(),
+                table_name: info.table.clone(),
+                rows,
+                snapshot,
+                progress: next.clone(),
+                verdict,
+            };
+            if self.tx.send(msg).await.is_err() {
+                return Ok(false); // The stream stopped.
+            }
+            self.emit_watermark(&client, &wm(WatermarkKind::High)).await?;
+            match verdict_rx.await {
+                Ok(Some(_)) => job.progress = next,
+                Ok(None) => {
+                    tracing::debug!(source = %self.source_id, table = %job.table, chunk, "chunk raced a commit; reading it again");
+                    continue;
+                }
+                Err(_) => return Ok(false),
+            }
+            let done = job.progress.state == TableState::Done;
+            log.chunk(&self.source_id, &job.table, &job.progress);
+            if done {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Reads one chunk in its own short read-only transaction.
+    async fn select(
+        &self,
+        client: &Client,
+        info: &TableInfo,
+        progress: &TableProgress,
+    ) -> Result<(Vec<(String, Row)>, XidSnapshot, TableProgress), SourceError> {
+        let cols = info.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let table = quoted(&info.name());
+        let cond = progress.condition.as_deref().map(|c| format!(" AND ({c})")).unwrap_or_default();
+        let n = self.chunk_size;
+        let (sql, ctid_next) = match &info.key {
+            KeyKind::Columns(idx) => {
+                let key_cols = idx.iter().map(|i| ident(&info.columns[*i])).collect::<Vec<_>>().join(", ");
+                let after = match &progress.last_key {
+                    Some(k) if k.len() == idx.len() => {
+                        format!("({key_cols}) > ({})", k.iter().map(|v| literal(v)).collect::<Vec<_>>().join(", "))
+                    }
+                    _ => "true".into(),
+                };
+                (format!("SELECT {cols} FROM {table} WHERE {after}{cond} ORDER BY {key_cols} LIMIT {n}"), None)
+            }
+            KeyKind::Ctid => {
+                let first: u64 =
+                    progress.last_key.as_ref().and_then(|k| k.first()).and_then(|p| p.parse().ok()).unwrap_or(0);
+                let stats = rows(
+                    client,
+                    &format!(
+                        "SELECT GREATEST(reltuples, 1)::float8 / GREATEST(relpages, 1), \
+                         pg_catalog.pg_relation_size(oid) / current_setting('block_size')::int8 \
+                         FROM pg_catalog.pg_class WHERE oid = {}::regclass",
+                        literal(&table)
+                    ),
+                    "sizing a ctid range",
+                )
+                .await?;
+                let per_page: f64 = stats.first().and_then(|r| cell(r, 0)).and_then(|v| v.parse().ok()).unwrap_or(1.0);
+                let pages: u64 = stats.first().and_then(|r| cell(r, 1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let span = ((n as f64 / per_page.max(1.0)).floor() as u64).max(1);
+                let end = first + span;
+                (
+                    format!(
+                        "SELECT {cols} FROM {table} WHERE ctid >= '({first},0)'::tid AND ctid < '({end},0)'::tid{cond}"
+                    ),
+                    Some((end, end >= pages)),
+                )
+            }
+        };
+        client
+            .simple_query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| db_error("starting a chunk", e))?;
+        let result = async {
+            let snap = rows(client, "SELECT pg_catalog.pg_current_snapshot()::text", "reading the snapshot").await?;
+            let snapshot = snap.first().and_then(|r| cell(r, 0)).and_then(XidSnapshot::parse).ok_or_else(|| {
+                SourceError::Retryable("snapshot: pg_current_snapshot() returned an unexpected value".into())
+            })?;
+            let data = rows(client, &sql, "reading a chunk").await?;
+            Ok::<_, SourceError>((snapshot, data))
+        }
+        .await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        client.simple_query(end).await.map_err(|e| db_error("ending a chunk", e))?;
+        let (snapshot, data) = result?;
+        let read = data.len();
+        let mut out = Vec::with_capacity(read);
+        let mut last_key = None;
+        for r in &data {
+            let values: Vec<Value> = (0..info.columns.len())
+                .map(|i| match cell(r, i) {
+                    None => Value::Null,
+                    Some(t) => values::to_json(info.type_oids.get(i).copied().unwrap_or(0), t),
+                })
+                .collect();
+            let key = match &info.key {
+                KeyKind::Columns(idx) => {
+                    last_key =
+                        Some(idx.iter().map(|i| cell(r, *i).unwrap_or_default().to_string()).collect::<Vec<_>>());
+                    key_string(idx.iter().map(|i| &values[*i]))
+                }
+                KeyKind::Ctid => key_string(values.iter()),
+            };
+            out.push((key, Row::new(info.columns.clone(), values)));
+        }
+        let mut next = progress.clone();
+        next.chunk += 1;
+        next.rows_done += read as u64;
+        match ctid_next {
+            Some((end, done)) => {
+                next.last_key = Some(vec![end.to_string()]);
+                if done {
+                    next.state = TableState::Done;
+                }
+            }
+            None => {
+                if last_key.is_some() {
+                    next.last_key = last_key;
+                }
+                if read < n {
+                    next.state = TableState::Done;
+                }
+            }
+        }
+        Ok((out, snapshot, next))
+    }
+}
+
+/// The streamer's side: open windows and the recent transactions needed to
+/// judge a chunk.
+pub struct StreamSide {
+    /// The link to the reader.
+    pub link: SnapshotLink,
+    /// Windows by chunk id.
+    pub windows: HashMap<u64, OpenWindow>,
+    /// Chunks received before their high watermark was reached.
+    pub pending: HashMap<u64, ChunkMsg>,
+    /// Xids of the most recent transactions the stream delivered.
+    pub recent: VecDeque<u32>,
+    /// Metrics.
+    pub metrics: SnapshotMetrics,
+}
+
+/// Transactions remembered for the commit-visibility race check; a commit
+/// becomes visible within milliseconds of its record, far fewer than this.
+pub const RECENT_XIDS: usize = 4096;
+
+/// A window between a chunk's watermarks.
+pub struct OpenWindow {
+    /// `schema.table`.
+    pub table: String,
+    /// Key column names (empty: whole row).
+    pub key: Vec<String>,
+    /// The keys touched.
+    pub window: deltaforge_core::snapshot::Window,
+    /// Transactions delivered before the low watermark.
+    pub before_low: Vec<u32>,
+}
+
+impl OpenWindow {
+    /// Records the keys of one streamed row image.
+    pub fn touch(&mut self, row: &Row) {
+        if self.key.is_empty() {
+            self.window.touch(key_string(row.values()));
+            return;
+        }
+        let vals: Option<Vec<&Value>> = self.key.iter().map(|k| row.get(k)).collect();
+        if let Some(vals) = vals {
+            self.window.touch(key_string(vals));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_parse_and_visibility() {
+        let s = XidSnapshot::parse("100:105:101,103").unwrap();
+        assert_eq!(s, XidSnapshot { xmin: 100, xmax: 105, xip: vec![101, 103] });
+        assert!(!s.invisible(99) && !s.invisible(102) && !s.invisible(104));
+        assert!(s.invisible(101) && s.invisible(103) && s.invisible(105) && s.invisible(200));
+        assert_eq!(XidSnapshot::parse("7:7:").unwrap().xip, Vec::<u64>::new());
+        assert!(XidSnapshot::parse("x").is_none());
+        // 64-bit xids with an epoch compare by their low 32 bits.
+        let e = XidSnapshot::parse(&format!("{}:{}:", (1u64 << 32) + 10, (1u64 << 32) + 12)).unwrap();
+        assert!(!e.invisible(11) && e.invisible(12));
+    }
+
+    #[test]
+    fn windows_touch_by_key_columns_or_whole_row() {
+        let row = Row::from_pairs([("id", serde_json::json!(3)), ("v", serde_json::json!("x"))]);
+        let mut w = OpenWindow {
+            table: "public.t".into(),
+            key: vec!["id".into()],
+            window: Default::default(),
+            before_low: vec![],
+        };
+        w.touch(&row);
+        assert_eq!(
+            w.window
+                .reconcile(vec![(key_string(&[serde_json::json!(3)]), 1), (key_string(&[serde_json::json!(4)]), 2)]),
+            vec![2]
+        );
+        let mut whole =
+            OpenWindow { table: "public.t".into(), key: vec![], window: Default::default(), before_low: vec![] };
+        whole.touch(&row);
+        assert!(whole.window.reconcile(vec![(key_string(row.values()), 1)]).is_empty());
+    }
+}
