@@ -68,7 +68,7 @@ metadata: { name: bench-my, tenant: bench }
 spec:
   source:
     type: mysql
-    config: { id: $1, dsn: '$URL', tables: [dfbench.bench_my] }
+    config: { id: $1, dsn: '$URL', tables: [dfbench.bench_my], snapshot: { mode: never } }
   sinks:
     - type: file
       config: { id: out, path: $2 }

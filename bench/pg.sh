@@ -76,7 +76,7 @@ metadata: { name: bench-pg, tenant: bench }
 spec:
   source:
     type: postgres
-    config: { id: bench-pg-$TX-$r, dsn: '$URL', tables: [public.bench_pg], slot: bench_df_$r, publication: bench_pg }
+    config: { id: bench-pg-$TX-$r, dsn: '$URL', tables: [public.bench_pg], slot: bench_df_$r, publication: bench_pg, snapshot: { mode: never } }
   sinks:
     - type: file
       config: { id: out, path: $out }
