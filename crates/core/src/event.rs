@@ -114,6 +114,29 @@ impl Row {
         &mut self.values
     }
 
+    /// Keeps only the values at `keep` (ascending indices into the current
+    /// columns), in place, under the column list `columns` that names them.
+    /// Processors that drop the same columns from many rows build `columns`
+    /// once and share it.
+    ///
+    /// # Panics
+    /// If `keep` and `columns` differ in length (a caller bug, like
+    /// [`Row::new`]'s check).
+    pub fn retain_columns(&mut self, columns: Columns, keep: &[usize]) {
+        assert_eq!(columns.len(), keep.len(), "retained values must match their columns");
+        let mut next = keep.iter().peekable();
+        let mut i = 0usize;
+        self.values.retain(|_| {
+            let kept = next.peek().is_some_and(|k| **k == i);
+            if kept {
+                next.next();
+            }
+            i += 1;
+            kept
+        });
+        self.columns = columns;
+    }
+
     /// Value of a column, if present.
     pub fn get(&self, column: &str) -> Option<&Value> {
         self.columns.iter().position(|c| &**c == column).map(|i| &self.values[i])
@@ -380,6 +403,17 @@ impl Serialize for NativeEnvelope<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn retain_columns_keeps_the_chosen_values_in_place() {
+        let mut r = Row::from_pairs([("a", json!(1)), ("b", json!(2)), ("c", json!(3)), ("d", json!(4))]);
+        let cols: Columns = vec![Arc::<str>::from("b"), Arc::from("d")].into();
+        r.retain_columns(cols.clone(), &[1, 3]);
+        assert!(Arc::ptr_eq(r.columns(), &cols));
+        assert_eq!(r.to_json(), json!({"b": 2, "d": 4}));
+        r.retain_columns(Vec::<Arc<str>>::new().into(), &[]);
+        assert!(r.is_empty());
+    }
 
     pub(crate) fn sample(seq: u64) -> Event {
         Event {

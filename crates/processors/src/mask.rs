@@ -182,10 +182,36 @@ fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
 /// The per-table plan: ordered column actions.
 type Plan = Arc<[(String, MaskMode)]>;
 
-/// A cached drop: the plan and input column list it was made for (held so
-/// their addresses stay unique), the output column list, and the indices
-/// of the kept values.
-type DropEntry = (Plan, Columns, Columns, Arc<[usize]>);
+/// What a plan does to rows with one column list: the column actions by
+/// index, in plan order, and, when columns are dropped, the output column
+/// list and the indices of the kept values.
+struct Shape {
+    actions: Vec<(usize, MaskMode)>,
+    drop: Option<(Columns, Arc<[usize]>)>,
+}
+
+impl Shape {
+    fn new(plan: &Plan, columns: &Columns) -> Self {
+        let index = |col: &str| columns.iter().position(|c| **c == *col);
+        let actions = plan
+            .iter()
+            .filter(|(_, m)| *m != MaskMode::Drop)
+            .filter_map(|(c, m)| Some((index(c)?, m.clone())))
+            .collect();
+        let dropped: Vec<usize> =
+            plan.iter().filter(|(_, m)| *m == MaskMode::Drop).filter_map(|(c, _)| index(c)).collect();
+        let drop = (!dropped.is_empty()).then(|| {
+            let kept: Arc<[usize]> = (0..columns.len()).filter(|i| !dropped.contains(i)).collect();
+            let out: Columns = kept.iter().map(|&i| columns[i].clone()).collect();
+            (out, kept)
+        });
+        Shape { actions, drop }
+    }
+}
+
+/// A cached shape with the plan and input column list it was made for
+/// (held so that their addresses, the cache key, stay unique).
+type ShapeEntry = (Plan, Columns, Arc<Shape>);
 
 /// The `mask` processor.
 pub struct MaskProcessor {
@@ -195,11 +221,14 @@ pub struct MaskProcessor {
     rules: Vec<MaskRule>,
     /// `(db, table)` → plan (empty when no rule matches).
     plans: HashMap<(Arc<str>, Arc<str>), Plan>,
-    /// Column lists after drops, keyed by the plan's and the input list's
-    /// addresses; the entry holds both `Arc`s so neither address can be
-    /// reused while cached.
-    dropped: HashMap<(usize, usize), DropEntry>,
+    /// Shapes by the addresses of their plan and input column list.
+    shapes: HashMap<(usize, usize), ShapeEntry>,
+    /// The plans of the last few tables, found by the names' addresses.
+    recent: Vec<(Arc<str>, Arc<str>, Plan)>,
 }
+
+/// Tables whose plans are found without hashing.
+const RECENT_TABLES: usize = 8;
 
 impl fmt::Debug for MaskProcessor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -216,13 +245,20 @@ impl MaskProcessor {
             hmac: cfg.hmac_secret.map(|s| keyed_hmac(s.0.as_bytes())),
             rules: cfg.rules,
             plans: HashMap::new(),
-            dropped: HashMap::new(),
+            shapes: HashMap::new(),
+            recent: Vec::new(),
         })
     }
 
     fn plan(&mut self, db: &Arc<str>, table: &Arc<str>) -> Plan {
-        if let Some(p) = self.plans.get(&(db.clone(), table.clone())) {
+        // Sources share one `Arc` per table name: comparing addresses skips
+        // hashing the names for every event.
+        if let Some((_, _, p)) = self.recent.iter().find(|(d, t, _)| Arc::ptr_eq(d, db) && Arc::ptr_eq(t, table)) {
             return p.clone();
+        }
+        if let Some(p) = self.plans.get(&(db.clone(), table.clone())).cloned() {
+            self.remember(db, table, &p);
+            return p;
         }
         let plan: Plan = self
             .rules
@@ -234,20 +270,42 @@ impl MaskProcessor {
             self.plans.clear();
         }
         self.plans.insert((db.clone(), table.clone()), plan.clone());
+        self.remember(db, table, &plan);
         plan
     }
 
-    fn mask_row(&mut self, row: &mut Row, plan: &Plan, plan_id: usize) {
-        let mut has_drop = false;
-        for (col, mode) in plan.iter() {
-            let Some(i) = row.columns().iter().position(|c| **c == **col) else { continue };
-            let v = &mut row.values_mut()[i];
+    fn remember(&mut self, db: &Arc<str>, table: &Arc<str>, plan: &Plan) {
+        if self.recent.len() >= RECENT_TABLES {
+            self.recent.remove(0);
+        }
+        self.recent.push((db.clone(), table.clone(), plan.clone()));
+    }
+
+    fn shape(&mut self, plan: &Plan, columns: &Columns) -> Arc<Shape> {
+        let key = (Arc::as_ptr(plan) as *const () as usize, Arc::as_ptr(columns) as *const () as usize);
+        if let Some((p, c, shape)) = self.shapes.get(&key) {
+            if Arc::ptr_eq(p, plan) && Arc::ptr_eq(c, columns) {
+                return shape.clone();
+            }
+        }
+        let shape = Arc::new(Shape::new(plan, columns));
+        if self.shapes.len() > 1024 {
+            self.shapes.clear();
+        }
+        self.shapes.insert(key, (plan.clone(), columns.clone(), shape.clone()));
+        shape
+    }
+
+    fn mask_row(&mut self, row: &mut Row, plan: &Plan) {
+        let shape = self.shape(plan, row.columns());
+        let values = row.values_mut();
+        for (i, mode) in &shape.actions {
+            let v = &mut values[*i];
             if v.is_null() {
-                has_drop |= *mode == MaskMode::Drop;
                 continue;
             }
             match mode {
-                MaskMode::Drop => has_drop = true,
+                MaskMode::Drop => {}
                 MaskMode::Hash => {
                     // `check` guarantees a secret whenever a rule hashes.
                     let hashed = self.hmac.as_ref().map(|h| h.hex(text_of(v).as_bytes())).unwrap_or_default();
@@ -271,33 +329,9 @@ impl MaskProcessor {
                 }
             }
         }
-        if has_drop {
-            self.drop_columns(row, plan, plan_id);
+        if let Some((out, kept)) = &shape.drop {
+            row.retain_columns(out.clone(), kept);
         }
-    }
-
-    fn drop_columns(&mut self, row: &mut Row, plan: &Plan, plan_id: usize) {
-        let key = (plan_id, Arc::as_ptr(row.columns()) as *const () as usize);
-        let hit =
-            self.dropped.get(&key).filter(|(p, cols, _, _)| Arc::ptr_eq(p, plan) && Arc::ptr_eq(cols, row.columns()));
-        let (out, kept) = match hit {
-            Some((_, _, out, kept)) => (out.clone(), kept.clone()),
-            None => {
-                let drop: Vec<&str> =
-                    plan.iter().filter(|(_, m)| *m == MaskMode::Drop).map(|(c, _)| c.as_str()).collect();
-                let kept: Arc<[usize]> =
-                    row.columns().iter().enumerate().filter(|(_, c)| !drop.contains(&&***c)).map(|(i, _)| i).collect();
-                let out: Columns = kept.iter().map(|&i| row.columns()[i].clone()).collect();
-                if self.dropped.len() > 1024 {
-                    self.dropped.clear();
-                }
-                self.dropped.insert(key, (plan.clone(), row.columns().clone(), out.clone(), kept.clone()));
-                (out, kept)
-            }
-        };
-        let values = row.values_mut();
-        let vals: Vec<Value> = kept.iter().map(|&i| std::mem::take(&mut values[i])).collect();
-        *row = Row::new(out, vals);
     }
 }
 
@@ -313,12 +347,11 @@ impl Processor for MaskProcessor {
             if plan.is_empty() {
                 continue;
             }
-            let plan_id = Arc::as_ptr(&plan) as *const () as usize;
             if let Some(r) = e.before.as_mut() {
-                self.mask_row(r, &plan, plan_id);
+                self.mask_row(r, &plan);
             }
             if let Some(r) = e.after.as_mut() {
-                self.mask_row(r, &plan, plan_id);
+                self.mask_row(r, &plan);
             }
         }
         Ok(events)
