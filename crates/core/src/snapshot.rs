@@ -54,6 +54,33 @@ pub const NAMESPACE: &str = "snapshots";
 /// Default rows per chunk.
 pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
 
+/// How often a snapshot reader says it is still waiting for the stream.
+const STREAM_WAIT_LOG: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for the stream reader's answer about a chunk, logging every 10 s
+/// while it has not come: the answer comes when the stream reaches the
+/// chunk's high watermark, and a stream far behind (a slot or binlog
+/// position that fell behind while the pipeline was stopped) would
+/// otherwise look like a hung snapshot.
+pub async fn await_verdict<T>(
+    mut rx: tokio::sync::oneshot::Receiver<T>,
+    source_id: &str,
+    table: &str,
+) -> Result<T, tokio::sync::oneshot::error::RecvError> {
+    let started = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(STREAM_WAIT_LOG, &mut rx).await {
+            Ok(answer) => return answer,
+            Err(_) => tracing::info!(
+                source = source_id,
+                table,
+                waited_s = started.elapsed().as_secs(),
+                "snapshot: waiting for the stream to reach the chunk's high watermark (it is still reading older changes)"
+            ),
+        }
+    }
+}
+
 /// When a source snapshots its tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

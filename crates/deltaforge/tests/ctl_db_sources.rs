@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use deltaforge_testkit::{
-    free_port, http, http_json, mariadb_sql, metric_value, pg_sql, read_jsonl, service, sqlite_checkpoint,
+    free_port, http, http_json, mariadb_sql, metric_value, pg_cleanup, pg_sql, read_jsonl, service, sqlite_checkpoint,
     sqlite_put_checkpoint, unique_suffix, wait_for, Deltaforge,
 };
 use serde_json::Value;
@@ -190,16 +190,6 @@ fn mariadb_source(url: &str, id: &str, db: &str) -> String {
 }
 
 /// Drops what a PostgreSQL test created (the slot may be gone already).
-fn pg_cleanup(url: &str, table: &str) {
-    pg_sql(
-        url,
-        &format!(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{table}'; \
-             DROP PUBLICATION IF EXISTS {table}; DROP TABLE IF EXISTS {table}"
-        ),
-    );
-}
-
 fn pg_slot_count(url: &str, slot: &str) -> usize {
     pg_sql(url, &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"))
         .trim()

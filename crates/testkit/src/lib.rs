@@ -52,6 +52,19 @@ pub fn service_action(name: &str, action: &str) {
     assert!(out.status.success(), "{} {action} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
 }
 
+/// Drops what a PostgreSQL test pipeline named after its table leaves on
+/// the shared server: the replication slot and publication called `table`
+/// (a forgotten slot holds WAL for ever) and the table itself.
+pub fn pg_cleanup(url: &str, table: &str) {
+    pg_sql(
+        url,
+        &format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{table}'; \
+             DROP PUBLICATION IF EXISTS {table}; DROP TABLE IF EXISTS {table}"
+        ),
+    );
+}
+
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

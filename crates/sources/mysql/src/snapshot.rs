@@ -58,6 +58,9 @@ use crate::schema;
 
 /// How often pending backfill requests are looked for.
 const BACKFILL_POLL: Duration = Duration::from_secs(1);
+/// How long the reader waits for the stream to stop after the progress
+/// writer ended, before calling the writer's end a failure.
+const WRITER_GONE_GRACE: Duration = Duration::from_secs(2);
 
 /// A backquoted identifier.
 fn ident(s: &str) -> String {
@@ -336,7 +339,16 @@ impl Reader {
                         stored_done.insert(p.table.clone());
                     }
                     Some(_) => {}
-                    None => return Err(SourceError::Retryable("snapshot: the progress writer stopped (storage failure?)".into())),
+                    None => {
+                        // At shutdown the writer ends with the pipeline, a moment
+                        // before the stream closes the chunk channel: not a failure.
+                        if tokio::time::timeout(WRITER_GONE_GRACE, tx.closed()).await.is_ok() {
+                            return Ok(false);
+                        }
+                        return Err(SourceError::Retryable(
+                            "snapshot: the progress writer stopped while the stream runs (storage failure?)".into(),
+                        ));
+                    }
                 },
                 _ = tx.closed() => return Ok(false),
                 _ = poll.tick() => {
@@ -472,7 +484,7 @@ impl Worker {
                 return Ok(false);
             }
             self.emit_watermark(&mut conn, &wm(WatermarkKind::High)).await?;
-            if verdict_rx.await.is_err() {
+            if deltaforge_core::snapshot::await_verdict(verdict_rx, &self.source_id, &job.table).await.is_err() {
                 return Ok(false);
             }
             job.progress = next;

@@ -68,6 +68,9 @@ pub const WATERMARK_PREFIX: &str = "deltaforge-watermark";
 
 /// How often pending backfill requests are looked for.
 const BACKFILL_POLL: Duration = Duration::from_secs(1);
+/// How long the reader waits for the stream to stop after the progress
+/// writer ended, before calling the writer's end a failure.
+const WRITER_GONE_GRACE: Duration = Duration::from_secs(2);
 
 /// A SQL string literal.
 fn literal(s: &str) -> String {
@@ -402,7 +405,16 @@ impl Reader {
                         }
                         Some(_) => {}
                         // Only a failed writer ends while the stream runs.
-                        None => return Err(SourceError::Retryable("snapshot: the progress writer stopped (storage failure?)".into())),
+                        None => {
+                        // At shutdown the writer ends with the pipeline, a moment
+                        // before the stream closes the chunk channel: not a failure.
+                        if tokio::time::timeout(WRITER_GONE_GRACE, tx.closed()).await.is_ok() {
+                            return Ok(false);
+                        }
+                        return Err(SourceError::Retryable(
+                            "snapshot: the progress writer stopped while the stream runs (storage failure?)".into(),
+                        ));
+                    }
                     }
                 }
                 // The stream stopped: nothing more can be delivered.
@@ -599,7 +611,7 @@ impl Worker {
                 return Ok(false); // The stream stopped.
             }
             self.emit_watermark(&client, &wm(WatermarkKind::High)).await?;
-            match verdict_rx.await {
+            match deltaforge_core::snapshot::await_verdict(verdict_rx, &self.source_id, &job.table).await {
                 Ok(Some(_)) => job.progress = next,
                 Ok(None) => {
                     tracing::debug!(source = %self.source_id, table = %job.table, chunk, "chunk raced a commit; reading it again");
