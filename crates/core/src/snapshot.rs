@@ -81,6 +81,36 @@ pub async fn await_verdict<T>(
     }
 }
 
+/// How long a reader waits for the stream to stop after the progress writer
+/// ended, before calling the writer's end a failure.
+const WRITER_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Handles one message of the progress writer in a source's snapshot
+/// reader: a stored `done` record adds its table to `stored_done`. When the
+/// writer has ended (`None`), returns `Ok(true)` if the stream stopped too
+/// (a shutdown: the writer ends with the pipeline, a moment before the
+/// stream closes `chunks`), else an error; `Ok(false)` means go on.
+pub async fn on_stored<T>(
+    stored: Option<PendingProgress>,
+    chunks: &mpsc::Sender<T>,
+    source_id: &str,
+    stored_done: &mut HashSet<String>,
+) -> Result<bool, crate::source::SourceError> {
+    match stored {
+        Some(p) if p.progress.state == TableState::Done => {
+            tracing::info!(source = source_id, table = %p.table, rows = p.progress.rows_done,
+                kind = ?p.progress.kind, "snapshot of table done and delivered");
+            stored_done.insert(p.table);
+            Ok(false)
+        }
+        Some(_) => Ok(false),
+        None if tokio::time::timeout(WRITER_GONE_GRACE, chunks.closed()).await.is_ok() => Ok(true),
+        None => Err(crate::source::SourceError::Retryable(
+            "snapshot: the progress writer stopped while the stream runs (storage failure?)".into(),
+        )),
+    }
+}
+
 /// When a source snapshots its tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -58,9 +58,6 @@ use crate::schema;
 
 /// How often pending backfill requests are looked for.
 const BACKFILL_POLL: Duration = Duration::from_secs(1);
-/// How long the reader waits for the stream to stop after the progress
-/// writer ended, before calling the writer's end a failure.
-const WRITER_GONE_GRACE: Duration = Duration::from_secs(2);
 
 /// A backquoted identifier.
 fn ident(s: &str) -> String {
@@ -332,24 +329,12 @@ impl Reader {
                         completed.insert(table);
                     }
                 }
-                stored = self.stored.recv() => match stored {
-                    Some(p) if p.progress.state == TableState::Done => {
-                        tracing::info!(source = %self.source_id, table = %p.table, rows = p.progress.rows_done,
-                            kind = ?p.progress.kind, "snapshot of table done and delivered");
-                        stored_done.insert(p.table.clone());
+                stored = self.stored.recv() => {
+                    if deltaforge_core::snapshot::on_stored(stored, &tx, &self.source_id, &mut stored_done).await? {
+                        return Ok(false);
                     }
-                    Some(_) => {}
-                    None => {
-                        // At shutdown the writer ends with the pipeline, a moment
-                        // before the stream closes the chunk channel: not a failure.
-                        if tokio::time::timeout(WRITER_GONE_GRACE, tx.closed()).await.is_ok() {
-                            return Ok(false);
-                        }
-                        return Err(SourceError::Retryable(
-                            "snapshot: the progress writer stopped while the stream runs (storage failure?)".into(),
-                        ));
-                    }
-                },
+                }
+                // The stream stopped: nothing more can be delivered.
                 _ = tx.closed() => return Ok(false),
                 _ = poll.tick() => {
                     for req in self.store.pending_backfills().await.map_err(store_error)? {

@@ -68,9 +68,6 @@ pub const WATERMARK_PREFIX: &str = "deltaforge-watermark";
 
 /// How often pending backfill requests are looked for.
 const BACKFILL_POLL: Duration = Duration::from_secs(1);
-/// How long the reader waits for the stream to stop after the progress
-/// writer ended, before calling the writer's end a failure.
-const WRITER_GONE_GRACE: Duration = Duration::from_secs(2);
 
 /// A SQL string literal.
 fn literal(s: &str) -> String {
@@ -397,24 +394,8 @@ impl Reader {
                     }
                 }
                 stored = self.stored.recv() => {
-                    match stored {
-                        Some(p) if p.progress.state == TableState::Done => {
-                            tracing::info!(source = %self.source_id, table = %p.table, rows = p.progress.rows_done,
-                                kind = ?p.progress.kind, "snapshot of table done and delivered");
-                            stored_done.insert(p.table.clone());
-                        }
-                        Some(_) => {}
-                        // Only a failed writer ends while the stream runs.
-                        None => {
-                        // At shutdown the writer ends with the pipeline, a moment
-                        // before the stream closes the chunk channel: not a failure.
-                        if tokio::time::timeout(WRITER_GONE_GRACE, tx.closed()).await.is_ok() {
-                            return Ok(false);
-                        }
-                        return Err(SourceError::Retryable(
-                            "snapshot: the progress writer stopped while the stream runs (storage failure?)".into(),
-                        ));
-                    }
+                    if deltaforge_core::snapshot::on_stored(stored, &tx, &self.source_id, &mut stored_done).await? {
+                        return Ok(false);
                     }
                 }
                 // The stream stopped: nothing more can be delivered.
