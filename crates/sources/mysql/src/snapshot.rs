@@ -76,12 +76,14 @@ pub struct ChunkMsg {
     pub table_name: Arc<str>,
     /// Key columns (`None`: whole-row matching).
     pub key_columns: Option<Columns>,
-    /// Rows with their key strings, in key order.
-    pub rows: Vec<(String, Row)>,
+    /// Rows with their key strings, in key order, being converted from the
+    /// server's values off the reader's path (the reader selects the next
+    /// chunk meanwhile).
+    pub rows: tokio::task::JoinHandle<Result<Vec<(String, Row)>, SourceError>>,
     /// The table's record once this chunk is delivered.
     pub progress: TableProgress,
-    /// Rows emitted, once reconciled.
-    pub verdict: oneshot::Sender<u64>,
+    /// Sent when the stream reached the chunk's high watermark.
+    pub verdict: oneshot::Sender<()>,
 }
 
 /// A window between a chunk's watermarks.
@@ -377,9 +379,30 @@ struct Shape {
     db: Arc<str>,
     table: Arc<str>,
     columns: Columns,
-    kinds: Vec<Kind>,
+    kinds: Arc<[Kind]>,
     /// Key column positions (empty: no key, one chunk).
     key: Vec<usize>,
+}
+
+/// What a chunk's result says of each column (name, type, flags — key
+/// flags included —, charset, decimals, length): a change means the table
+/// was altered since its shape was read.
+type Layout = Vec<(String, u8, u16, u16, u8, u32)>;
+
+fn layout(columns: &[mysql_async::Column]) -> Layout {
+    columns
+        .iter()
+        .map(|c| {
+            (
+                c.name_str().into_owned(),
+                c.column_type() as u8,
+                c.flags().bits(),
+                c.character_set(),
+                c.decimals(),
+                c.column_length(),
+            )
+        })
+        .collect()
 }
 
 impl Worker {
@@ -409,24 +432,32 @@ impl Worker {
             db: db.into(),
             table: t.into(),
             columns: names.iter().map(|n| Arc::<str>::from(n.as_str())).collect::<Vec<_>>().into(),
-            kinds: s.columns.iter().map(Kind::from_column).collect(),
+            kinds: s.columns.iter().map(Kind::from_column).collect::<Vec<_>>().into(),
             key,
         }))
     }
 
-    async fn emit_watermark(&self, conn: &mut Conn, wm: &Watermark) -> Result<(), SourceError> {
+    /// Writes watermarks in order, several in one transaction (one commit,
+    /// one binlog group: the stream handles its row events in order).
+    async fn emit_watermarks(&self, conn: &mut Conn, marks: &[Watermark]) -> Result<(), SourceError> {
         let (d, t) = &self.watermark_table;
-        let content = serde_json::to_string(wm).expect("watermarks serialize");
-        conn.exec_drop(
-            format!(
-                "INSERT INTO {}.{} (source_id, watermark) VALUES (?, ?) ON DUPLICATE KEY UPDATE watermark = VALUES(watermark)",
-                ident(d),
-                ident(t)
-            ),
-            (&*self.source_id, content),
-        )
-        .await
-        .map_err(sql_error("writing a watermark"))
+        let sql = format!(
+            "INSERT INTO {}.{} (source_id, watermark) VALUES (?, ?) ON DUPLICATE KEY UPDATE watermark = VALUES(watermark)",
+            ident(d),
+            ident(t)
+        );
+        let several = marks.len() > 1;
+        if several {
+            conn.query_drop("START TRANSACTION").await.map_err(sql_error("writing watermarks"))?;
+        }
+        for wm in marks {
+            let content = serde_json::to_string(wm).expect("watermarks serialize");
+            conn.exec_drop(&sql, (&*self.source_id, content)).await.map_err(sql_error("writing a watermark"))?;
+        }
+        if several {
+            conn.query_drop("COMMIT").await.map_err(sql_error("writing watermarks"))?;
+        }
+        Ok(())
     }
 
     /// Reads a table to the end (`true`), or until the pipeline stops or
@@ -436,22 +467,64 @@ impl Worker {
         let mut log = deltaforge_core::snapshot::ProgressLog::default();
         tracing::info!(source = %self.source_id, table = %job.table, kind = ?job.progress.kind,
             rows_done = job.progress.rows_done, rows_total_estimate = ?job.progress.rows_total_estimate, "snapshot: reading table");
+        // The table's shape, read again only when a chunk's result columns
+        // differ from those seen with it (an ALTER TABLE), with the layout
+        // of the first chunk read with it.
+        let mut cached: Option<(Shape, Option<Layout>)> = None;
+        // Without `SELECT *` (its columns never matched a fresh shape, e.g.
+        // MariaDB's INVISIBLE columns) the shape is read before every chunk.
+        let mut star = true;
+        // A low watermark written ahead with the previous chunk's high one:
+        // (chunk id, the key columns it names).
+        let mut low: Option<(u64, Vec<String>)> = None;
         loop {
-            let Some(shape) = self.shape(&mut conn, &job.table).await? else {
-                tracing::warn!(source = %self.source_id, table = %job.table, "table dropped during its snapshot; its snapshot ends");
-                return Ok(false);
-            };
-            let chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
+            let fresh = cached.is_none();
+            if fresh {
+                let Some(shape) = self.shape(&mut conn, &job.table).await? else {
+                    tracing::warn!(source = %self.source_id, table = %job.table, "table dropped during its snapshot; its snapshot ends");
+                    return Ok(false);
+                };
+                cached = Some((shape, None));
+            }
+            let (shape, seen) = cached.as_mut().expect("just filled");
             let key_names: Vec<String> = shape.key.iter().map(|i| shape.columns[*i].to_string()).collect();
-            let wm = |kind| Watermark {
+            let wm = |chunk, kind| Watermark {
                 run: self.run.clone(),
                 chunk,
                 kind,
                 table: job.table.clone(),
                 key: key_names.clone(),
             };
-            self.emit_watermark(&mut conn, &wm(WatermarkKind::Low)).await?;
-            let (rows, next) = self.select(&mut conn, &shape, &job.progress).await?;
+            let chunk = match low.take() {
+                Some((chunk, k)) if k == key_names => chunk,
+                _ => {
+                    let chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
+                    self.emit_watermarks(&mut conn, &[wm(chunk, WatermarkKind::Low)]).await?;
+                    chunk
+                }
+            };
+            let data = self.select(&mut conn, shape, &job.progress, star).await?;
+            if let Some(first) = data.first() {
+                let now = layout(first.columns_ref());
+                let same_names =
+                    now.len() == shape.columns.len() && now.iter().zip(shape.columns.iter()).all(|(c, n)| c.0 == **n);
+                match seen {
+                    Some(before) if *before == now => {}
+                    None if same_names => *seen = Some(now),
+                    _ => {
+                        if fresh {
+                            star = false;
+                        }
+                        // Altered meanwhile: read the shape and the chunk again,
+                        // in the same window.
+                        tracing::debug!(source = %self.source_id, table = %job.table, "table layout changed; reading its shape again");
+                        low = Some((chunk, key_names));
+                        cached = None;
+                        continue;
+                    }
+                }
+            }
+            let (rows, next) = self.hand_off(shape, data, &job.progress);
             let (verdict, verdict_rx) = oneshot::channel();
             let key_columns = (!key_names.is_empty())
                 .then(|| key_names.iter().map(|k| Arc::<str>::from(k.as_str())).collect::<Vec<_>>().into());
@@ -468,7 +541,17 @@ impl Worker {
             if self.tx.send(msg).await.is_err() {
                 return Ok(false);
             }
-            self.emit_watermark(&mut conn, &wm(WatermarkKind::High)).await?;
+            // The next chunk's low watermark rides with this one's high one.
+            let mut marks = vec![wm(chunk, WatermarkKind::High)];
+            if next.state != TableState::Done {
+                let ahead = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
+                marks.push(wm(ahead, WatermarkKind::Low));
+                low = Some((ahead, key_names.clone()));
+            }
+            self.emit_watermarks(&mut conn, &marks).await?;
+            if !star {
+                cached = None;
+            }
             if deltaforge_core::snapshot::await_verdict(verdict_rx, &self.source_id, &job.table).await.is_err() {
                 return Ok(false);
             }
@@ -481,13 +564,16 @@ impl Worker {
         }
     }
 
+    /// Selects one chunk (one autocommit statement: one consistent read).
     async fn select(
         &self,
         conn: &mut Conn,
         s: &Shape,
         progress: &TableProgress,
-    ) -> Result<(Vec<(String, Row)>, TableProgress), SourceError> {
-        let cols = s.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        star: bool,
+    ) -> Result<Vec<mysql_async::Row>, SourceError> {
+        let cols =
+            if star { "*".to_string() } else { s.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ") };
         let table = format!("{}.{}", ident(&s.db), ident(&s.table));
         let mut conds: Vec<String> = Vec::new();
         if let (false, Some(last)) = (s.key.is_empty(), &progress.last_key) {
@@ -515,40 +601,59 @@ impl Worker {
             let order = s.key.iter().map(|i| ident(&s.columns[*i])).collect::<Vec<_>>().join(", ");
             sql.push_str(&format!(" ORDER BY {order} LIMIT {}", self.chunk_size));
         }
-        let data: Vec<mysql_async::Row> = conn.exec(sql, ()).await.map_err(sql_error("reading a chunk"))?;
+        conn.exec(sql, ()).await.map_err(sql_error("reading a chunk"))
+    }
+
+    /// The table's record after this chunk, and its rows converted on a
+    /// blocking thread.
+    #[allow(clippy::type_complexity)]
+    fn hand_off(
+        &self,
+        s: &Shape,
+        data: Vec<mysql_async::Row>,
+        progress: &TableProgress,
+    ) -> (tokio::task::JoinHandle<Result<Vec<(String, Row)>, SourceError>>, TableProgress) {
         let read = data.len();
-        let mut out = Vec::with_capacity(read);
-        let mut last_key = None;
-        for r in data {
-            let raw: Vec<MyValue> = r.unwrap();
-            let values = raw
-                .iter()
-                .zip(&s.kinds)
-                .map(|(v, k)| snapshot_value(k, v))
-                .collect::<Result<Vec<Value>, String>>()
-                .map_err(|m| SourceError::Fatal(format!("snapshot: a value of {}.{}: {m}", s.db, s.table)))?;
-            if values.len() != s.columns.len() {
-                return Err(SourceError::Retryable(
-                    "snapshot: the table changed during a chunk; reading it again".into(),
-                ));
-            }
-            let key = if s.key.is_empty() {
-                key_string(values.iter())
-            } else {
-                last_key = Some(s.key.iter().map(|i| raw[*i].as_sql(false)).collect::<Vec<_>>());
-                key_string(s.key.iter().map(|i| &values[*i]))
-            };
-            out.push((key, Row::new(s.columns.clone(), values)));
-        }
         let mut next = progress.clone();
         next.chunk += 1;
         next.rows_done += read as u64;
-        if last_key.is_some() {
-            next.last_key = last_key;
+        if let (false, Some(last)) = (s.key.is_empty(), data.last()) {
+            next.last_key = Some(
+                s.key.iter().map(|i| last.as_ref(*i).map(|v| v.as_sql(false)).unwrap_or_default()).collect::<Vec<_>>(),
+            );
         }
         if s.key.is_empty() || read < self.chunk_size {
             next.state = TableState::Done;
         }
-        Ok((out, next))
+        let (columns, kinds, key) = (s.columns.clone(), s.kinds.clone(), s.key.clone());
+        let name = format!("{}.{}", s.db, s.table);
+        let rows = tokio::task::spawn_blocking(move || convert(data, &columns, &kinds, &key, &name));
+        (rows, next)
     }
+}
+
+/// The chunk's rows as values, each with its key string.
+fn convert(
+    data: Vec<mysql_async::Row>,
+    columns: &Columns,
+    kinds: &[Kind],
+    key: &[usize],
+    table: &str,
+) -> Result<Vec<(String, Row)>, SourceError> {
+    let mut out = Vec::with_capacity(data.len());
+    for r in data {
+        let raw: Vec<MyValue> = r.unwrap();
+        let values = raw
+            .iter()
+            .zip(kinds)
+            .map(|(v, k)| snapshot_value(k, v))
+            .collect::<Result<Vec<Value>, String>>()
+            .map_err(|m| SourceError::Fatal(format!("snapshot: a value of {table}: {m}")))?;
+        if values.len() != columns.len() {
+            return Err(SourceError::Retryable("snapshot: the table changed during a chunk; reading it again".into()));
+        }
+        let key = if key.is_empty() { key_string(values.iter()) } else { key_string(key.iter().map(|i| &values[*i])) };
+        out.push((key, Row::new(columns.clone(), values)));
+    }
+    Ok(out)
 }

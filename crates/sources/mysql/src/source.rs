@@ -1152,10 +1152,19 @@ impl Run<'_> {
                 "snapshot: chunk {chunk} reached its high watermark but was never read"
             ))));
         };
-        let rows = win.window.reconcile(msg.rows);
-        let emitted = rows.len() as u64;
         // The reader may read the next chunk while this one is delivered.
-        let _ = msg.verdict.send(emitted);
+        let _ = msg.verdict.send(());
+        let converted = msg
+            .rows
+            .await
+            .map_err(|e| {
+                SourceError::Retryable(format!("snapshot: converting chunk {chunk} of {} failed: {e}", msg.table))
+            })
+            .and_then(|r| r)
+            .map_err(MysqlSourceError::Snapshot)?;
+        let side = self.snap.as_mut().expect("called with a reader");
+        let rows = win.window.reconcile(converted);
+        let emitted = rows.len() as u64;
         side.metrics.rows(&msg.table, emitted);
         side.to_commit.push((msg.table.clone(), msg.progress));
         let tx_start = *self.tx.start.get_or_insert(event_start(ev).unwrap_or(0));

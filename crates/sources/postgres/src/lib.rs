@@ -798,13 +798,16 @@ impl Streamer {
             ))
         })?;
         if win.before_low.iter().any(|x| msg.snapshot.invisible(*x)) {
-            let _ = msg.verdict.send(None);
+            let _ = msg.verdict.send(false);
             return Ok(());
         }
-        let rows = win.window.reconcile(msg.rows);
-        let emitted = rows.len() as u64;
         // The reader may read the next chunk while this one is delivered.
-        let _ = msg.verdict.send(Some(emitted));
+        let _ = msg.verdict.send(true);
+        let converted = msg.rows.await.map_err(|e| {
+            SourceError::Retryable(format!("snapshot: converting chunk {} of {} failed: {e}", wm.chunk, msg.table))
+        })?;
+        let rows = win.window.reconcile(converted);
+        let emitted = rows.len() as u64;
         let metrics = side.metrics.clone();
         let relation = self
             .relations
@@ -976,15 +979,16 @@ mod snapshot_tests {
         wire: Vec<WireEvent>,
         snapshot: XidSnapshot,
         until_commit: u64,
-    ) -> (Vec<deltaforge_core::Event>, Vec<Position>, Option<u64>, Vec<PendingProgress>) {
+    ) -> (Vec<deltaforge_core::Event>, Vec<Position>, Option<bool>, Vec<PendingProgress>) {
         let run = "run-1".to_string();
         let (chunk_tx, chunks) = mpsc::channel(4);
         let (_outcome_tx, outcome) = oneshot::channel();
         let (verdict, verdict_rx) = oneshot::channel();
         let cols: deltaforge_core::Columns = vec![Arc::<str>::from("id"), Arc::<str>::from("v")].into();
-        let rows = (1..=3)
+        let rows: Vec<_> = (1..=3)
             .map(|i| (key_string(&[json!(i)]), Row::new(cols.clone(), vec![json!(i), json!(format!("old{i}"))])))
             .collect();
+        let rows = tokio::spawn(std::future::ready(rows));
         let mut progress = TableProgress::start(ReadKind::Snapshot, None, Some(3));
         progress.chunk = 1;
         chunk_tx
@@ -1036,7 +1040,7 @@ mod snapshot_tests {
         }
         shutdown.cancel();
         task.await.unwrap().unwrap();
-        let verdict = verdict_rx.await.ok().flatten();
+        let verdict = verdict_rx.await.ok();
         let mut stored = Vec::new();
         while let Ok(p) = prx.try_recv() {
             stored.push(p);
@@ -1061,7 +1065,7 @@ mod snapshot_tests {
         assert_eq!((events[1].index, events[2].index), (0, 1));
         assert_eq!(events[1].after.as_ref().unwrap().get("v"), Some(&json!("old1")));
         assert!(commits.contains(&high), "{commits:?}");
-        assert_eq!(verdict, Some(2));
+        assert_eq!(verdict, Some(true));
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].position, high);
         assert_eq!(stored[0].progress.chunk, 1);
@@ -1078,7 +1082,7 @@ mod snapshot_tests {
         wire.extend(tx(8, 250, vec![insert(220, "9", "after")]));
         let (events, _, verdict, stored) = drive(wire, XidSnapshot { xmin: 7, xmax: 9, xip: vec![7] }, 250).await;
         assert!(events.iter().all(|e| e.op != Op::Read), "a stale chunk was emitted");
-        assert_eq!(verdict, None);
+        assert_eq!(verdict, Some(false));
         assert!(stored.is_empty());
     }
 }

@@ -58,7 +58,7 @@ use deltaforge_core::snapshot::{
 use deltaforge_core::{Columns, Row, SourceError};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::config::{any_matches, Dsn, SslMode, TablePattern};
 use crate::values;
@@ -163,14 +163,17 @@ pub struct ChunkMsg {
     pub schema: Arc<str>,
     /// Table name.
     pub table_name: Arc<str>,
-    /// Rows with their key strings ([`key_string`]), in key order.
-    pub rows: Vec<(String, Row)>,
+    /// Rows with their key strings ([`key_string`]), in key order, being
+    /// converted from the server's text off the reader's path (the reader
+    /// selects the next chunk meanwhile).
+    pub rows: tokio::task::JoinHandle<Vec<(String, Row)>>,
     /// The select's snapshot.
     pub snapshot: XidSnapshot,
     /// The table's record once this chunk is delivered.
     pub progress: TableProgress,
-    /// The verdict: `Some(rows emitted)` or `None` (read the chunk again).
-    pub verdict: oneshot::Sender<Option<u64>>,
+    /// The verdict: `true` (accepted: its rows are emitted at the high
+    /// watermark) or `false` (it raced a commit: read the chunk again).
+    pub verdict: oneshot::Sender<bool>,
 }
 
 /// What the reader hands the streamer.
@@ -266,6 +269,26 @@ async fn rows(client: &Client, sql: &str, what: &str) -> Result<Vec<Vec<Option<S
             _ => None,
         })
         .collect())
+}
+
+/// Rows of a multi-statement simple query, one list per statement: one
+/// round trip for what would otherwise be several.
+async fn statements(client: &Client, sql: &str, what: &str) -> Result<Vec<Vec<SimpleQueryRow>>, SourceError> {
+    let msgs = client.simple_query(sql).await.map_err(|e| db_error(what, e))?;
+    let mut out = vec![Vec::new()];
+    for m in msgs {
+        match m {
+            SimpleQueryMessage::Row(r) => out.last_mut().expect("never empty").push(r),
+            SimpleQueryMessage::CommandComplete(_) => out.push(Vec::new()),
+            _ => {}
+        }
+    }
+    out.pop();
+    Ok(out)
+}
+
+fn text_rows(rows: &[SimpleQueryRow]) -> Vec<Vec<Option<String>>> {
+    rows.iter().map(|r| (0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()).collect()
 }
 
 fn cell(r: &[Option<String>], i: usize) -> Option<&str> {
@@ -449,35 +472,40 @@ struct Worker {
 }
 
 impl Worker {
-    async fn table_info(client: &Client, table: &str) -> Result<TableInfo, SourceError> {
+    /// Checks the slot and the table and reads the table's columns and key,
+    /// in one round trip: `None` when the table no longer exists. Columns
+    /// are read per chunk so that a concurrent `ADD COLUMN` shows up.
+    async fn prepare(&self, client: &Client, table: &str) -> Result<Option<TableInfo>, SourceError> {
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
-        let reg = literal(&quoted(table));
-        let cols = rows(
-            client,
-            &format!(
-                "SELECT attname, atttypid, attnum FROM pg_catalog.pg_attribute \
-                 WHERE attrelid = {reg}::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
-            ),
-            "reading the table's columns",
-        )
-        .await?;
+        // to_regclass: a dropped table gives no rows instead of an error.
+        let reg = format!("pg_catalog.to_regclass({})", literal(&quoted(table)));
+        let sql = format!(
+            "SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = {slot}; \
+             SELECT {reg} IS NOT NULL; \
+             SELECT attname, atttypid, attnum FROM pg_catalog.pg_attribute \
+             WHERE attrelid = {reg} AND attnum > 0 AND NOT attisdropped ORDER BY attnum; \
+             SELECT i.indisprimary, array_to_string(i.indkey, ' ') FROM pg_catalog.pg_index i \
+             WHERE i.indrelid = {reg} AND i.indisunique AND i.indimmediate AND i.indisvalid \
+               AND i.indpred IS NULL AND i.indexprs IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = i.indrelid \
+                               AND a.attnum = ANY(i.indkey) AND NOT a.attnotnull) \
+             ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid",
+            slot = literal(&self.slot),
+        );
+        let results = statements(client, &sql, "checking the slot and reading the table's layout").await?;
+        let [slot, exists, cols, idx] = <[Vec<SimpleQueryRow>; 4]>::try_from(results).map_err(|r| {
+            SourceError::Retryable(format!("snapshot: expected 4 results checking the table, got {}", r.len()))
+        })?;
+        self.check_slot(&text_rows(&slot))?;
+        if exists.first().and_then(|r| r.get(0)) != Some("t") {
+            return Ok(None);
+        }
+        let cols = text_rows(&cols);
+        let idx = text_rows(&idx);
         let names: Vec<String> = cols.iter().filter_map(|r| cell(r, 0).map(str::to_string)).collect();
         let type_oids: Vec<u32> = cols.iter().map(|r| cell(r, 1).and_then(|v| v.parse().ok()).unwrap_or(0)).collect();
         let attnums: Vec<i64> = cols.iter().map(|r| cell(r, 2).and_then(|v| v.parse().ok()).unwrap_or(0)).collect();
         // The primary key first, else the NOT NULL unique index with fewest columns.
-        let idx = rows(
-            client,
-            &format!(
-                "SELECT i.indisprimary, array_to_string(i.indkey, ' ') FROM pg_catalog.pg_index i \
-                 WHERE i.indrelid = {reg}::regclass AND i.indisunique AND i.indimmediate AND i.indisvalid \
-                   AND i.indpred IS NULL AND i.indexprs IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = i.indrelid \
-                                   AND a.attnum = ANY(i.indkey) AND NOT a.attnotnull) \
-                 ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid"
-            ),
-            "reading the table's keys",
-        )
-        .await?;
         let key = idx
             .first()
             .and_then(|r| cell(r, 1))
@@ -489,37 +517,38 @@ impl Worker {
             .filter(|k| !k.is_empty())
             .map(KeyKind::Columns)
             .unwrap_or(KeyKind::Ctid);
-        Ok(TableInfo {
+        Ok(Some(TableInfo {
             schema: schema.into(),
             table: name.into(),
             columns: names.into_iter().map(Arc::<str>::from).collect::<Vec<_>>().into(),
             type_oids,
             key,
-        })
+        }))
     }
 
-    async fn emit_watermark(&self, client: &Client, wm: &Watermark) -> Result<(), SourceError> {
-        let content = serde_json::to_string(wm).expect("watermarks serialize");
-        // The xid makes the commit flush the WAL, so the message is sent now.
-        let sql = format!(
-            "BEGIN; SELECT pg_catalog.pg_logical_emit_message(false, {}, {}); SELECT pg_catalog.txid_current(); COMMIT",
-            literal(WATERMARK_PREFIX),
-            literal(&content)
-        );
+    /// Writes watermarks in order. With `flush`, in a transaction that
+    /// takes an xid (`txid_current()`) so that its commit flushes the WAL
+    /// and the messages reach the stream at once (PostgreSQL before 17 has
+    /// no `flush` argument); a low watermark alone needs no flush, as the
+    /// high one after it flushes both.
+    async fn emit_watermarks(&self, client: &Client, marks: &[Watermark], flush: bool) -> Result<(), SourceError> {
+        let emits = marks
+            .iter()
+            .map(|wm| {
+                let content = serde_json::to_string(wm).expect("watermarks serialize");
+                format!(
+                    "SELECT pg_catalog.pg_logical_emit_message(false, {}, {});",
+                    literal(WATERMARK_PREFIX),
+                    literal(&content)
+                )
+            })
+            .collect::<String>();
+        let sql = if flush { format!("BEGIN; {emits} SELECT pg_catalog.txid_current(); COMMIT") } else { emits };
         client.simple_query(&sql).await.map_err(|e| db_error("writing a watermark", e))?;
         Ok(())
     }
 
-    async fn check_slot(&self, client: &Client) -> Result<(), SourceError> {
-        let r = rows(
-            client,
-            &format!(
-                "SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
-                literal(&self.slot)
-            ),
-            "checking the slot",
-        )
-        .await?;
+    fn check_slot(&self, r: &[Vec<Option<String>>]) -> Result<(), SourceError> {
         match r.first() {
             None => Err(SourceError::Fatal(format!(
                 "replication slot {:?} disappeared during the snapshot (dropped by someone): the changes the \
@@ -544,38 +573,38 @@ impl Worker {
         tracing::info!(source = %self.source_id, table = %job.table, kind = ?job.progress.kind,
             rows_done = job.progress.rows_done, rows_total_estimate = ?job.progress.rows_total_estimate,
             "snapshot: reading table");
+        // A low watermark written ahead, with the previous chunk's high one:
+        // (chunk id, the key columns it names).
+        let mut low: Option<(u64, Vec<String>)> = None;
+        let wm = |chunk, kind, key: &[String]| Watermark {
+            run: self.run.clone(),
+            chunk,
+            kind,
+            table: job.table.clone(),
+            key: key.to_vec(),
+        };
         loop {
-            self.check_slot(&client).await?;
-            let exists = rows(
-                &client,
-                &format!("SELECT pg_catalog.to_regclass({})", literal(&quoted(&job.table))),
-                "checking the table",
-            )
-            .await?
-            .first()
-            .and_then(|r| cell(r, 0))
-            .is_some();
-            if !exists {
+            let Some(info) = self.prepare(&client, &job.table).await? else {
                 tracing::warn!(source = %self.source_id, table = %job.table, "table dropped during its snapshot; its snapshot ends");
                 return Ok(false);
-            }
-            // Columns are read per chunk so that a concurrent ADD COLUMN shows up.
-            let info = Self::table_info(&client, &job.table).await?;
+            };
             if info.columns.is_empty() {
                 return Err(SourceError::Fatal(format!(
                     "snapshot: table {} has no columns or no longer exists",
                     job.table
                 )));
             }
-            let chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
-            let wm = |kind| Watermark {
-                run: self.run.clone(),
-                chunk,
-                kind,
-                table: job.table.clone(),
-                key: info.key_names(),
+            let key = info.key_names();
+            // A key changed since the low watermark was written needs a new
+            // window (the old one stays open, unused, until the restart).
+            let chunk = match low.take() {
+                Some((chunk, k)) if k == key => chunk,
+                _ => {
+                    let chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
+                    self.emit_watermarks(&client, &[wm(chunk, WatermarkKind::Low, &key)], false).await?;
+                    chunk
+                }
             };
-            self.emit_watermark(&client, &wm(WatermarkKind::Low)).await?;
             let (rows, snapshot, next) = self.select(&client, &info, &job.progress).await?;
             let (verdict, verdict_rx) = oneshot::channel();
             let msg = ChunkMsg {
@@ -591,10 +620,18 @@ impl Worker {
             if self.tx.send(msg).await.is_err() {
                 return Ok(false); // The stream stopped.
             }
-            self.emit_watermark(&client, &wm(WatermarkKind::High)).await?;
+            // The next chunk's low watermark rides with this one's high
+            // watermark: one flushed round trip per chunk.
+            let mut marks = vec![wm(chunk, WatermarkKind::High, &key)];
+            if next.state != TableState::Done {
+                let ahead = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
+                marks.push(wm(ahead, WatermarkKind::Low, &key));
+                low = Some((ahead, key));
+            }
+            self.emit_watermarks(&client, &marks, true).await?;
             match deltaforge_core::snapshot::await_verdict(verdict_rx, &self.source_id, &job.table).await {
-                Ok(Some(_)) => job.progress = next,
-                Ok(None) => {
+                Ok(true) => job.progress = next,
+                Ok(false) => {
                     tracing::debug!(source = %self.source_id, table = %job.table, chunk, "chunk raced a commit; reading it again");
                     continue;
                 }
@@ -614,7 +651,7 @@ impl Worker {
         client: &Client,
         info: &TableInfo,
         progress: &TableProgress,
-    ) -> Result<(Vec<(String, Row)>, XidSnapshot, TableProgress), SourceError> {
+    ) -> Result<(tokio::task::JoinHandle<Vec<(String, Row)>>, XidSnapshot, TableProgress), SourceError> {
         let cols = info.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
         let table = quoted(&info.name());
         let cond = progress.condition.as_deref().map(|c| format!(" AND ({c})")).unwrap_or_default();
@@ -656,42 +693,33 @@ impl Worker {
                 )
             }
         };
-        client
-            .simple_query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| db_error("starting a chunk", e))?;
-        let result = async {
-            let snap = rows(client, "SELECT pg_catalog.pg_current_snapshot()::text", "reading the snapshot").await?;
-            let snapshot = snap.first().and_then(|r| cell(r, 0)).and_then(XidSnapshot::parse).ok_or_else(|| {
-                SourceError::Retryable("snapshot: pg_current_snapshot() returned an unexpected value".into())
-            })?;
-            let data = rows(client, &sql, "reading a chunk").await?;
-            Ok::<_, SourceError>((snapshot, data))
-        }
-        .await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        client.simple_query(end).await.map_err(|e| db_error("ending a chunk", e))?;
-        let (snapshot, data) = result?;
+        // One round trip: the transaction, its snapshot and the chunk.
+        let batch = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_catalog.pg_current_snapshot()::text; {sql}; COMMIT"
+        );
+        let results = match statements(client, &batch, "reading a chunk").await {
+            Ok(r) => r,
+            Err(e) => {
+                // A failed statement leaves the transaction block aborted.
+                let _ = client.simple_query("ROLLBACK").await;
+                return Err(e);
+            }
+        };
+        let [_, snap, data, _] = <[Vec<SimpleQueryRow>; 4]>::try_from(results).map_err(|r| {
+            SourceError::Retryable(format!("snapshot: expected 4 results reading a chunk, got {}", r.len()))
+        })?;
+        let snapshot = snap.first().and_then(|r| r.get(0)).and_then(XidSnapshot::parse).ok_or_else(|| {
+            SourceError::Retryable("snapshot: pg_current_snapshot() returned an unexpected value".into())
+        })?;
         let read = data.len();
-        let mut out = Vec::with_capacity(read);
-        let mut last_key = None;
-        for r in &data {
-            let values: Vec<Value> = (0..info.columns.len())
-                .map(|i| match cell(r, i) {
-                    None => Value::Null,
-                    Some(t) => values::to_json(info.type_oids.get(i).copied().unwrap_or(0), t),
-                })
-                .collect();
-            let key = match &info.key {
-                KeyKind::Columns(idx) => {
-                    last_key =
-                        Some(idx.iter().map(|i| cell(r, *i).unwrap_or_default().to_string()).collect::<Vec<_>>());
-                    key_string(idx.iter().map(|i| &values[*i]))
-                }
-                KeyKind::Ctid => key_string(values.iter()),
-            };
-            out.push((key, Row::new(info.columns.clone(), values)));
-        }
+        let last_key = match (&info.key, data.last()) {
+            (KeyKind::Columns(idx), Some(r)) => {
+                Some(idx.iter().map(|i| r.get(*i).unwrap_or_default().to_string()).collect::<Vec<_>>())
+            }
+            _ => None,
+        };
+        let (columns, type_oids, key) = (info.columns.clone(), info.type_oids.clone(), info.key.clone());
+        let out = tokio::task::spawn_blocking(move || convert(&data, &columns, &type_oids, &key));
         let mut next = progress.clone();
         next.chunk += 1;
         next.rows_done += read as u64;
@@ -713,6 +741,25 @@ impl Worker {
         }
         Ok((out, snapshot, next))
     }
+}
+
+/// The chunk's rows as values, each with its key string.
+fn convert(data: &[SimpleQueryRow], columns: &Columns, type_oids: &[u32], key: &KeyKind) -> Vec<(String, Row)> {
+    data.iter()
+        .map(|r| {
+            let values: Vec<Value> = (0..columns.len())
+                .map(|i| match r.get(i) {
+                    None => Value::Null,
+                    Some(t) => values::to_json(type_oids.get(i).copied().unwrap_or(0), t),
+                })
+                .collect();
+            let key = match key {
+                KeyKind::Columns(idx) => key_string(idx.iter().map(|i| &values[*i])),
+                KeyKind::Ctid => key_string(values.iter()),
+            };
+            (key, Row::new(columns.clone(), values))
+        })
+        .collect()
 }
 
 /// The streamer's side: open windows and the recent transactions needed to
