@@ -204,7 +204,10 @@ fn per_event_hmac_floor() {
         }
         out
     };
-    assert_eq!(raw(notes[0].as_bytes())[..], keyed.clone().chain_update(notes[0].as_bytes()).finalize().into_bytes()[..]);
+    assert_eq!(
+        raw(notes[0].as_bytes())[..],
+        keyed.clone().chain_update(notes[0].as_bytes()).finalize().into_bytes()[..]
+    );
     let time = |f: &dyn Fn(&[u8]) -> u8| {
         let mut xs = Vec::new();
         for _ in 0..ROUNDS {

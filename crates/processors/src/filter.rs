@@ -211,7 +211,8 @@ fn compile(v: &Value, path: &str, columns: &mut Vec<String>) -> Result<Pred, Con
         "lt" => Test::Cmp(ordered(operand)?, |o| o == Ordering::Less),
         "lte" => Test::Cmp(ordered(operand)?, |o| o != Ordering::Greater),
         "in" => {
-            let list = operand.as_array().cloned().ok_or_else(|| op_err("operand must be a list, e.g. [paid, shipped]"))?;
+            let list =
+                operand.as_array().cloned().ok_or_else(|| op_err("operand must be a list, e.g. [paid, shipped]"))?;
             let strings = list.iter().all(Value::is_string);
             Test::In(list, strings)
         }
