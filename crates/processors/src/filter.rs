@@ -59,15 +59,16 @@
 //! field values.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Op, Processor, ProcessorError};
+use deltaforge_core::{Columns, Event, Op, Processor, ProcessorError, Row};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::pattern::TablePattern;
-use crate::value::{loose_cmp, loose_eq, scalar_text, FieldPath};
+use crate::value::{loose_cmp, loose_eq, scalar_text, FieldPath, Image};
 use crate::ConfigProblem;
 
 /// What to do with matching events.
@@ -111,7 +112,15 @@ enum Pred {
     All(Vec<Pred>),
     Any(Vec<Pred>),
     Not(Box<Pred>),
-    Leaf(FieldPath, Test),
+    Leaf(Field, Test),
+}
+
+/// A leaf's field: its path, and the index of its column name in
+/// [`CompiledFilter::columns`] (the slot of its position in a column list).
+#[derive(Debug, Clone)]
+struct Field {
+    path: FieldPath,
+    slot: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +128,9 @@ enum Test {
     Eq(Value),
     Ne(Value),
     Cmp(Value, fn(Ordering) -> bool),
-    In(Vec<Value>),
+    /// The list, and whether all its elements are strings (then a string
+    /// value matches exactly when it equals one of them).
+    In(Vec<Value>, bool),
     Regex(Regex),
     Exists(bool),
     Changed(bool),
@@ -138,7 +149,8 @@ fn parse_op(s: &str) -> Option<Op> {
     })
 }
 
-fn compile(v: &Value, path: &str) -> Result<Pred, ConfigProblem> {
+/// Compiles a predicate; `columns` collects the column names the leaves read.
+fn compile(v: &Value, path: &str, columns: &mut Vec<String>) -> Result<Pred, ConfigProblem> {
     let err = |msg: String| (path.to_string(), msg);
     let m = v.as_object().ok_or_else(|| {
         err("a predicate must be a mapping: `{ field: after.x, eq: 1 }`, `all: [..]`, `any: [..]` or `not: {..}`"
@@ -151,14 +163,14 @@ fn compile(v: &Value, path: &str) -> Result<Pred, ConfigProblem> {
             }
             let inner_path = if path.is_empty() { comb.to_string() } else { format!("{path}.{comb}") };
             if comb == "not" {
-                return Ok(Pred::Not(Box::new(compile(inner, &inner_path)?)));
+                return Ok(Pred::Not(Box::new(compile(inner, &inner_path, columns)?)));
             }
             let list =
                 inner.as_array().ok_or_else(|| (inner_path.clone(), format!("`{comb}` takes a list of predicates")))?;
             let preds = list
                 .iter()
                 .enumerate()
-                .map(|(i, p)| compile(p, &format!("{inner_path}[{i}]")))
+                .map(|(i, p)| compile(p, &format!("{inner_path}[{i}]"), columns))
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(if comb == "all" { Pred::All(preds) } else { Pred::Any(preds) });
         }
@@ -199,7 +211,10 @@ fn compile(v: &Value, path: &str) -> Result<Pred, ConfigProblem> {
         "lt" => Test::Cmp(ordered(operand)?, |o| o == Ordering::Less),
         "lte" => Test::Cmp(ordered(operand)?, |o| o != Ordering::Greater),
         "in" => {
-            Test::In(operand.as_array().cloned().ok_or_else(|| op_err("operand must be a list, e.g. [paid, shipped]"))?)
+            let list =
+                operand.as_array().cloned().ok_or_else(|| op_err("operand must be a list, e.g. [paid, shipped]"))?;
+            let strings = list.iter().all(Value::is_string);
+            Test::In(list, strings)
         }
         "regex" => {
             let s = operand.as_str().ok_or_else(|| op_err("operand must be a regular expression string"))?;
@@ -209,19 +224,54 @@ fn compile(v: &Value, path: &str) -> Result<Pred, ConfigProblem> {
         "changed" => Test::Changed(operand.as_bool().ok_or_else(|| op_err("operand must be true or false"))?),
         other => return Err(err(format!("unknown operator `{other}`; known: {OPERATORS}"))),
     };
-    Ok(Pred::Leaf(field, test))
+    let slot = match columns.iter().position(|c| *c == field.column) {
+        Some(slot) => slot,
+        None => {
+            columns.push(field.column.clone());
+            columns.len() - 1
+        }
+    };
+    Ok(Pred::Leaf(Field { path: field, slot }, test))
+}
+
+/// A row image of the event being tested, with the positions of the
+/// predicate's columns in its column list when they are cached.
+#[derive(Clone, Copy)]
+struct Img<'a> {
+    row: &'a Row,
+    positions: Option<&'a [Option<usize>]>,
+}
+
+impl<'a> Img<'a> {
+    fn of(row: &'a Option<Row>, cache: Option<&'a Cache>) -> Option<Self> {
+        row.as_ref().map(|row| Img { row, positions: cache.and_then(|c| c.positions(row.columns())) })
+    }
+
+    fn get(self, field: &Field) -> Option<&'a Value> {
+        let v = match self.positions {
+            Some(p) => &self.row.values()[p[field.slot]?],
+            None => self.row.get(&field.path.column)?,
+        };
+        FieldPath::walk(v, &field.path.nested)
+    }
+}
+
+/// The images of one event.
+struct Images<'a> {
+    before: Option<Img<'a>>,
+    after: Option<Img<'a>>,
 }
 
 impl Pred {
-    fn eval(&self, e: &Event) -> bool {
+    fn eval(&self, e: &Event, images: &Images<'_>) -> bool {
         match self {
-            Pred::All(ps) => ps.iter().all(|p| p.eval(e)),
-            Pred::Any(ps) => ps.iter().any(|p| p.eval(e)),
-            Pred::Not(p) => !p.eval(e),
+            Pred::All(ps) => ps.iter().all(|p| p.eval(e, images)),
+            Pred::Any(ps) => ps.iter().any(|p| p.eval(e, images)),
+            Pred::Not(p) => !p.eval(e, images),
             Pred::Leaf(field, Test::Changed(want)) => {
                 let changed = e.op == Op::Update && {
-                    let b = field.resolve_in(e.before.as_ref());
-                    let a = field.resolve_in(e.after.as_ref());
+                    let b = images.before.and_then(|i| i.get(field));
+                    let a = images.after.and_then(|i| i.get(field));
                     match (b, a) {
                         (Some(b), Some(a)) => b != a,
                         (None, None) => false,
@@ -231,14 +281,22 @@ impl Pred {
                 changed == *want
             }
             Pred::Leaf(field, test) => {
-                let v = field.resolve(e).filter(|v| !v.is_null());
+                // `COLUMN` reads the after image, or the before image when there is none.
+                let image = match field.path.image {
+                    Image::After => images.after,
+                    Image::Before => images.before,
+                    Image::Current => images.after.or(images.before),
+                };
+                let v = image.and_then(|i| i.get(field)).filter(|v| !v.is_null());
                 match (test, v) {
                     (Test::Eq(o), Some(v)) => loose_eq(v, o),
                     (Test::Eq(o), None) => o.is_null(),
                     (Test::Ne(o), Some(v)) => !loose_eq(v, o),
                     (Test::Ne(o), None) => !o.is_null(),
                     (Test::Cmp(o, ok), Some(v)) => loose_cmp(v, o).is_some_and(ok),
-                    (Test::In(list), Some(v)) => list.iter().any(|o| loose_eq(v, o)),
+                    // Against strings only, a string is equal exactly when `loose_eq` says so.
+                    (Test::In(list, true), Some(Value::String(s))) => list.iter().any(|o| o.as_str() == Some(s)),
+                    (Test::In(list, _), Some(v)) => list.iter().any(|o| loose_eq(v, o)),
                     (Test::Regex(re), Some(v)) => scalar_text(v).is_some_and(|t| re.is_match(&t)),
                     (Test::Exists(want), v) => v.is_some() == *want,
                     _ => false,
@@ -255,7 +313,56 @@ pub struct CompiledFilter {
     include: Vec<TablePattern>,
     exclude: Vec<TablePattern>,
     predicate: Option<Pred>,
+    /// The column names the predicate reads (a leaf's `slot` indexes this).
+    columns: Vec<String>,
     keep: bool,
+}
+
+/// What a [`FilterProcessor`] remembers between events: the table verdicts
+/// and the column positions of recent column lists, both found by the
+/// addresses of the shared names and lists (sources share one `Arc` per
+/// table name and per table schema), so that an event costs no string
+/// comparison of its table or column names.
+#[derive(Debug, Default)]
+struct Cache {
+    /// `(db, table, include/exclude verdict)`.
+    tables: Vec<(Arc<str>, Arc<str>, bool)>,
+    /// A column list and the positions of [`CompiledFilter::columns`] in it.
+    positions: Vec<(Columns, Box<[Option<usize>]>)>,
+}
+
+/// Tables and column lists a [`Cache`] keeps (it forgets the oldest beyond).
+const CACHED: usize = 16;
+
+impl Cache {
+    fn table_ok(&mut self, f: &CompiledFilter, db: &Arc<str>, table: &Arc<str>) -> bool {
+        if let Some((_, _, ok)) = self.tables.iter().find(|(d, t, _)| Arc::ptr_eq(d, db) && Arc::ptr_eq(t, table)) {
+            return *ok;
+        }
+        let ok = f.table_ok(db, table);
+        if self.tables.len() >= CACHED {
+            self.tables.remove(0);
+        }
+        self.tables.push((db.clone(), table.clone(), ok));
+        ok
+    }
+
+    /// Makes sure the positions of `columns` are cached.
+    fn learn(&mut self, f: &CompiledFilter, columns: &Columns) {
+        if self.positions.iter().any(|(c, _)| Arc::ptr_eq(c, columns)) {
+            return;
+        }
+        if self.positions.len() >= CACHED {
+            self.positions.remove(0);
+        }
+        let found = f.columns.iter().map(|name| columns.iter().position(|c| **c == **name)).collect();
+        self.positions.push((columns.clone(), found));
+    }
+
+    /// The cached positions of `columns`, if any.
+    fn positions(&self, columns: &Columns) -> Option<&[Option<usize>]> {
+        self.positions.iter().find(|(c, _)| Arc::ptr_eq(c, columns)).map(|(_, p)| &**p)
+    }
 }
 
 impl FilterConfig {
@@ -277,12 +384,14 @@ impl FilterConfig {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
-        let predicate = self.predicate.as_ref().map(|p| compile(p, "where")).transpose()?;
+        let mut columns = Vec::new();
+        let predicate = self.predicate.as_ref().map(|p| compile(p, "where", &mut columns)).transpose()?;
         Ok(CompiledFilter {
             ops,
             include: self.include.clone(),
             exclude: self.exclude.clone(),
             predicate,
+            columns,
             keep: self.action == Action::Keep,
         })
     }
@@ -291,24 +400,48 @@ impl FilterConfig {
 impl CompiledFilter {
     /// Whether `e` matches (before `action` is applied).
     pub fn matches(&self, e: &Event) -> bool {
-        if let Some(ops) = &self.ops {
-            if !ops.contains(&e.op) {
-                return false;
-            }
-        }
-        let (db, table) = (&*e.source.db, &*e.source.table);
-        if !self.include.is_empty() && !TablePattern::any(&self.include, db, table) {
-            return false;
-        }
-        if TablePattern::any(&self.exclude, db, table) {
-            return false;
-        }
-        self.predicate.as_ref().is_none_or(|p| p.eval(e))
+        self.matches_with(e, None)
     }
 
     /// Whether `e` goes on.
     pub fn keeps(&self, e: &Event) -> bool {
         self.matches(e) == self.keep
+    }
+
+    /// Whether the table passes `include` and `exclude`.
+    fn table_ok(&self, db: &str, table: &str) -> bool {
+        (self.include.is_empty() || TablePattern::any(&self.include, db, table))
+            && !TablePattern::any(&self.exclude, db, table)
+    }
+
+    /// [`matches`](Self::matches), with or without the processor's cache;
+    /// the cheapest tests (op, then table) first.
+    fn matches_with(&self, e: &Event, mut cache: Option<&mut Cache>) -> bool {
+        if let Some(ops) = &self.ops {
+            if !ops.contains(&e.op) {
+                return false;
+            }
+        }
+        if !self.include.is_empty() || !self.exclude.is_empty() {
+            let ok = match cache.as_deref_mut() {
+                Some(c) => c.table_ok(self, &e.source.db, &e.source.table),
+                None => self.table_ok(&e.source.db, &e.source.table),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        let Some(p) = &self.predicate else { return true };
+        let cache = cache.map(|c| {
+            for row in [&e.before, &e.after].into_iter().flatten() {
+                c.learn(self, row.columns());
+            }
+            &*c
+        });
+        // (A list learnt first may have been forgotten for the second when
+        // both are new and the cache is full: that image reads by name.)
+        let images = Images { before: Img::of(&e.before, cache), after: Img::of(&e.after, cache) };
+        p.eval(e, &images)
     }
 }
 
@@ -317,13 +450,14 @@ impl CompiledFilter {
 pub struct FilterProcessor {
     name: String,
     filter: CompiledFilter,
+    cache: Cache,
 }
 
 impl FilterProcessor {
     /// Builds the processor; errors as [`FilterConfig::check`].
     pub fn new(cfg: FilterConfig) -> Result<Self, ConfigProblem> {
         let filter = cfg.check()?;
-        Ok(FilterProcessor { name: cfg.name.unwrap_or_else(|| "filter".into()), filter })
+        Ok(FilterProcessor { name: cfg.name.unwrap_or_else(|| "filter".into()), filter, cache: Cache::default() })
     }
 }
 
@@ -334,7 +468,8 @@ impl Processor for FilterProcessor {
     }
 
     async fn process(&mut self, mut events: Vec<Event>) -> Result<Vec<Event>, ProcessorError> {
-        events.retain(|e| self.filter.keeps(e));
+        let (filter, cache) = (&self.filter, &mut self.cache);
+        events.retain(|e| filter.matches_with(e, Some(cache)) == filter.keep);
         Ok(events)
     }
 }
@@ -492,6 +627,60 @@ mod tests {
         let ns: Vec<Value> = out.iter().map(|e| e.after.as_ref().unwrap().get("n").unwrap().clone()).collect();
         assert_eq!(ns, vec![json!(2), json!(3), json!(4)]);
         assert_eq!(p.name(), "filter");
+    }
+
+    #[tokio::test]
+    async fn the_processors_caches_agree_with_plain_matching() {
+        // Shared and unshared column lists, differing before/after lists,
+        // several tables, ops and images; more lists than the cache keeps.
+        let shared: Columns = ["id", "s", "n", "doc"].iter().map(|c| Arc::<str>::from(*c)).collect::<Vec<_>>().into();
+        let other: Columns = ["doc", "n", "id"].iter().map(|c| Arc::<str>::from(*c)).collect::<Vec<_>>().into();
+        let mut events = Vec::new();
+        for i in 0..200i64 {
+            let table = ["shop.orders", "shop.order_archive", "other.orders", "shop.order_lines"][(i % 4) as usize];
+            let status = ["paid", "new", "shipped"][(i % 3) as usize];
+            let doc = json!({"k": i % 5});
+            let mut e = match i % 5 {
+                0 => insert(table, json!({"id": i, "s": status, "n": i.to_string()})),
+                1 => update(json!({"s": "new", "n": i}), json!({"s": status, "n": i, "doc": doc})),
+                2 => event(Op::Delete, table, Some(json!({"s": status, "n": format!("{i}.5")})), None),
+                _ => insert(table, json!({})),
+            };
+            if i % 5 == 3 {
+                e.after = Some(Row::new(shared.clone(), vec![json!(i), json!(status), json!(i * 3), doc.clone()]));
+            }
+            if i % 5 == 4 {
+                e.after = Some(Row::new(other.clone(), vec![doc, json!(format!("{}.25", i)), json!(i)]));
+                e.before = Some(Row::new(shared.clone(), vec![json!(i), json!("new"), json!(i), Value::Null]));
+                e.op = Op::Update;
+            }
+            events.push(e);
+        }
+        let configs = [
+            json!({"include": ["shop.order*"], "exclude": ["shop.order_archive"]}),
+            json!({"action": "drop", "ops": ["u", "d"], "where": {"field": "n", "gte": 100}}),
+            json!({"where": {"any": [
+                {"field": "after.s", "in": ["paid", "shipped"]},
+                {"field": "before.s", "in": ["new", 5]},
+                {"field": "after.doc.k", "in": [1, 3]},
+                {"field": "n", "lt": "150"}
+            ]}}),
+            json!({"include": ["*.orders", "s.*"], "where": {"all": [
+                {"field": "s", "changed": true},
+                {"not": {"field": "after.doc.k", "eq": 0}},
+                {"field": "after.n", "regex": "^1"}
+            ]}}),
+            json!({"where": {"field": "after.n", "in": ["5", "12.25", "44"]}}),
+        ];
+        for cfg in configs {
+            let plain = filter(cfg.clone());
+            let want: Vec<Event> = events.iter().filter(|e| plain.keeps(e)).cloned().collect();
+            assert!(!want.is_empty() && want.len() < events.len(), "{cfg}: a useful case");
+            let mut p = FilterProcessor::new(serde_json::from_value(cfg.clone()).unwrap()).unwrap();
+            for _ in 0..2 {
+                assert_eq!(p.process(events.clone()).await.unwrap(), want, "{cfg}");
+            }
+        }
     }
 
     #[test]

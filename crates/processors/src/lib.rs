@@ -44,6 +44,8 @@ use serde_json::{Map, Value};
 
 use deltaforge_core::Processor;
 
+#[cfg(test)]
+mod bench;
 pub mod filter;
 pub mod flatten;
 pub mod javascript;

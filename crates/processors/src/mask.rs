@@ -163,12 +163,13 @@ impl KeyedHmac {
         let mut mac = self.0.clone();
         mac.update(data);
         let bytes = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(64);
-        for b in bytes {
-            out.push(DIGITS[(b >> 4) as usize] as char);
-            out.push(DIGITS[(b & 15) as usize] as char);
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[(b >> 4) as usize];
+            pair[1] = DIGITS[(b & 15) as usize];
         }
-        out
+        // Only ASCII hex digits: the check cannot fail.
+        std::str::from_utf8(&out).unwrap_or_default().to_owned()
     }
 }
 
@@ -176,6 +177,58 @@ fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
     match v {
         Value::String(s) => std::borrow::Cow::Borrowed(s),
         other => std::borrow::Cow::Owned(other.to_string()),
+    }
+}
+
+/// The byte offset at which the first `n` characters of `s` end, `None`
+/// when `s` has at most `n` characters.
+fn char_cut(s: &str, n: usize) -> Option<usize> {
+    if s.len() <= n {
+        // At most one character per byte.
+        return None;
+    }
+    if s.as_bytes()[..n].is_ascii() {
+        // n one-byte characters, and byte n starts the next one.
+        return Some(n);
+    }
+    s.char_indices().nth(n).map(|(cut, _)| cut)
+}
+
+/// Applies `shape`'s column actions to `row` (`hmac` is set whenever a rule hashes).
+fn mask_row(shape: &Shape, hmac: Option<&KeyedHmac>, row: &mut Row) {
+    let values = row.values_mut();
+    for (i, mode) in &shape.actions {
+        let v = &mut values[*i];
+        if v.is_null() {
+            continue;
+        }
+        match mode {
+            MaskMode::Drop => {}
+            MaskMode::Hash => {
+                // `check` guarantees a secret whenever a rule hashes.
+                let hashed = hmac.map(|h| h.hex(text_of(v).as_bytes())).unwrap_or_default();
+                *v = Value::String(hashed);
+            }
+            MaskMode::Replace(s) => *v = Value::String(s.clone()),
+            MaskMode::Truncate(n) => match v {
+                Value::String(s) => {
+                    // Already short enough: a string stays as it is.
+                    if let Some(cut) = char_cut(s, *n) {
+                        s.truncate(cut);
+                    }
+                }
+                other => {
+                    let mut text = text_of(other).into_owned();
+                    if let Some(cut) = char_cut(&text, *n) {
+                        text.truncate(cut);
+                    }
+                    *other = Value::String(text);
+                }
+            },
+        }
+    }
+    if let Some((out, kept)) = &shape.drop {
+        row.retain_columns(out.clone(), kept);
     }
 }
 
@@ -225,7 +278,17 @@ pub struct MaskProcessor {
     shapes: HashMap<(usize, usize), ShapeEntry>,
     /// The plans of the last few tables, found by the names' addresses.
     recent: Vec<(Arc<str>, Arc<str>, Plan)>,
+    /// The shapes (`None`: no rule matches the table) of the last few
+    /// tables and column lists, found by the addresses of the names and the
+    /// list: an event then costs no hashing and no reference counting.
+    fast: Vec<FastEntry>,
 }
+
+/// `(db, table, columns, shape)`; see [`MaskProcessor::fast`].
+type FastEntry = (Arc<str>, Arc<str>, Columns, Option<Arc<Shape>>);
+
+/// Entries of [`MaskProcessor::fast`] (it forgets the oldest beyond).
+const FAST_SHAPES: usize = 16;
 
 /// Tables whose plans are found without hashing.
 const RECENT_TABLES: usize = 8;
@@ -247,7 +310,26 @@ impl MaskProcessor {
             plans: HashMap::new(),
             shapes: HashMap::new(),
             recent: Vec::new(),
+            fast: Vec::new(),
         })
+    }
+
+    /// The index in `fast` of the entry for this table and column list.
+    fn fast_index(&mut self, db: &Arc<str>, table: &Arc<str>, columns: &Columns) -> usize {
+        let found = self
+            .fast
+            .iter()
+            .position(|(d, t, c, _)| Arc::ptr_eq(c, columns) && Arc::ptr_eq(d, db) && Arc::ptr_eq(t, table));
+        if let Some(i) = found {
+            return i;
+        }
+        let plan = self.plan(db, table);
+        let shape = (!plan.is_empty()).then(|| self.shape(&plan, columns));
+        if self.fast.len() >= FAST_SHAPES {
+            self.fast.remove(0);
+        }
+        self.fast.push((db.clone(), table.clone(), columns.clone(), shape));
+        self.fast.len() - 1
     }
 
     fn plan(&mut self, db: &Arc<str>, table: &Arc<str>) -> Plan {
@@ -295,44 +377,6 @@ impl MaskProcessor {
         self.shapes.insert(key, (plan.clone(), columns.clone(), shape.clone()));
         shape
     }
-
-    fn mask_row(&mut self, row: &mut Row, plan: &Plan) {
-        let shape = self.shape(plan, row.columns());
-        let values = row.values_mut();
-        for (i, mode) in &shape.actions {
-            let v = &mut values[*i];
-            if v.is_null() {
-                continue;
-            }
-            match mode {
-                MaskMode::Drop => {}
-                MaskMode::Hash => {
-                    // `check` guarantees a secret whenever a rule hashes.
-                    let hashed = self.hmac.as_ref().map(|h| h.hex(text_of(v).as_bytes())).unwrap_or_default();
-                    *v = Value::String(hashed);
-                }
-                MaskMode::Replace(s) => *v = Value::String(s.clone()),
-                MaskMode::Truncate(n) => {
-                    let cut = text_of(v).char_indices().nth(*n).map(|(cut, _)| cut);
-                    match cut {
-                        // Already short enough: a string stays as it is.
-                        None if v.is_string() => {}
-                        None => *v = Value::String(text_of(v).into_owned()),
-                        Some(cut) => match v {
-                            Value::String(s) => s.truncate(cut),
-                            other => {
-                                let short = text_of(other)[..cut].to_string();
-                                *other = Value::String(short);
-                            }
-                        },
-                    }
-                }
-            }
-        }
-        if let Some((out, kept)) = &shape.drop {
-            row.retain_columns(out.clone(), kept);
-        }
-    }
 }
 
 #[async_trait]
@@ -343,15 +387,11 @@ impl Processor for MaskProcessor {
 
     async fn process(&mut self, mut events: Vec<Event>) -> Result<Vec<Event>, ProcessorError> {
         for e in events.iter_mut() {
-            let plan = self.plan(&e.source.db, &e.source.table);
-            if plan.is_empty() {
-                continue;
-            }
-            if let Some(r) = e.before.as_mut() {
-                self.mask_row(r, &plan);
-            }
-            if let Some(r) = e.after.as_mut() {
-                self.mask_row(r, &plan);
+            for row in [e.before.as_mut(), e.after.as_mut()].into_iter().flatten() {
+                let i = self.fast_index(&e.source.db, &e.source.table, row.columns());
+                if let Some(shape) = &self.fast[i].3 {
+                    mask_row(shape, self.hmac.as_ref(), row);
+                }
             }
         }
         Ok(events)

@@ -30,6 +30,9 @@ fn num_of_number(n: &serde_json::Number) -> Num {
 /// A numeric string (`"12.50"`, `"-3"`, `"1e3"`) as a number; not
 /// `"inf"`/`"NaN"` and not strings with surrounding spaces.
 fn num_of_str(s: &str) -> Option<Num> {
+    if let Some(n) = short_decimal(s.as_bytes()) {
+        return Some(n);
+    }
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')) {
         return None;
     }
@@ -37,6 +40,47 @@ fn num_of_str(s: &str) -> Option<Num> {
         return Some(Num::Int(i));
     }
     s.parse::<f64>().ok().filter(|f| f.is_finite()).map(Num::Float)
+}
+
+/// Powers of ten exactly representable as `f64`.
+const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+
+/// The common decimal forms, `-?D+` with at most 18 digits and `-?D+.D+`
+/// with at most 15 digits in all, parsed without the general parsers
+/// (sources send every decimal column this way). The results are exactly
+/// those of [`num_of_str`]'s general path: an integer is the same `i128`,
+/// and for a fraction `m / 10^k` with `m < 2^53` and `k <= 15` both
+/// operands are exact `f64`s, so the one correctly rounded division gives
+/// the correctly rounded value `str::parse::<f64>` returns. Anything else
+/// is `None` and goes the general way.
+fn short_decimal(b: &[u8]) -> Option<Num> {
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let (int, frac) = match digits.iter().position(|&c| c == b'.') {
+        Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
+        None => (digits, None),
+    };
+    let all = int.len() + frac.map_or(0, <[u8]>::len);
+    let limit = if frac.is_some() { 15 } else { 18 };
+    if int.is_empty() || frac.is_some_and(<[u8]>::is_empty) || all > limit {
+        return None;
+    }
+    let mut m: u64 = 0;
+    for &c in int.iter().chain(frac.unwrap_or_default()) {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        m = m * 10 + u64::from(c - b'0');
+    }
+    Some(match frac {
+        None => Num::Int(if neg { -(m as i128) } else { m as i128 }),
+        Some(f) => {
+            let x = m as f64 / POW10[f.len()];
+            Num::Float(if neg { -x } else { x })
+        }
+    })
 }
 
 fn cmp_num(a: Num, b: Num) -> Option<Ordering> {
@@ -133,23 +177,8 @@ impl FieldPath {
         Ok(FieldPath { image, column: column.to_string(), nested })
     }
 
-    /// The value at this path in `event`, `None` when the image, column or
-    /// nested key is absent.
-    pub fn resolve<'a>(&self, event: &'a Event) -> Option<&'a Value> {
-        let row = match self.image {
-            Image::After => event.after.as_ref(),
-            Image::Before => event.before.as_ref(),
-            Image::Current => event.after.as_ref().or(event.before.as_ref()),
-        }?;
-        Self::walk(row.get(&self.column)?, &self.nested)
-    }
-
-    /// The same column path in the given image.
-    pub fn resolve_in<'a>(&self, row: Option<&'a deltaforge_core::Row>) -> Option<&'a Value> {
-        Self::walk(row?.get(&self.column)?, &self.nested)
-    }
-
-    fn walk<'a>(mut v: &'a Value, nested: &[String]) -> Option<&'a Value> {
+    /// The value at the nested keys of this path inside a column value.
+    pub(crate) fn walk<'a>(mut v: &'a Value, nested: &[String]) -> Option<&'a Value> {
         for key in nested {
             v = v.as_object()?.get(key)?;
         }
@@ -192,6 +221,75 @@ mod tests {
         assert_eq!(loose_cmp(&json!("2026-01-02"), &json!("2026-01-10")), Some(Ordering::Less));
         assert_eq!(loose_cmp(&json!(true), &json!(1)), None);
         assert_eq!(loose_cmp(&json!("inf"), &json!(1)), None);
+    }
+
+    #[test]
+    fn short_decimals_parse_as_the_general_path() {
+        fn general(s: &str) -> Option<Num> {
+            if let Ok(i) = s.parse::<i128>() {
+                return Some(Num::Int(i));
+            }
+            s.parse::<f64>().ok().filter(|f| f.is_finite()).map(Num::Float)
+        }
+        let same = |a: Option<Num>, b: Option<Num>| match (a, b) {
+            (Some(Num::Int(x)), Some(Num::Int(y))) => x == y,
+            (Some(Num::Float(x)), Some(Num::Float(y))) => x.to_bits() == y.to_bits(),
+            (None, None) => true,
+            _ => false,
+        };
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "12",
+            "-12",
+            "007",
+            "12.50",
+            "-12.50",
+            "0.1",
+            "-0.0",
+            "0.30000000000000004",
+            "999999999999999",
+            "99999999999999.9",
+            "9.99999999999999",
+            "123456789012345678",
+            "1234567890123456789",
+            "1.",
+            ".5",
+            "-",
+            "-.5",
+            "+1.5",
+            "1e3",
+            "1.2.3",
+            "",
+            "12a",
+            "1-2",
+            "4503599627370496.5",
+            "0.000000000000001",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Datagen-like amounts and a spread of short fractions.
+        for i in 0..20_000u64 {
+            let cents = (i * 7919) % 100_000;
+            cases.push(format!("{}.{:02}", cents / 100, cents % 100));
+            cases.push(format!("-{}.{:03}", i / 7, i % 1000));
+            cases.push(format!("{}.{}", i * 104_729 % 1_000_000_007, i % 97));
+        }
+        for c in &cases {
+            if let Some(fast) = short_decimal(c.as_bytes()) {
+                assert!(same(Some(fast), general(c)), "{c}");
+            }
+            let full = num_of_str(c);
+            let want = if c.is_empty() || !c.bytes().all(|b| b.is_ascii_digit() || b"-+.eE".contains(&b)) {
+                None
+            } else {
+                general(c)
+            };
+            assert!(same(full, want), "{c}");
+        }
+        assert!(matches!(short_decimal(b"12.50"), Some(Num::Float(x)) if x == 12.5));
+        assert!(matches!(short_decimal(b"-7"), Some(Num::Int(-7))));
     }
 
     #[test]
