@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Benchmark of the snapshot: read a ROWS-row table into the `file` sink with
-# `snapshot: { mode: initial_only }` (chunked, watermarked, while the stream
-# runs), and, in the same run, the rate at which the server itself exports
-# the same table into /dev/null: PostgreSQL `COPY (SELECT …) TO STDOUT`
-# (psql's \copy), MariaDB `mariadb-dump --single-transaction --quick`.
+# Benchmark of the snapshot: read a ROWS-row table with `snapshot: { mode:
+# initial_only }` (chunked, watermarked, while the stream runs) into the
+# SINK (`discard`, the default: events built and delivered, then dropped,
+# as the server's export drops its rows in /dev/null; or `file`: JSON lines
+# written to disk, bound by the file sink's own rate), and, in the same run,
+# the rate at which the server itself exports the same table into /dev/null:
+# PostgreSQL `COPY (SELECT …) TO STDOUT` (psql's \copy), MariaDB
+# `mariadb-dump --single-transaction --quick`.
 # Prints rows/s, the ratio and deltaforge's peak RSS per repetition and the
 # medians of REPS runs, for each source in SOURCES. The issue's target is a
 # ratio of at least 0.5. Start-up (connecting, creating the slot) is inside
 # deltaforge's time.
 #
-# usage: bench/snapshot.sh     (ROWS=1000000 REPS=3 CHUNK=10000 SOURCES="postgres mariadb")
+# usage: bench/snapshot.sh     (ROWS=1000000 REPS=3 CHUNK=10000 SOURCES="postgres mariadb" SINK=discard)
 #        ROWS=20000 REPS=1 DF_BIN=target/debug/deltaforge bench/snapshot.sh
 #            (a quick check of the script with an already built binary;
 #             without DF_BIN the release binary is built first)
@@ -18,6 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROWS="${ROWS:-1000000}"
 REPS="${REPS:-3}"
 CHUNK="${CHUNK:-10000}"
+SINK="${SINK:-discard}"
 SOURCES="${SOURCES:-postgres mariadb}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
@@ -45,8 +49,8 @@ spec:
     type: $1
     config: $2
   sinks:
-    - type: file
-      config: { id: out, path: $WORK/out.jsonl }
+    - type: $SINK
+      config: { id: out$([ "$SINK" = file ] && echo ", path: $WORK/out.jsonl") }
   batch: { max_events: 4000, max_bytes: 4194304, max_ms: 100 }
 EOF
 }
@@ -59,23 +63,30 @@ run_df() {
   /usr/bin/time -v -o "$WORK/time.txt" "$BIN" run --config "$WORK/p.yaml" --storage-path "$state/df.db" \
     --api-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 2>"$WORK/df.log" &
   tpid=$!
-  while :; do
-    n=$( (wc -l <"$out") 2>/dev/null || echo 0)
-    [ "$n" -ge "$ROWS" ] && break
-    if ! kill -0 "$tpid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$WORK/df.log" >&2; exit 1; fi
-    sleep 0.1
-  done
-  dfr=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
-  for c in $(pgrep -P "$tpid"); do kill -TERM "$c" 2>/dev/null || true; done
-  wait "$tpid" || true
-  reads=$(grep -c '"op":"r"' "$out" || true)
-  if [ "$reads" -ne "$ROWS" ]; then echo "expected $ROWS r events, found $reads" >&2; exit 1; fi
+  if [ "$SINK" = file ]; then
+    while :; do
+      n=$( (wc -l <"$out") 2>/dev/null || echo 0)
+      [ "$n" -ge "$ROWS" ] && break
+      if ! kill -0 "$tpid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$WORK/df.log" >&2; exit 1; fi
+      sleep 0.1
+    done
+    dfr=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
+    for c in $(pgrep -P "$tpid"); do kill -TERM "$c" 2>/dev/null || true; done
+    wait "$tpid" || true
+    reads=$(grep -c '"op":"r"' "$out" || true)
+  else
+    # initial_only: the pipeline finishes by itself once every row is
+    # delivered and the table's progress stored; its log counts the events.
+    wait "$tpid" || { echo "deltaforge failed:" >&2; tail -20 "$WORK/df.log" >&2; exit 1; }
+    dfr=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
+    reads=$(sed -n 's/.*pipeline finished.* events=\([0-9]*\).*/\1/p' "$WORK/df.log" | tail -1)
+  fi
+  if [ "${reads:-0}" -ne "$ROWS" ]; then echo "expected $ROWS r events, found ${reads:-none}" >&2; exit 1; fi
   kb=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$WORK/time.txt")
   rm -f "$out"
   echo "$dfr $((kb / 1024))"
 }
 
-# Prints one repetition and records it; $1 source, $2 rep, $3 deltaforge rate, $4 server rate, $5 MB.
 record() {
   row "$1" "$2" "$3" "$4" "$(echo "scale=2; $3 / $4" | bc)" "$5"
   echo "$3" >>"$WORK/df_rates"; echo "$4" >>"$WORK/ref_rates"; echo "$5" >>"$WORK/rss"
@@ -143,6 +154,7 @@ bench_mariadb() {
 }
 
 : >"$WORK/df_rates"; : >"$WORK/ref_rates"; : >"$WORK/rss"
+echo "snapshot benchmark: $(nproc) cores, $(date -u +%FT%TZ), $ROWS rows, chunk_size $CHUNK, sink $SINK"
 row "source" "rep" "snapshot rows/s" "server rows/s" "ratio" "peak RSS MB"
 for src in $SOURCES; do
   case "$src" in
