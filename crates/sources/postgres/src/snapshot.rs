@@ -7,17 +7,23 @@
 //! build: `sslmode` `require` and stricter stop the snapshot with an error):
 //!
 //! 1. the low watermark: `pg_logical_emit_message(false,
-//!    'deltaforge-watermark', json)` in a short transaction that takes an
-//!    xid (`txid_current()`), so that its commit flushes the WAL and the
-//!    message reaches the stream at once (PostgreSQL before 17 has no
-//!    `flush` argument);
-//! 2. the chunk: `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`, the
-//!    transaction's snapshot (`pg_current_snapshot()`), then `SELECT … WHERE
-//!    (key) > (last) ORDER BY key LIMIT chunk_size`, `COMMIT`: one short
-//!    read-only transaction per chunk, no lock beyond the `ACCESS SHARE` every
-//!    select takes (which blocks no writer, and an `ALTER TABLE` only for
-//!    that one chunk's read);
-//! 3. the high watermark, like the low one;
+//!    'deltaforge-watermark', json)`, written with the previous chunk's
+//!    high watermark (alone for a table's first chunk);
+//! 2. the chunk, in one round trip: `BEGIN ISOLATION LEVEL REPEATABLE READ
+//!    READ ONLY`, the transaction's snapshot (`pg_current_snapshot()`),
+//!    `SELECT … WHERE (key) > (last) ORDER BY key LIMIT chunk_size`,
+//!    `COMMIT`: one short read-only transaction per chunk, no lock beyond
+//!    the `ACCESS SHARE` every select takes (which blocks no writer, and an
+//!    `ALTER TABLE` only for that one chunk's read). The rows go to the
+//!    streamer at once and are converted from text on a blocking thread
+//!    while the reader goes on;
+//! 3. the high watermark, with the next chunk's low one, in a short
+//!    transaction that takes an xid (`txid_current()`) so that its commit
+//!    flushes the WAL and the messages reach the stream at once
+//!    (PostgreSQL before 17 has no `flush` argument), followed in the same
+//!    round trip by the slot check and the table's columns and key for the
+//!    next chunk (read per chunk so that a concurrent `ADD COLUMN` shows
+//!    up);
 //! 4. the stream's verdict: accepted, or retry when a transaction that the
 //!    stream delivered before the low watermark was not yet visible to the
 //!    chunk's snapshot (PostgreSQL writes a commit record before it makes
@@ -476,10 +482,16 @@ impl Worker {
     /// in one round trip: `None` when the table no longer exists. Columns
     /// are read per chunk so that a concurrent `ADD COLUMN` shows up.
     async fn prepare(&self, client: &Client, table: &str) -> Result<Option<TableInfo>, SourceError> {
-        let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+        let results =
+            statements(client, &self.layout_sql(table), "checking the slot and reading the table's layout").await?;
+        self.layout(table, results)
+    }
+
+    /// The four statements [`Self::layout`] reads.
+    fn layout_sql(&self, table: &str) -> String {
         // to_regclass: a dropped table gives no rows instead of an error.
         let reg = format!("pg_catalog.to_regclass({})", literal(&quoted(table)));
-        let sql = format!(
+        format!(
             "SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = {slot}; \
              SELECT {reg} IS NOT NULL; \
              SELECT attname, atttypid, attnum FROM pg_catalog.pg_attribute \
@@ -491,8 +503,14 @@ impl Worker {
                                AND a.attnum = ANY(i.indkey) AND NOT a.attnotnull) \
              ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid",
             slot = literal(&self.slot),
-        );
-        let results = statements(client, &sql, "checking the slot and reading the table's layout").await?;
+        )
+    }
+
+    /// The slot check and the table's layout from the results of
+    /// [`Self::layout_sql`] (the last four of `results`).
+    fn layout(&self, table: &str, mut results: Vec<Vec<SimpleQueryRow>>) -> Result<Option<TableInfo>, SourceError> {
+        let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+        let results = results.split_off(results.len().saturating_sub(4));
         let [slot, exists, cols, idx] = <[Vec<SimpleQueryRow>; 4]>::try_from(results).map_err(|r| {
             SourceError::Retryable(format!("snapshot: expected 4 results checking the table, got {}", r.len()))
         })?;
@@ -526,12 +544,18 @@ impl Worker {
         }))
     }
 
-    /// Writes watermarks in order. With `flush`, in a transaction that
-    /// takes an xid (`txid_current()`) so that its commit flushes the WAL
-    /// and the messages reach the stream at once (PostgreSQL before 17 has
-    /// no `flush` argument); a low watermark alone needs no flush, as the
-    /// high one after it flushes both.
-    async fn emit_watermarks(&self, client: &Client, marks: &[Watermark], flush: bool) -> Result<(), SourceError> {
+    /// Writes watermarks in order. A low watermark alone is written as it
+    /// is (the high one after it flushes both). Otherwise in a transaction
+    /// that takes an xid (`txid_current()`) so that its commit flushes the
+    /// WAL and the messages reach the stream at once (PostgreSQL before 17
+    /// has no `flush` argument), followed, with `then_layout`, by the slot
+    /// check and that table's layout for the next chunk: one round trip.
+    async fn emit_watermarks(
+        &self,
+        client: &Client,
+        marks: &[Watermark],
+        then_layout: Option<&str>,
+    ) -> Result<Option<Option<TableInfo>>, SourceError> {
         let emits = marks
             .iter()
             .map(|wm| {
@@ -543,9 +567,14 @@ impl Worker {
                 )
             })
             .collect::<String>();
-        let sql = if flush { format!("BEGIN; {emits} SELECT pg_catalog.txid_current(); COMMIT") } else { emits };
-        client.simple_query(&sql).await.map_err(|e| db_error("writing a watermark", e))?;
-        Ok(())
+        let flush = marks.iter().any(|m| m.kind == WatermarkKind::High);
+        let mut sql = if flush { format!("BEGIN; {emits} SELECT pg_catalog.txid_current(); COMMIT;") } else { emits };
+        if let Some(table) = then_layout {
+            sql.push(' ');
+            sql.push_str(&self.layout_sql(table));
+        }
+        let results = statements(client, &sql, "writing a watermark").await?;
+        then_layout.map(|table| self.layout(table, results)).transpose()
     }
 
     fn check_slot(&self, r: &[Vec<Option<String>>]) -> Result<(), SourceError> {
@@ -576,6 +605,9 @@ impl Worker {
         // A low watermark written ahead, with the previous chunk's high one:
         // (chunk id, the key columns it names).
         let mut low: Option<(u64, Vec<String>)> = None;
+        // The slot check and table layout read with the previous high
+        // watermark (`Some(None)`: the table is gone).
+        let mut ahead: Option<Option<TableInfo>> = None;
         let wm = |chunk, kind, key: &[String]| Watermark {
             run: self.run.clone(),
             chunk,
@@ -584,7 +616,11 @@ impl Worker {
             key: key.to_vec(),
         };
         loop {
-            let Some(info) = self.prepare(&client, &job.table).await? else {
+            let info = match ahead.take() {
+                Some(info) => info,
+                None => self.prepare(&client, &job.table).await?,
+            };
+            let Some(info) = info else {
                 tracing::warn!(source = %self.source_id, table = %job.table, "table dropped during its snapshot; its snapshot ends");
                 return Ok(false);
             };
@@ -601,7 +637,7 @@ impl Worker {
                 Some((chunk, k)) if k == key => chunk,
                 _ => {
                     let chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
-                    self.emit_watermarks(&client, &[wm(chunk, WatermarkKind::Low, &key)], false).await?;
+                    self.emit_watermarks(&client, &[wm(chunk, WatermarkKind::Low, &key)], None).await?;
                     chunk
                 }
             };
@@ -624,11 +660,12 @@ impl Worker {
             // watermark: one flushed round trip per chunk.
             let mut marks = vec![wm(chunk, WatermarkKind::High, &key)];
             if next.state != TableState::Done {
-                let ahead = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
-                marks.push(wm(ahead, WatermarkKind::Low, &key));
-                low = Some((ahead, key));
+                let next_chunk = self.chunk_ids.fetch_add(1, Ordering::Relaxed);
+                marks.push(wm(next_chunk, WatermarkKind::Low, &key));
+                low = Some((next_chunk, key));
             }
-            self.emit_watermarks(&client, &marks, true).await?;
+            // The next chunk's checks and layout ride along too.
+            ahead = self.emit_watermarks(&client, &marks, low.is_some().then_some(job.table.as_str())).await?;
             match deltaforge_core::snapshot::await_verdict(verdict_rx, &self.source_id, &job.table).await {
                 Ok(true) => job.progress = next,
                 Ok(false) => {
