@@ -581,7 +581,11 @@ impl MysqlSource {
         };
         let mysql =
             if !info.mariadb { MysqlGtidSet::parse(&gtid_text).unwrap_or_default() } else { MysqlGtidSet::default() };
-        let by_gtid = self.cfg.use_gtid && info.gtid_on && !gtid_text.is_empty();
+        // A first start streams from the binlog end it just read by file and
+        // position: MariaDB finds a GTID start by scanning the binlog file
+        // from its beginning (≈ 0.6 s for a 1 GB file before the first
+        // event). Its GTID state still starts the checkpoints' gtid_set.
+        let by_gtid = self.cfg.use_gtid && info.gtid_on && !gtid_text.is_empty() && !fresh;
         if !by_gtid {
             let logs = self.binary_logs(&mut conn).await?;
             if !logs.iter().any(|l| **l == *file) {
