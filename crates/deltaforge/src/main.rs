@@ -13,7 +13,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: events are many small,
+/// mimalloc (without transparent huge pages, which raised peak RSS by a
+/// third) instead of the system allocator: events are many small,
 /// short-lived allocations made on one thread and freed on another (source →
 /// batcher → sink), where glibc's malloc spent a third of a snapshot's CPU
 /// time (`perf`), consolidating and unlinking chunks.
