@@ -19,34 +19,14 @@ use deltaforge_core::{Columns, Event, Op, Position, Processor, Row, SourceMeta};
 use serde_json::{json, Value};
 
 use crate::{FilterProcessor, MaskProcessor};
+use deltaforge_source_datagen::{values_for, COLUMNS};
 
 const BATCH: u64 = 8192;
 const ROUNDS: usize = 41;
 
-/// The datagen source's values for sequence number `id` (see
-/// `crates/sources/datagen`).
-fn values_for(id: u64) -> Vec<Value> {
-    const STATUSES: [&str; 4] = ["new", "paid", "shipped", "delivered"];
-    let cents = (id * 7919) % 100_000;
-    let ms = 1_767_225_600_000 + id as i64;
-    vec![
-        json!(id),
-        json!(id % 1000),
-        Value::String(format!("{}.{:02}", cents / 100, cents % 100)),
-        Value::String(STATUSES[(id % 4) as usize].to_string()),
-        if id.is_multiple_of(10) { Value::Null } else { Value::String(format!("order {id}")) },
-        // Same length and form as datagen's timestamps; the exact instant does not matter here.
-        Value::String(format!("2026-01-01T00:{:02}:{:02}.{:03}Z", ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)),
-    ]
-}
-
 /// A batch of datagen events for `demo.orders` and `demo.customers`.
 pub(crate) fn datagen_batch() -> Vec<Event> {
-    let columns: Columns = ["id", "customer_id", "amount", "status", "note", "created_at"]
-        .iter()
-        .map(|c| Arc::<str>::from(*c))
-        .collect::<Vec<_>>()
-        .into();
+    let columns: Columns = COLUMNS.iter().map(|c| Arc::<str>::from(*c)).collect::<Vec<_>>().into();
     let tables: Vec<(Arc<str>, Arc<str>)> =
         vec![(Arc::from("demo"), Arc::from("orders")), (Arc::from("demo"), Arc::from("customers"))];
     let key: Columns = vec![Arc::<str>::from("id")].into();

@@ -85,7 +85,8 @@ pub fn row_for(id: u64) -> Value {
     Value::Object(COLUMNS.iter().map(|c| c.to_string()).zip(values).collect())
 }
 
-fn values_for(id: u64) -> Vec<Value> {
+/// The values of row `id` in [`COLUMNS`] order (what [`row_for`] names).
+pub fn values_for(id: u64) -> Vec<Value> {
     let cents = (id * 7919) % 100_000;
     vec![
         json!(id),
