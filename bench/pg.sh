@@ -22,6 +22,8 @@ echo "PostgreSQL: $URL" >&2
 echo "building deltaforge (release)…" >&2
 (cd "$ROOT" && cargo build --release -q -p deltaforge)
 BIN="$CARGO_TARGET_DIR/release/deltaforge"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 WORK="$(mktemp -d /tmp/deltaforge-bench-pg.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -86,12 +88,7 @@ EOF
     /usr/bin/time -v -o "$WORK/time.txt" "$BIN" run --config "$WORK/p.yaml" --storage-path "$WORK/state-$TX-$r/df.db" \
       2>"$WORK/df.log" &
     tpid=$!
-    while :; do
-      n=$( (wc -l <"$out") 2>/dev/null || echo 0)
-      [ "$n" -ge "$ROWS" ] && break
-      if ! kill -0 "$tpid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$WORK/df.log" >&2; exit 1; fi
-      sleep 0.2
-    done
+    wait_lines "$out" "$ROWS" "$tpid" "$WORK/df.log" 0.2
     dfr=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
     for c in $(pgrep -P "$tpid"); do kill -TERM "$c"; done
     wait "$tpid" || true

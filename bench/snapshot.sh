@@ -32,6 +32,8 @@ else
   (cd "$ROOT" && cargo build --release -q -p deltaforge)
   BIN="$CARGO_TARGET_DIR/release/deltaforge"
 fi
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 WORK="$(mktemp -d /tmp/deltaforge-bench-snap.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -57,19 +59,14 @@ EOF
 
 # Runs $WORK/p.yaml until every row is in the file; prints "rows/s peakMB".
 run_df() {
-  local state="$1" out="$WORK/out.jsonl" t0 tpid n dfr kb reads
+  local state="$1" out="$WORK/out.jsonl" t0 tpid dfr kb reads
   rm -f "$out"
   t0=$(date +%s.%N)
   /usr/bin/time -v -o "$WORK/time.txt" "$BIN" run --config "$WORK/p.yaml" --storage-path "$state/df.db" \
     --api-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 2>"$WORK/df.log" &
   tpid=$!
   if [ "$SINK" = file ]; then
-    while :; do
-      n=$( (wc -l <"$out") 2>/dev/null || echo 0)
-      [ "$n" -ge "$ROWS" ] && break
-      if ! kill -0 "$tpid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$WORK/df.log" >&2; exit 1; fi
-      sleep 0.1
-    done
+    wait_lines "$out" "$ROWS" "$tpid" "$WORK/df.log" 0.1
     dfr=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
     for c in $(pgrep -P "$tpid"); do kill -TERM "$c" 2>/dev/null || true; done
     wait "$tpid" || true
