@@ -35,18 +35,33 @@
 //! [`SnapshotStore::request_backfill`] and picked up by the running source
 //! with [`SnapshotStore::pending_backfills`].
 //!
+//! # Scheduling
+//!
+//! [`Schedule::run`] is the source-agnostic loop of a snapshot reader: it
+//! builds the queue of tables to read from `snapshot.mode` and the stored
+//! [`TableProgress`] records, reads up to `max_parallel_tables` of them at
+//! once, polls backfill requests every second, keeps the
+//! `tables_remaining` gauge, stops an `initial_only` source once every
+//! table's `done` record is stored, and returns the reader's outcome. A
+//! source supplies what is specific to it through two traits:
+//! [`SnapshotBackend`] (which tables are matched, a table's row estimate)
+//! and [`TableReader`] (reading one table to the end, chunk by chunk).
+//!
 //! This module must never talk to a database or know a source's SQL; it
 //! must never store progress for a position that is not durable.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use deltaforge_storage::{CasOutcome, StorageBackend, StorageError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::position::Position;
+use crate::source::SourceError;
 
 /// The Slot namespace of snapshot progress and backfill requests.
 pub const NAMESPACE: &str = "snapshots";
@@ -95,7 +110,7 @@ pub async fn on_stored<T>(
     chunks: &mpsc::Sender<T>,
     source_id: &str,
     stored_done: &mut HashSet<String>,
-) -> Result<bool, crate::source::SourceError> {
+) -> Result<bool, SourceError> {
     match stored {
         Some(p) if p.progress.state == TableState::Done => {
             tracing::info!(source = source_id, table = %p.table, rows = p.progress.rows_done,
@@ -105,7 +120,7 @@ pub async fn on_stored<T>(
         }
         Some(_) => Ok(false),
         None if tokio::time::timeout(WRITER_GONE_GRACE, chunks.closed()).await.is_ok() => Ok(true),
-        None => Err(crate::source::SourceError::Retryable(
+        None => Err(SourceError::Retryable(
             "snapshot: the progress writer stopped while the stream runs (storage failure?)".into(),
         )),
     }
@@ -599,6 +614,179 @@ impl SnapshotMetrics {
     }
 }
 
+/// How often pending backfill requests are looked for.
+const BACKFILL_POLL: Duration = Duration::from_secs(1);
+
+/// A table to read: its name as the source spells it and the record to
+/// start from (a fresh one, or a `running` one to resume).
+#[derive(Debug, Clone)]
+pub struct SnapshotJob {
+    /// The table (`schema.table`, `db.table`).
+    pub table: String,
+    /// Where its read starts.
+    pub progress: TableProgress,
+}
+
+/// The source-specific catalogue of a snapshot reader, used by
+/// [`Schedule::run`] on the reader's own connection.
+#[async_trait]
+pub trait SnapshotBackend: Send {
+    /// The tables matched by the source's `tables` patterns, in the order
+    /// they are to be read.
+    async fn matched_tables(&mut self) -> Result<Vec<String>, SourceError>;
+
+    /// The server's row estimate of a table (`None`: unknown), recorded in
+    /// its fresh progress record.
+    async fn estimate_rows(&mut self, table: &str) -> Result<Option<u64>, SourceError>;
+}
+
+/// Reads one table of a snapshot or backfill, chunk by chunk (the
+/// source-specific part of the DBLog method), each read in its own task.
+#[async_trait]
+pub trait TableReader: Send + Sync + 'static {
+    /// Reads the table to the end (`Ok(true)`: its last chunk was
+    /// reconciled, a `done` record will be stored), or until the pipeline
+    /// stops or the table is dropped (`Ok(false)`).
+    async fn read_table(&self, job: SnapshotJob) -> Result<bool, SourceError>;
+}
+
+/// The source-agnostic scheduling of one snapshot reader run (see the
+/// module docs, "Scheduling").
+pub struct Schedule<T> {
+    /// Snapshot settings.
+    pub cfg: SnapshotConfig,
+    /// Source id, for logs.
+    pub source_id: Arc<str>,
+    /// Pipeline name, for metrics.
+    pub pipeline: Arc<str>,
+    /// Progress records and backfill requests.
+    pub store: SnapshotStore,
+    /// True when the source has no checkpoint: stored records are ignored
+    /// and every table is read again.
+    pub fresh: bool,
+    /// Receives each progress record once stored (from
+    /// [`ProgressWriter::notify`]).
+    pub stored: mpsc::UnboundedReceiver<PendingProgress>,
+    /// The channel of chunks to the stream: watched for the stream
+    /// stopping (its receiver dropped).
+    pub chunks: mpsc::Sender<T>,
+}
+
+/// A snapshot store failure, as the reader reports it.
+pub fn store_error(e: SnapshotError) -> SourceError {
+    SourceError::Retryable(e.to_string())
+}
+
+impl<T: Send + 'static> Schedule<T> {
+    /// Runs the reader's schedule. Which tables are read: with `mode:
+    /// initial` / `initial_only` each matched table whose record is not
+    /// `done`; `always`: every matched table (a `running` record resumes);
+    /// `never`: only tables with a `running` record. A fresh record is
+    /// stored before its table is queued, so that a crash before the first
+    /// chunk is delivered cannot leave an earlier `done` record in charge.
+    /// Backfill requests are polled every second: a request naming a table
+    /// being read (or queued) waits for it, an unmatched table is logged
+    /// and ignored.
+    ///
+    /// Returns `Ok(true)` when the source should stop (`initial_only`, all
+    /// tables done and stored), `Ok(false)` when the stream stopped, or the
+    /// error that must stop the source (a table read's error included).
+    pub async fn run<B, R>(mut self, backend: &mut B, reader: R) -> Result<bool, SourceError>
+    where
+        B: SnapshotBackend,
+        R: TableReader,
+    {
+        let reader = Arc::new(reader);
+        let tables = backend.matched_tables().await?;
+        let mut queue: VecDeque<SnapshotJob> = VecDeque::new();
+        for table in &tables {
+            let record = if self.fresh { None } else { self.store.load(table).await.map_err(store_error)? };
+            let progress = match (self.cfg.mode, record) {
+                (_, Some(p)) if p.state == TableState::Running => Some(p),
+                (SnapshotMode::Never, _) => None,
+                (SnapshotMode::Initial | SnapshotMode::InitialOnly, Some(_)) => None,
+                (_, _) => {
+                    let p = TableProgress::start(ReadKind::Snapshot, None, backend.estimate_rows(table).await?);
+                    // Stored at once so that a crash before the first chunk
+                    // is delivered cannot leave an earlier `done` record (from
+                    // before a reset) in charge; a fresh start is always safe.
+                    self.store.save(table, &p).await.map_err(store_error)?;
+                    Some(p)
+                }
+            };
+            if let Some(progress) = progress {
+                queue.push_back(SnapshotJob { table: table.clone(), progress });
+            }
+        }
+        if !queue.is_empty() {
+            tracing::info!(source = %self.source_id, tables = queue.len(), chunk_size = self.cfg.chunk_size,
+                "snapshot: reading tables while streaming");
+        }
+        let metrics = SnapshotMetrics::new(&self.pipeline);
+        let initial_only = self.cfg.mode == SnapshotMode::InitialOnly;
+        let mut active: HashSet<String> = HashSet::new();
+        let mut workers = tokio::task::JoinSet::new();
+        // Records still to be stored before an `initial_only` run may stop.
+        // Tables whose last chunk was reconciled, and tables whose `done`
+        // record is stored (either may be learnt first).
+        let mut completed: HashSet<String> = HashSet::new();
+        let mut stored_done: HashSet<String> = HashSet::new();
+        let mut poll = tokio::time::interval(BACKFILL_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while active.len() < self.cfg.max_parallel_tables.max(1) {
+                let Some(job) = queue.pop_front() else { break };
+                active.insert(job.table.clone());
+                let reader = reader.clone();
+                workers.spawn(async move { (job.table.clone(), reader.read_table(job).await) });
+            }
+            metrics.tables_remaining(queue.len() + active.len());
+            if initial_only && queue.is_empty() && active.is_empty() && completed.is_subset(&stored_done) {
+                tracing::info!(source = %self.source_id, "snapshot done (mode initial_only): stopping the source");
+                return Ok(true);
+            }
+            tokio::select! {
+                done = workers.join_next(), if !workers.is_empty() => {
+                    let (table, result) = done.expect("guarded by is_empty").map_err(|e| SourceError::Retryable(format!("snapshot task failed: {e}")))?;
+                    active.remove(&table);
+                    // `false`: the table went away or the stream stopped; no record will say done.
+                    if result? {
+                        completed.insert(table);
+                    }
+                }
+                stored = self.stored.recv() => {
+                    if on_stored(stored, &self.chunks, &self.source_id, &mut stored_done).await? {
+                        return Ok(false);
+                    }
+                }
+                // The stream stopped: nothing more can be delivered.
+                _ = self.chunks.closed() => return Ok(false),
+                _ = poll.tick() => {
+                    for req in self.store.pending_backfills().await.map_err(store_error)? {
+                        if req.tables.iter().any(|t| active.contains(t) || queue.iter().any(|j| &j.table == t)) {
+                            // A read of that table is under way: start after it.
+                            continue;
+                        }
+                        for t in &req.tables {
+                            if !tables.contains(t) {
+                                tracing::error!(source = %self.source_id, table = %t, request = req.id,
+                                    "backfill: table is not matched by `tables` (or does not exist); ignored");
+                                continue;
+                            }
+                            let p = TableProgress::start(ReadKind::Backfill, req.condition.clone(), backend.estimate_rows(t).await?);
+                            self.store.save(t, &p).await.map_err(store_error)?;
+                            tracing::info!(source = %self.source_id, table = %t, request = req.id,
+                                condition = req.condition.as_deref().unwrap_or(""), "backfill started");
+                            queue.push_back(SnapshotJob { table: t.clone(), progress: p });
+                        }
+                        self.store.remove_backfill(req.id).await.map_err(store_error)?;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,6 +876,178 @@ mod tests {
         store.remove_backfill(a.id).await.unwrap();
         assert_eq!(store.pending_backfills().await.unwrap(), vec![b]);
         assert!(store.clear("public.t").await.unwrap());
+    }
+
+    /// A catalogue of fixed tables, recording the estimates asked for.
+    struct FakeCatalogue {
+        tables: Vec<String>,
+        estimated: Vec<String>,
+    }
+
+    #[async_trait]
+    impl SnapshotBackend for FakeCatalogue {
+        async fn matched_tables(&mut self) -> Result<Vec<String>, SourceError> {
+            Ok(self.tables.clone())
+        }
+
+        async fn estimate_rows(&mut self, table: &str) -> Result<Option<u64>, SourceError> {
+            self.estimated.push(table.to_string());
+            Ok(Some(7))
+        }
+    }
+
+    /// Reads every table at once; with `report`, stores its `done` record
+    /// as the progress writer would.
+    struct FakeReader {
+        read: Arc<std::sync::Mutex<Vec<SnapshotJob>>>,
+        report: Option<mpsc::UnboundedSender<PendingProgress>>,
+    }
+
+    #[async_trait]
+    impl TableReader for FakeReader {
+        async fn read_table(&self, job: SnapshotJob) -> Result<bool, SourceError> {
+            let mut progress = job.progress.clone();
+            progress.state = TableState::Done;
+            self.read.lock().unwrap().push(job.clone());
+            if let Some(tx) = &self.report {
+                let position = Position::Postgres { lsn: Lsn(1), tx_id: None };
+                tx.send(PendingProgress { position, table: job.table, progress }).unwrap();
+            }
+            Ok(true)
+        }
+    }
+
+    struct Harness {
+        store: SnapshotStore,
+        read: Arc<std::sync::Mutex<Vec<SnapshotJob>>>,
+        stored_tx: mpsc::UnboundedSender<PendingProgress>,
+        chunks_rx: mpsc::Receiver<()>,
+        task: tokio::task::JoinHandle<(Result<bool, SourceError>, Vec<String>)>,
+    }
+
+    /// Records: `s.done` done, `s.run` running after key 5, `s.new` none.
+    async fn start(mode: SnapshotMode, fresh: bool, report: bool, backfill: bool) -> Harness {
+        let store = SnapshotStore::new(Arc::new(MemoryBackend::new()), "p");
+        let mut done = TableProgress::start(ReadKind::Snapshot, None, None);
+        done.state = TableState::Done;
+        store.save("s.done", &done).await.unwrap();
+        let mut running = TableProgress::start(ReadKind::Snapshot, None, None);
+        running.last_key = Some(vec!["5".into()]);
+        store.save("s.run", &running).await.unwrap();
+        if backfill {
+            store.request_backfill(vec!["s.done".into(), "s.zz".into()], Some("id > 1".into())).await.unwrap();
+        }
+        let (stored_tx, stored) = mpsc::unbounded_channel();
+        let (chunks, chunks_rx) = mpsc::channel(1);
+        let read = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = FakeReader { read: read.clone(), report: report.then(|| stored_tx.clone()) };
+        let schedule = Schedule {
+            cfg: SnapshotConfig { mode, chunk_size: 10, max_parallel_tables: 2 },
+            source_id: "src".into(),
+            pipeline: "p".into(),
+            store: store.clone(),
+            fresh,
+            stored,
+            chunks,
+        };
+        let task = tokio::spawn(async move {
+            let mut catalogue =
+                FakeCatalogue { tables: vec!["s.done".into(), "s.new".into(), "s.run".into()], estimated: vec![] };
+            let r = schedule.run(&mut catalogue, reader).await;
+            (r, catalogue.estimated)
+        });
+        Harness { store, read, stored_tx, chunks_rx, task }
+    }
+
+    impl Harness {
+        /// Waits until `n` tables were read, then a moment for any more.
+        async fn reads(&self, n: usize) -> Vec<(String, ReadKind, Option<Vec<String>>, Option<String>)> {
+            for _ in 0..300 {
+                if self.read.lock().unwrap().len() >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut out: Vec<_> = self
+                .read
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|j| (j.table.clone(), j.progress.kind, j.progress.last_key.clone(), j.progress.condition.clone()))
+                .collect();
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        }
+
+        /// Stops the stream; the schedule ends with `Ok(false)`.
+        async fn stop(self) -> Vec<String> {
+            drop(self.chunks_rx);
+            let (r, estimated) = self.task.await.unwrap();
+            assert!(matches!(r, Ok(false)), "{r:?}");
+            estimated
+        }
+    }
+
+    fn snap(t: &str, last_key: Option<&str>) -> (String, ReadKind, Option<Vec<String>>, Option<String>) {
+        (t.to_string(), ReadKind::Snapshot, last_key.map(|k| vec![k.to_string()]), None)
+    }
+
+    #[tokio::test]
+    async fn schedule_picks_tables_by_mode_and_records() {
+        // initial: tables not done; a running record resumes.
+        let h = start(SnapshotMode::Initial, false, false, false).await;
+        assert_eq!(h.reads(2).await, vec![snap("s.new", None), snap("s.run", Some("5"))]);
+        let fresh_record = h.store.load("s.new").await.unwrap().unwrap();
+        assert_eq!(fresh_record, TableProgress::start(ReadKind::Snapshot, None, Some(7)));
+        assert_eq!(h.stop().await, vec!["s.new"]);
+        // always: every table, a running record still resumes.
+        let h = start(SnapshotMode::Always, false, false, false).await;
+        assert_eq!(h.reads(3).await, vec![snap("s.done", None), snap("s.new", None), snap("s.run", Some("5"))]);
+        assert_eq!(h.stop().await, vec!["s.done", "s.new"]);
+        // never: only a running record.
+        let h = start(SnapshotMode::Never, false, false, false).await;
+        assert_eq!(h.reads(1).await, vec![snap("s.run", Some("5"))]);
+        assert!(h.stop().await.is_empty());
+        // No checkpoint: records are ignored, every table read afresh.
+        let h = start(SnapshotMode::Initial, true, false, false).await;
+        assert_eq!(h.reads(3).await, vec![snap("s.done", None), snap("s.new", None), snap("s.run", None)]);
+        assert_eq!(h.stop().await, vec!["s.done", "s.new", "s.run"]);
+    }
+
+    #[tokio::test]
+    async fn initial_only_stops_once_every_done_record_is_stored() {
+        let h = start(SnapshotMode::InitialOnly, false, true, false).await;
+        let (r, _) = h.task.await.unwrap();
+        assert!(matches!(r, Ok(true)), "{r:?}");
+        assert_eq!(h.read.lock().unwrap().len(), 2);
+        // Read to the end but not yet stored: the source keeps running.
+        let mut h = start(SnapshotMode::InitialOnly, false, false, false).await;
+        assert_eq!(h.reads(2).await.len(), 2);
+        assert!(!h.task.is_finished());
+        for t in ["s.new", "s.run"] {
+            let mut progress = TableProgress::start(ReadKind::Snapshot, None, None);
+            progress.state = TableState::Done;
+            let position = Position::Postgres { lsn: Lsn(1), tx_id: None };
+            h.stored_tx.send(PendingProgress { position, table: t.into(), progress }).unwrap();
+        }
+        let (r, _) = (&mut h.task).await.unwrap();
+        assert!(matches!(r, Ok(true)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn backfills_are_polled_and_unmatched_tables_ignored() {
+        let h = start(SnapshotMode::Never, false, false, true).await;
+        let reads = h.reads(2).await;
+        assert_eq!(
+            reads,
+            vec![
+                ("s.done".to_string(), ReadKind::Backfill, None, Some("id > 1".to_string())),
+                snap("s.run", Some("5")),
+            ]
+        );
+        assert!(h.store.pending_backfills().await.unwrap().is_empty());
+        assert_eq!(h.stop().await, vec!["s.done"]);
     }
 
     #[tokio::test]

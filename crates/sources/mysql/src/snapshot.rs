@@ -37,14 +37,14 @@
 //! chunks and never store progress itself (the stream hands each chunk's
 //! record to the progress writer with the durable position it needs).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use async_trait::async_trait;
 use deltaforge_core::snapshot::{
-    key_string, PendingProgress, ReadKind, SnapshotConfig, SnapshotMetrics, SnapshotMode, SnapshotStore, TableProgress,
-    TableState, Watermark, WatermarkKind, Window,
+    key_string, PendingProgress, Schedule, SnapshotBackend, SnapshotConfig, SnapshotJob as Job, SnapshotMetrics,
+    SnapshotStore, TableProgress, TableReader, TableState, Watermark, WatermarkKind, Window,
 };
 use deltaforge_core::{Columns, Row, SourceError};
 use mysql_async::prelude::Queryable;
@@ -55,9 +55,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{matches_any, TablePattern};
 use crate::decode::{snapshot_value, Kind};
 use crate::schema;
-
-/// How often pending backfill requests are looked for.
-const BACKFILL_POLL: Duration = Duration::from_secs(1);
 
 /// A backquoted identifier.
 fn ident(s: &str) -> String {
@@ -161,12 +158,6 @@ pub struct Reader {
     pub stored: mpsc::UnboundedReceiver<PendingProgress>,
 }
 
-#[derive(Debug, Clone)]
-struct Job {
-    table: String,
-    progress: TableProgress,
-}
-
 fn sql_error(what: &str) -> impl FnOnce(mysql_async::Error) -> SourceError + '_ {
     move |e| {
         let fatal = matches!(&e, mysql_async::Error::Server(se) if matches!(se.code, 1044 | 1045 | 1142 | 1143 | 1146 | 1054 | 1064));
@@ -177,10 +168,6 @@ fn sql_error(what: &str) -> impl FnOnce(mysql_async::Error) -> SourceError + '_ 
             SourceError::Retryable(m)
         }
     }
-}
-
-fn store_error(e: deltaforge_core::snapshot::SnapshotError) -> SourceError {
-    SourceError::Retryable(e.to_string())
 }
 
 async fn session(connect: &Connector) -> Result<Conn, SourceError> {
@@ -217,23 +204,7 @@ impl Reader {
         side
     }
 
-    fn name(&self, db: &str, t: &str) -> String {
-        format!("{db}.{t}")
-    }
-
-    async fn estimate(conn: &mut Conn, table: &str) -> Result<Option<u64>, SourceError> {
-        let (db, t) = table.split_once('.').unwrap_or(("", table));
-        let r: Option<Option<u64>> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (db, t),
-            )
-            .await
-            .map_err(sql_error("estimating rows"))?;
-        Ok(r.flatten())
-    }
-
-    async fn run(mut self, run: String, tx: mpsc::Sender<ChunkMsg>) -> Result<bool, SourceError> {
+    async fn run(self, run: String, tx: mpsc::Sender<ChunkMsg>) -> Result<bool, SourceError> {
         let mut conn = session(&self.connect).await?;
         if !self.mariadb {
             let ordered: Option<i64> = conn
@@ -264,105 +235,60 @@ impl Reader {
                  INSERT, UPDATE on it, or set `watermark_table`"
             ))
         })?;
-        let patterns = self.patterns.clone();
-        let wm = self.watermark_table.clone();
-        let keep = move |d: &str, t: &str| matches_any(&patterns, d, t) && !(d == wm.0 && t == wm.1);
-        let found = schema::load(&mut conn, self.mariadb, None, &keep).await.map_err(sql_error("listing tables"))?;
-        let mut tables: Vec<String> = found.keys().map(|(d, t)| self.name(d, t)).collect();
-        tables.sort();
-        let mut queue: VecDeque<Job> = VecDeque::new();
-        for table in &tables {
-            let record = if self.fresh { None } else { self.store.load(table).await.map_err(store_error)? };
-            let progress = match (self.cfg.mode, record) {
-                (_, Some(p)) if p.state == TableState::Running => Some(p),
-                (SnapshotMode::Never, _) => None,
-                (SnapshotMode::Initial | SnapshotMode::InitialOnly, Some(_)) => None,
-                (_, _) => {
-                    let p = TableProgress::start(ReadKind::Snapshot, None, Self::estimate(&mut conn, table).await?);
-                    // Stored at once: an earlier `done` record must not survive a crash before the first chunk.
-                    self.store.save(table, &p).await.map_err(store_error)?;
-                    Some(p)
-                }
-            };
-            if let Some(progress) = progress {
-                queue.push_back(Job { table: table.clone(), progress });
-            }
-        }
-        if !queue.is_empty() {
-            tracing::info!(source = %self.source_id, tables = queue.len(), chunk_size = self.cfg.chunk_size,
-                "snapshot: reading tables while streaming");
-        }
-        let metrics = SnapshotMetrics::new(&self.pipeline);
-        let initial_only = self.cfg.mode == SnapshotMode::InitialOnly;
-        let chunk_ids = Arc::new(AtomicU64::new(1));
-        let mut active: HashSet<String> = HashSet::new();
-        let mut completed: HashSet<String> = HashSet::new();
-        let mut stored_done: HashSet<String> = HashSet::new();
-        let mut workers = tokio::task::JoinSet::new();
-        let mut poll = tokio::time::interval(BACKFILL_POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            while active.len() < self.cfg.max_parallel_tables.max(1) {
-                let Some(job) = queue.pop_front() else { break };
-                active.insert(job.table.clone());
-                let w = Worker {
-                    connect: self.connect.clone(),
-                    mariadb: self.mariadb,
-                    watermark_table: self.watermark_table.clone(),
-                    run: run.clone(),
-                    chunk_size: self.cfg.chunk_size,
-                    chunk_ids: chunk_ids.clone(),
-                    tx: tx.clone(),
-                    source_id: self.source_id.clone(),
-                };
-                workers.spawn(async move { (job.table.clone(), w.read(job).await) });
-            }
-            metrics.tables_remaining(queue.len() + active.len());
-            if initial_only && queue.is_empty() && active.is_empty() && completed.is_subset(&stored_done) {
-                tracing::info!(source = %self.source_id, "snapshot done (mode initial_only): stopping the source");
-                return Ok(true);
-            }
-            tokio::select! {
-                done = workers.join_next(), if !workers.is_empty() => {
-                    let (table, result) = done.expect("guarded by is_empty").map_err(|e| SourceError::Retryable(format!("snapshot task failed: {e}")))?;
-                    active.remove(&table);
-                    // `false`: the table went away or the stream stopped; no record will say done.
-                    if result? {
-                        completed.insert(table);
-                    }
-                }
-                stored = self.stored.recv() => {
-                    if deltaforge_core::snapshot::on_stored(stored, &tx, &self.source_id, &mut stored_done).await? {
-                        return Ok(false);
-                    }
-                }
-                // The stream stopped: nothing more can be delivered.
-                _ = tx.closed() => return Ok(false),
-                _ = poll.tick() => {
-                    for req in self.store.pending_backfills().await.map_err(store_error)? {
-                        if req.tables.iter().any(|t| active.contains(t) || queue.iter().any(|j| &j.table == t)) {
-                            continue;
-                        }
-                        for t in &req.tables {
-                            if !tables.contains(t) {
-                                tracing::error!(source = %self.source_id, table = %t, request = req.id,
-                                    "backfill: table is not matched by `tables` (or does not exist); ignored");
-                                continue;
-                            }
-                            let p = TableProgress::start(ReadKind::Backfill, req.condition.clone(), Self::estimate(&mut conn, t).await?);
-                            self.store.save(t, &p).await.map_err(store_error)?;
-                            tracing::info!(source = %self.source_id, table = %t, request = req.id,
-                                condition = req.condition.as_deref().unwrap_or(""), "backfill started");
-                            queue.push_back(Job { table: t.clone(), progress: p });
-                        }
-                        self.store.remove_backfill(req.id).await.map_err(store_error)?;
-                    }
-                }
-            }
-        }
+        let Reader { cfg, connect, watermark_table, patterns, mariadb, source_id, pipeline, store, fresh, stored } =
+            self;
+        let worker = Worker {
+            connect,
+            mariadb,
+            watermark_table: watermark_table.clone(),
+            run,
+            chunk_size: cfg.chunk_size,
+            chunk_ids: Arc::new(AtomicU64::new(1)),
+            tx: tx.clone(),
+            source_id: source_id.clone(),
+        };
+        let mut catalogue = Catalogue { conn, patterns, watermark_table, mariadb };
+        Schedule { cfg, source_id, pipeline, store, fresh, stored, chunks: tx }.run(&mut catalogue, worker).await
     }
 }
 
+/// The reader's own connection, for [`Schedule::run`]: the matched tables
+/// (never the watermark table) and their row estimates.
+struct Catalogue {
+    conn: Conn,
+    patterns: Vec<TablePattern>,
+    watermark_table: (String, String),
+    mariadb: bool,
+}
+
+#[async_trait]
+impl SnapshotBackend for Catalogue {
+    async fn matched_tables(&mut self) -> Result<Vec<String>, SourceError> {
+        let patterns = self.patterns.clone();
+        let wm = self.watermark_table.clone();
+        let keep = move |d: &str, t: &str| matches_any(&patterns, d, t) && !(d == wm.0 && t == wm.1);
+        let found =
+            schema::load(&mut self.conn, self.mariadb, None, &keep).await.map_err(sql_error("listing tables"))?;
+        let mut tables: Vec<String> = found.keys().map(|(d, t)| format!("{d}.{t}")).collect();
+        tables.sort();
+        Ok(tables)
+    }
+
+    async fn estimate_rows(&mut self, table: &str) -> Result<Option<u64>, SourceError> {
+        let (db, t) = table.split_once('.').unwrap_or(("", table));
+        let r: Option<Option<u64>> = self
+            .conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, t),
+            )
+            .await
+            .map_err(sql_error("estimating rows"))?;
+        Ok(r.flatten())
+    }
+}
+
+#[derive(Clone)]
 struct Worker {
     connect: Connector,
     mariadb: bool,
@@ -403,6 +329,13 @@ fn layout(columns: &[mysql_async::Column]) -> Layout {
             )
         })
         .collect()
+}
+
+#[async_trait]
+impl TableReader for Worker {
+    async fn read_table(&self, job: Job) -> Result<bool, SourceError> {
+        self.clone().read(job).await
+    }
 }
 
 impl Worker {

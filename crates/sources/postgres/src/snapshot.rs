@@ -52,14 +52,15 @@
 //! progress to the [`ProgressWriter`](deltaforge_core::snapshot::ProgressWriter)
 //! only with the durable position it depends on.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use deltaforge_core::snapshot::{
-    key_string, ReadKind, SnapshotConfig, SnapshotMetrics, SnapshotMode, SnapshotStore, TableProgress, TableState,
-    Watermark, WatermarkKind,
+    key_string, Schedule, SnapshotBackend, SnapshotConfig, SnapshotJob as Job, SnapshotMetrics, SnapshotMode,
+    SnapshotStore, TableProgress, TableReader, TableState, Watermark, WatermarkKind,
 };
 use deltaforge_core::{Columns, Row, SourceError};
 use serde_json::Value;
@@ -71,9 +72,6 @@ use crate::values;
 
 /// Prefix of the logical decoding messages that carry watermarks.
 pub const WATERMARK_PREFIX: &str = "deltaforge-watermark";
-
-/// How often pending backfill requests are looked for.
-const BACKFILL_POLL: Duration = Duration::from_secs(1);
 
 /// A SQL string literal.
 fn literal(s: &str) -> String {
@@ -216,13 +214,6 @@ pub struct Reader {
     pub stored: mpsc::UnboundedReceiver<deltaforge_core::snapshot::PendingProgress>,
 }
 
-/// A table to read.
-#[derive(Debug, Clone)]
-struct Job {
-    table: String,
-    progress: TableProgress,
-}
-
 /// Fatal errors keep their kind; query failures may pass.
 fn db_error(what: &str, e: tokio_postgres::Error) -> SourceError {
     let text = match e.as_db_error() {
@@ -318,9 +309,41 @@ impl Reader {
         SnapshotLink { run, chunks, outcome }
     }
 
-    async fn matched_tables(&self, client: &Client) -> Result<Vec<String>, SourceError> {
+    async fn run(self, run: String, tx: mpsc::Sender<ChunkMsg>) -> Result<bool, SourceError> {
+        let client = match connect(&self.dsn).await {
+            Err(SourceError::Fatal(m)) if self.cfg.mode == SnapshotMode::Never => {
+                tracing::warn!(source = %self.source_id, "{m}; backfills are unavailable");
+                return Ok(false);
+            }
+            other => other?,
+        };
+        let Reader { cfg, dsn, patterns, slot, source_id, pipeline, store, fresh, stored } = self;
+        let worker = Worker {
+            dsn,
+            slot,
+            run,
+            chunk_size: cfg.chunk_size,
+            chunk_ids: Arc::new(AtomicU64::new(1)),
+            tx: tx.clone(),
+            source_id: source_id.clone(),
+        };
+        let mut catalogue = Catalogue { client, patterns };
+        Schedule { cfg, source_id, pipeline, store, fresh, stored, chunks: tx }.run(&mut catalogue, worker).await
+    }
+}
+
+/// The reader's own connection, for [`Schedule::run`]: the matched tables
+/// and their row estimates.
+struct Catalogue {
+    client: Client,
+    patterns: Vec<TablePattern>,
+}
+
+#[async_trait]
+impl SnapshotBackend for Catalogue {
+    async fn matched_tables(&mut self) -> Result<Vec<String>, SourceError> {
         let all = rows(
-            client,
+            &self.client,
             "SELECT schemaname, tablename FROM pg_catalog.pg_tables \
              WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
             "listing tables",
@@ -335,9 +358,9 @@ impl Reader {
             .collect())
     }
 
-    async fn estimate(client: &Client, table: &str) -> Result<Option<u64>, SourceError> {
+    async fn estimate_rows(&mut self, table: &str) -> Result<Option<u64>, SourceError> {
         let r = rows(
-            client,
+            &self.client,
             &format!(
                 "SELECT reltuples::bigint FROM pg_catalog.pg_class WHERE oid = {}::regclass",
                 literal(&quoted(table))
@@ -347,116 +370,6 @@ impl Reader {
         .await?;
         Ok(r.first().and_then(|r| cell(r, 0)).and_then(|v| v.parse::<i64>().ok()).filter(|n| *n >= 0).map(|n| n as u64))
     }
-
-    async fn run(mut self, run: String, tx: mpsc::Sender<ChunkMsg>) -> Result<bool, SourceError> {
-        let client = match connect(&self.dsn).await {
-            Err(SourceError::Fatal(m)) if self.cfg.mode == SnapshotMode::Never => {
-                tracing::warn!(source = %self.source_id, "{m}; backfills are unavailable");
-                return Ok(false);
-            }
-            other => other?,
-        };
-        let metrics = SnapshotMetrics::new(&self.pipeline);
-        let tables = self.matched_tables(&client).await?;
-        let mut queue: VecDeque<Job> = VecDeque::new();
-        for table in &tables {
-            let record = if self.fresh { None } else { self.store.load(table).await.map_err(store_error)? };
-            let progress = match (self.cfg.mode, record) {
-                (_, Some(p)) if p.state == TableState::Running => Some(p),
-                (SnapshotMode::Never, _) => None,
-                (SnapshotMode::Initial | SnapshotMode::InitialOnly, Some(_)) => None,
-                (_, _) => {
-                    let p = TableProgress::start(ReadKind::Snapshot, None, Self::estimate(&client, table).await?);
-                    // Stored at once so that a crash before the first chunk
-                    // is delivered cannot leave an earlier `done` record (from
-                    // before a reset) in charge; a fresh start is always safe.
-                    self.store.save(table, &p).await.map_err(store_error)?;
-                    Some(p)
-                }
-            };
-            if let Some(progress) = progress {
-                queue.push_back(Job { table: table.clone(), progress });
-            }
-        }
-        let initial_only = self.cfg.mode == SnapshotMode::InitialOnly;
-        if !queue.is_empty() {
-            tracing::info!(source = %self.source_id, tables = queue.len(), chunk_size = self.cfg.chunk_size,
-                "snapshot: reading tables while streaming");
-        }
-        let chunk_ids = Arc::new(AtomicU64::new(1));
-        let mut active: HashSet<String> = HashSet::new();
-        let mut workers = tokio::task::JoinSet::new();
-        // Records still to be stored before an `initial_only` run may stop.
-        // Tables whose last chunk was reconciled, and tables whose `done`
-        // record is stored (either may be learnt first).
-        let mut completed: HashSet<String> = HashSet::new();
-        let mut stored_done: HashSet<String> = HashSet::new();
-        let mut poll = tokio::time::interval(BACKFILL_POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            while active.len() < self.cfg.max_parallel_tables.max(1) {
-                let Some(job) = queue.pop_front() else { break };
-                active.insert(job.table.clone());
-                let w = Worker {
-                    dsn: self.dsn.clone(),
-                    slot: self.slot.clone(),
-                    run: run.clone(),
-                    chunk_size: self.cfg.chunk_size,
-                    chunk_ids: chunk_ids.clone(),
-                    tx: tx.clone(),
-                    source_id: self.source_id.clone(),
-                };
-                workers.spawn(async move { (job.table.clone(), w.read(job).await) });
-            }
-            metrics.tables_remaining(queue.len() + active.len());
-            if initial_only && queue.is_empty() && active.is_empty() && completed.is_subset(&stored_done) {
-                tracing::info!(source = %self.source_id, "snapshot done (mode initial_only): stopping the source");
-                return Ok(true);
-            }
-            tokio::select! {
-                done = workers.join_next(), if !workers.is_empty() => {
-                    let (table, result) = done.expect("guarded by is_empty").map_err(|e| SourceError::Retryable(format!("snapshot task failed: {e}")))?;
-                    active.remove(&table);
-                    // `false`: the table went away or the stream stopped; no record will say done.
-                    if result? {
-                        completed.insert(table);
-                    }
-                }
-                stored = self.stored.recv() => {
-                    if deltaforge_core::snapshot::on_stored(stored, &tx, &self.source_id, &mut stored_done).await? {
-                        return Ok(false);
-                    }
-                }
-                // The stream stopped: nothing more can be delivered.
-                _ = tx.closed() => return Ok(false),
-                _ = poll.tick() => {
-                    for req in self.store.pending_backfills().await.map_err(store_error)? {
-                        if req.tables.iter().any(|t| active.contains(t) || queue.iter().any(|j| &j.table == t)) {
-                            // A read of that table is under way: start after it.
-                            continue;
-                        }
-                        for t in &req.tables {
-                            if !tables.contains(t) {
-                                tracing::error!(source = %self.source_id, table = %t, request = req.id,
-                                    "backfill: table is not matched by `tables` (or does not exist); ignored");
-                                continue;
-                            }
-                            let p = TableProgress::start(ReadKind::Backfill, req.condition.clone(), Self::estimate(&client, t).await?);
-                            self.store.save(t, &p).await.map_err(store_error)?;
-                            tracing::info!(source = %self.source_id, table = %t, request = req.id,
-                                condition = req.condition.as_deref().unwrap_or(""), "backfill started");
-                            queue.push_back(Job { table: t.clone(), progress: p });
-                        }
-                        self.store.remove_backfill(req.id).await.map_err(store_error)?;
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn store_error(e: deltaforge_core::snapshot::SnapshotError) -> SourceError {
-    SourceError::Retryable(e.to_string())
 }
 
 /// `schema.table` with each part quoted.
@@ -467,6 +380,7 @@ fn quoted(table: &str) -> String {
     }
 }
 
+#[derive(Clone)]
 struct Worker {
     dsn: Dsn,
     slot: String,
@@ -475,6 +389,13 @@ struct Worker {
     chunk_ids: Arc<AtomicU64>,
     tx: mpsc::Sender<ChunkMsg>,
     source_id: Arc<str>,
+}
+
+#[async_trait]
+impl TableReader for Worker {
+    async fn read_table(&self, job: Job) -> Result<bool, SourceError> {
+        self.clone().read(job).await
+    }
 }
 
 impl Worker {
