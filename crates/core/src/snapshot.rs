@@ -673,7 +673,7 @@ pub struct Schedule<T> {
 }
 
 /// A snapshot store failure, as the reader reports it.
-pub fn store_error(e: SnapshotError) -> SourceError {
+fn store_error(e: SnapshotError) -> SourceError {
     SourceError::Retryable(e.to_string())
 }
 
