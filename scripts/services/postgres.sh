@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 (Debian) on 127.0.0.1:${DF_PG_PORT:-55432} with wal_level=logical.
 # usage: postgres.sh [start|stop|status]   — start prints the URL as the last stdout line.
+# TLS: the server accepts TLS as well as plain connections. `start` creates,
+# once, a self-signed CA and a server certificate for localhost and 127.0.0.1
+# in $DF_SVC_DIR/tls/; the CA for `sslrootcert=` is at the fixed path
+# ${DELTAFORGE_SERVICES_DIR:-<repo>/.services}/postgres/tls/ca.crt. A data
+# directory made before TLS was added gets it on its next `start` (with a
+# configuration reload when the server is already running).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,6 +21,7 @@ df_init postgres
 DATA="$DF_SVC_DIR/data"
 LOGFILE="$DF_SVC_DIR/postgres.log"
 PIDFILE="$DATA/postmaster.pid"
+TLSDIR="$DF_SVC_DIR/tls"
 
 cd /
 
@@ -67,6 +74,80 @@ EOF
   chown postgres:postgres "$DATA/pg_hba.conf"
 }
 
+# ensure_certs — a CA (tls/ca.crt; its key tls/ca.key, root only) and a
+# server certificate signed by it for DNS:localhost and IP:127.0.0.1
+# (tls/server.crt; key tls/server.key, owned by postgres, 0600). Made once;
+# made again only when a file is missing or the server certificate expires
+# within a day.
+ensure_certs() {
+  if [ -s "$TLSDIR/ca.crt" ] && [ -s "$TLSDIR/server.crt" ] && [ -s "$TLSDIR/server.key" ] &&
+    openssl x509 -checkend 86400 -noout -in "$TLSDIR/server.crt" >/dev/null 2>&1; then
+    return 0
+  fi
+  df_need_cmd openssl openssl
+  log "creating a test CA and a server certificate in $TLSDIR"
+  local tmp
+  tmp="$(mktemp -d "$DF_SVC_DIR/.tls.XXXXXX")"
+  if ! (
+    set -e
+    cd "$tmp"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout ca.key -out ca.crt \
+      -subj "/CN=DeltaForge test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -sha256 -keyout server.key -out server.csr -subj "/CN=localhost"
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >server.ext
+    openssl x509 -req -sha256 -days 3650 -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -extfile server.ext -out server.crt
+  ) </dev/null >"$DF_SVC_DIR/openssl.log" 2>&1; then
+    rm -rf "$tmp"
+    df_fail_with_log "$DF_SVC_DIR/openssl.log" "creating the TLS certificates failed"
+  fi
+  mkdir -p "$TLSDIR"
+  chmod 755 "$TLSDIR"
+  chmod 600 "$tmp/ca.key" "$tmp/server.key"
+  chmod 644 "$tmp/ca.crt" "$tmp/server.crt"
+  chown postgres:postgres "$tmp/server.key" "$tmp/server.crt"
+  mv -f "$tmp/ca.key" "$tmp/ca.crt" "$tmp/server.key" "$tmp/server.crt" "$TLSDIR/"
+  rm -rf "$tmp"
+  CERTS_NEW=1
+}
+
+# write_tls_conf — the TLS settings, in their own file included from
+# postgresql.conf (the include is added to data directories made before it).
+write_tls_conf() {
+  ensure_certs
+  {
+    echo "# Written by scripts/services/postgres.sh on each start — do not edit."
+    echo "ssl = on"
+    echo "ssl_cert_file = '$TLSDIR/server.crt'"
+    echo "ssl_key_file = '$TLSDIR/server.key'"
+  } >"$DATA/deltaforge-tls.conf"
+  chown postgres:postgres "$DATA/deltaforge-tls.conf"
+  if ! grep -qxF "include_if_exists = 'deltaforge-tls.conf'" "$DATA/postgresql.conf"; then
+    echo "include_if_exists = 'deltaforge-tls.conf'" >>"$DATA/postgresql.conf"
+  fi
+}
+
+# psql_q SQL — one query on the running server, unaligned output.
+psql_q() { psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -tAXc "$1"; }
+
+# enable_tls_running — a server started before TLS was configured (or whose
+# certificate was just renewed): reload its configuration (the ssl settings
+# take effect on reload) and wait for ssl to be on.
+CERTS_NEW=0
+enable_tls_running() {
+  [ "$CERTS_NEW" = 0 ] && [ "$(psql_q "SHOW ssl")" = "on" ] && return 0
+  log "turning TLS on / loading the new certificate (reloading the configuration)"
+  psql_q "SELECT pg_reload_conf()" >/dev/null
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ "$(psql_q "SHOW ssl")" = "on" ] && return 0
+    sleep 0.1
+  done
+  df_fail_with_log "$LOGFILE" "ssl is still off after reloading the configuration (the log says why)"
+}
+
 write_conf() {
   # Regenerated on every start so that DF_PG_PORT overrides take effect.
   cat >"$DATA/deltaforge.conf" <<EOF
@@ -86,8 +167,11 @@ EOF
 start_pg() {
   install_pg
   init_pg
+  write_tls_conf
+  local was_running=0
   if running; then
     log "already running (pid $(df_pid_of "$PIDFILE"))"
+    was_running=1
   else
     # A postmaster killed hard may linger as a zombie until PID 1 reaps it; the
     # new postmaster would refuse to start while that pid still "exists".
@@ -111,6 +195,7 @@ start_pg() {
     log "creating database $DB"
     psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qXc "CREATE DATABASE $DB" >&2
   fi
+  if [ "$was_running" = 1 ]; then enable_tls_running; fi
   echo "$URL"
 }
 

@@ -36,6 +36,22 @@ pub fn service(name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
 }
 
+/// The CA certificate that signed the test PostgreSQL server's certificate
+/// (for `sslrootcert=`), which `scripts/services/postgres.sh` keeps at the
+/// fixed path `${DELTAFORGE_SERVICES_DIR:-<repo>/.services}/postgres/tls/ca.crt`.
+/// The server certificate is valid for `localhost` and `127.0.0.1`.
+///
+/// # Panics
+/// If the file is missing: call [`service`]`("postgres")` first.
+pub fn pg_tls_ca() -> PathBuf {
+    let base = std::env::var_os("DELTAFORGE_SERVICES_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".services"));
+    let ca = base.join("postgres/tls/ca.crt");
+    ca.canonicalize().unwrap_or_else(|e| panic!("{}: {e} (has scripts/services/postgres.sh run?)", ca.display()))
+}
+
 /// Runs `scripts/services/{name}.sh {action}` (`stop`, `start`, ...) for
 /// tests that take a shared server down and bring it back. Tests doing so
 /// must serialise with the other tests of their binary that use the server.

@@ -88,6 +88,7 @@ pub mod lag;
 pub mod pgoutput;
 pub mod setup;
 pub mod snapshot;
+pub mod tls;
 pub mod transport;
 pub mod values;
 

@@ -3,8 +3,9 @@
 //! each chunk to the [`crate::Streamer`] that reconciles it at its high
 //! watermark (the DBLog method, see [`deltaforge_core::snapshot`]).
 //!
-//! Per chunk, on its own connection ([`tokio_postgres`], no TLS in this
-//! build: `sslmode` `require` and stricter stop the snapshot with an error):
+//! Per chunk, on its own connection ([`tokio_postgres`], with TLS as the
+//! DSN's `sslmode`, `sslrootcert`, `sslcert` and `sslkey` say, with the
+//! same meanings as on the replication stream; see [`crate::tls`]):
 //!
 //! 1. the low watermark: `pg_logical_emit_message(false,
 //!    'deltaforge-watermark', json)`, written with the previous chunk's
@@ -63,11 +64,14 @@ use deltaforge_core::snapshot::{
     SnapshotStore, TableProgress, TableReader, TableState, Watermark, WatermarkKind,
 };
 use deltaforge_core::{Columns, Row, SourceError};
+use futures::FutureExt as _;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{any_matches, Dsn, SslMode, TablePattern};
+use crate::config::{any_matches, Dsn, TablePattern};
+use crate::tls;
 use crate::values;
 
 /// Prefix of the logical decoding messages that carry watermarks.
@@ -227,13 +231,7 @@ fn db_error(what: &str, e: tokio_postgres::Error) -> SourceError {
 }
 
 async fn connect(dsn: &Dsn) -> Result<Client, SourceError> {
-    if matches!(dsn.sslmode, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull) {
-        return Err(SourceError::Fatal(format!(
-            "snapshot: sslmode {:?} needs TLS on the snapshot connection, which this build does not support; set \
-             snapshot.mode: never, or connect over a trusted network with sslmode=prefer",
-            dsn.sslmode
-        )));
-    }
+    let target = dsn.redacted();
     let mut c = tokio_postgres::Config::new();
     c.host(&dsn.host)
         .port(dsn.port)
@@ -245,8 +243,32 @@ async fn connect(dsn: &Dsn) -> Result<Client, SourceError> {
     if !dsn.password.is_empty() {
         c.password(&dsn.password);
     }
-    let (client, conn) = c.connect(NoTls).await.map_err(|e| {
-        SourceError::Retryable(format!("snapshot: connecting to PostgreSQL at {}: {e}", dsn.redacted()))
+    let connected = match tls::plan(dsn.sslmode) {
+        None => {
+            c.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            c.connect(NoTls).await.map(|(client, conn)| (client, conn.boxed()))
+        }
+        Some(plan) => {
+            c.ssl_mode(plan.negotiate);
+            let cfg = tls::client_config(dsn, plan.verify).map_err(|e| {
+                SourceError::Fatal(format!("snapshot: TLS for PostgreSQL at {target} (sslmode {:?}): {e}", dsn.sslmode))
+            })?;
+            c.connect(MakeRustlsConnect::new(cfg)).await.map(|(client, conn)| (client, conn.boxed()))
+        }
+    };
+    let (client, conn) = connected.map_err(|e| {
+        let text = e.to_string();
+        if text.contains("TLS") {
+            // No TLS on the server, or its certificate was refused:
+            // retrying will not help.
+            SourceError::Fatal(format!(
+                "snapshot: connecting to PostgreSQL at {target} (sslmode {:?}): {text} (check sslmode and \
+                 sslrootcert in the dsn)",
+                dsn.sslmode
+            ))
+        } else {
+            SourceError::Retryable(format!("snapshot: connecting to PostgreSQL at {target}: {text}"))
+        }
     })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
