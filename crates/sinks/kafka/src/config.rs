@@ -70,6 +70,7 @@ impl fmt::Debug for ClientConf {
 ///     envelope: debezium            # native (default) | debezium | cloudevents
 ///     exactly_once: false
 ///     tombstones: false
+///     split_key_changes: true       # default: true with envelope debezium, else false
 ///     client_conf: { compression.type: lz4 }
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -97,6 +98,11 @@ pub struct KafkaConfig {
     /// After a delete, also send a null-value message with the same key.
     #[serde(default)]
     pub tombstones: bool,
+    /// Send an update that changes the message key as a delete keyed by
+    /// the old key (plus its tombstone) and a create keyed by the new one,
+    /// as Debezium does; default: on with `envelope: debezium`.
+    #[serde(default)]
+    pub split_key_changes: Option<bool>,
     /// Transactional id (`exactly_once`); default
     /// `deltaforge-{pipeline}-{sink id}`.
     #[serde(default)]

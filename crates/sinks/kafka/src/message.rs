@@ -1,6 +1,15 @@
 //! Turning a batch of events into Kafka messages: topic, key and value of
 //! each, plus the tombstone after a delete.
 //!
+//! An update that changes the row's key becomes, with `split_key_changes`,
+//! what Debezium sends for it: a delete keyed by the old key (and its
+//! tombstone, with `tombstones`), then a create keyed by the new key. A
+//! single update keyed by the new key would leave the old key's last record
+//! alive for ever in a compacted topic and in every table upserted from it.
+//! The delete's `id` header is the event's idempotency key with the suffix
+//! [`KEY_CHANGE_DELETE_SUFFIX`], so a consumer deduplicating by `id` keeps both
+//! halves; the create carries the event's own key.
+//!
 //! This module is pure (no I/O) so that routing, keys and tombstones are
 //! unit-tested without a broker. It writes every key and value of a batch
 //! into two reusable byte buffers and records ranges, so that encoding a
@@ -23,7 +32,14 @@ pub struct MessageBuilder {
     pub envelope: Envelope,
     /// Send a null-value message after each delete.
     pub tombstones: bool,
+    /// Send an update that changes the key as a delete of the old key and
+    /// a create of the new one.
+    pub split_key_changes: bool,
 }
+
+/// Appended to an event's idempotency key for the delete half of a split
+/// key change.
+pub const KEY_CHANGE_DELETE_SUFFIX: &str = ":key-change-delete";
 
 /// One message of a batch, as ranges into [`Encoded`]'s buffers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,13 +120,25 @@ impl MessageBuilder {
         for (i, e) in events.iter().enumerate() {
             let event = i as u32;
             let topic = if static_topic && !out.topics.is_empty() { 0 } else { out.intern(self.topic.render(e)) };
-            let key = self.key_of(e).map(|k| {
+            let key_text = self.key_of(e);
+            let split = self.changed_key(e, key_text.as_deref());
+            let key_changed = split.is_some();
+            if let Some(old) = split {
+                self.push_delete_of_old_key(e, event, topic, old, out);
+            }
+            let key = key_text.map(|k| {
                 let start = out.keys.len();
                 out.keys.extend_from_slice(k.as_bytes());
                 start..out.keys.len()
             });
             let start = out.values.len();
-            self.envelope.encode_into(e, &mut out.values);
+            if key_changed {
+                // The create half of a split key change.
+                let create = Event { op: Op::Create, before: None, ..e.clone() };
+                self.envelope.encode_into(&create, &mut out.values);
+            } else {
+                self.envelope.encode_into(e, &mut out.values);
+            }
             let value = Some(start..out.values.len());
             let id_start = out.ids.len();
             out.ids.extend_from_slice(e.idempotency_key().as_bytes());
@@ -120,6 +148,38 @@ impl MessageBuilder {
             if self.tombstones && e.op == Op::Delete && key.is_some() {
                 out.messages.push(MessageRef { event, topic, key, value: None, id });
             }
+        }
+    }
+
+    /// The old key of an update whose primary key changed, with the delete
+    /// of the old row (`None` otherwise, when the update carries no before
+    /// image, or with a `key` template: the row's key is the default key's
+    /// business; a template may name columns a before image lacks).
+    fn changed_key(&self, e: &Event, new: Option<&str>) -> Option<(String, Event)> {
+        if !self.split_key_changes || self.key.is_some() || e.op != Op::Update || e.before.is_none() {
+            return None;
+        }
+        let delete = Event { op: Op::Delete, after: None, ..e.clone() };
+        let old = default_key(&delete)?;
+        (Some(old.as_str()) != new).then_some((old, delete))
+    }
+
+    /// The delete half of a split key change (and its tombstone).
+    fn push_delete_of_old_key(&self, e: &Event, event: u32, topic: u32, old: (String, Event), out: &mut Encoded) {
+        let (old_key, delete) = old;
+        let start = out.keys.len();
+        out.keys.extend_from_slice(old_key.as_bytes());
+        let key = Some(start..out.keys.len());
+        let start = out.values.len();
+        self.envelope.encode_into(&delete, &mut out.values);
+        let value = Some(start..out.values.len());
+        let start = out.ids.len();
+        out.ids.extend_from_slice(e.idempotency_key().as_bytes());
+        out.ids.extend_from_slice(KEY_CHANGE_DELETE_SUFFIX.as_bytes());
+        let id = start..out.ids.len();
+        out.messages.push(MessageRef { event, topic, key: key.clone(), value, id: id.clone() });
+        if self.tombstones {
+            out.messages.push(MessageRef { event, topic, key, value: None, id });
         }
     }
 
@@ -171,7 +231,63 @@ mod tests {
             key: key.map(|k| Template::parse(k).unwrap()),
             envelope: Envelope::Native,
             tombstones,
+            split_key_changes: true,
         }
+    }
+
+    fn key_change(from: u64, to: u64) -> Event {
+        let mut e = event(Op::Update, to, "orders");
+        e.before = Some(Row::from_pairs([("id", json!(from))]));
+        e
+    }
+
+    #[test]
+    fn a_key_change_is_a_delete_of_the_old_key_then_a_create_of_the_new() {
+        let mut enc = Encoded::default();
+        builder("t", None, true).encode(&[key_change(1, 2), event(Op::Update, 3, "orders")], &mut enc);
+        let ops: Vec<(Option<String>, Option<String>)> = (0..enc.messages.len())
+            .map(|i| {
+                let v = enc.value(&enc.messages[i]).map(|v| serde_json::from_slice::<Value>(v).unwrap());
+                (key_str(&enc, i), v.map(|v| v["op"].as_str().unwrap().to_string()))
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                (Some(r#"{"id":1}"#.into()), Some("d".into())),
+                (Some(r#"{"id":1}"#.into()), None),
+                (Some(r#"{"id":2}"#.into()), Some("c".into())),
+                (Some(r#"{"id":3}"#.into()), Some("u".into())),
+            ],
+            "delete + tombstone of the old key, create of the new; an update keeping its key stays one update"
+        );
+        let delete: Value = serde_json::from_slice(enc.value(&enc.messages[0]).unwrap()).unwrap();
+        assert_eq!((delete["before"]["id"].clone(), delete["after"].clone()), (json!(1), Value::Null));
+        let create: Value = serde_json::from_slice(enc.value(&enc.messages[2]).unwrap()).unwrap();
+        assert_eq!((create["before"].clone(), create["after"]["id"].clone()), (Value::Null, json!(2)));
+        let ids: Vec<String> = enc.messages.iter().map(|m| String::from_utf8(enc.id(m).to_vec()).unwrap()).collect();
+        assert_eq!(ids[0], format!("dg:2:0{KEY_CHANGE_DELETE_SUFFIX}"));
+        assert_eq!(ids[1], ids[0], "the tombstone goes with the delete");
+        assert_eq!(ids[2], "dg:2:0", "the create keeps the event's idempotency key");
+        let events: Vec<u32> = enc.messages.iter().map(|m| m.event).collect();
+        assert_eq!(events, [0, 0, 0, 1], "all three messages belong to the update");
+    }
+
+    #[test]
+    fn key_changes_stay_one_update_when_not_split_or_keyed_by_a_template() {
+        let mut enc = Encoded::default();
+        let mut b = builder("t", None, true);
+        b.split_key_changes = false;
+        b.encode(&[key_change(1, 2)], &mut enc);
+        assert_eq!(enc.messages.len(), 1);
+        enc.clear();
+        builder("t", Some("${after.customer}"), true).encode(&[key_change(1, 2)], &mut enc);
+        assert_eq!(enc.messages.len(), 1, "a key template is the user's key");
+        enc.clear();
+        let mut no_before = key_change(1, 2);
+        no_before.before = None;
+        builder("t", None, true).encode(&[no_before], &mut enc);
+        assert_eq!(enc.messages.len(), 1, "no before image: nothing to delete");
     }
 
     fn key_str(enc: &Encoded, i: usize) -> Option<String> {

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deltaforge_core::{Event, RejectedEvent, Sink, SinkError};
-use deltaforge_encoding::Template;
+use deltaforge_encoding::{Envelope, Template};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
@@ -412,6 +412,7 @@ impl KafkaSink {
             key: cfg.key.as_deref().map(|k| tpl("key", k)).transpose()?,
             envelope: cfg.envelope,
             tombstones: cfg.tombstones,
+            split_key_changes: cfg.split_key_changes.unwrap_or(cfg.envelope == Envelope::Debezium),
         };
         let eos = cfg.exactly_once.then(|| {
             let transactional_id = cfg.transactional_id(pipeline, sink_id);
