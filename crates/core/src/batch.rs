@@ -146,15 +146,13 @@ impl Batcher {
         match self.boundary {
             Some((n, bytes)) if self.cfg.respect_source_tx && in_tx && n > 0 => {
                 // Cut at the last transaction end; the open transaction moves on.
-                let rest = self.cur.events.split_off(n);
-                let rest_bytes = self.cur.bytes - bytes;
+                let mut next = self.empty_batch();
+                next.events.extend(self.cur.events.drain(n..));
+                next.bytes = self.cur.bytes - bytes;
                 self.cur.bytes = bytes;
                 self.cur.commit_index = n;
-                let next = self.empty_batch();
                 out.push(std::mem::replace(&mut self.cur, next));
                 self.boundary = None;
-                self.cur.events.extend(rest);
-                self.cur.bytes = rest_bytes;
                 if self.full() {
                     // The open transaction alone exceeds a batch.
                     out.push(self.take_all());

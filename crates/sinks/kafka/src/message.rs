@@ -19,7 +19,7 @@
 use std::ops::Range;
 
 use deltaforge_core::{Event, Op};
-use deltaforge_encoding::{default_key, Envelope, Template};
+use deltaforge_encoding::{default_key, key_of_row, Envelope, Template};
 
 /// How messages are built from events.
 #[derive(Debug, Clone)]
@@ -156,12 +156,12 @@ impl MessageBuilder {
     /// image, or with a `key` template: the row's key is the default key's
     /// business; a template may name columns a before image lacks).
     fn changed_key(&self, e: &Event, new: Option<&str>) -> Option<(String, Event)> {
-        if !self.split_key_changes || self.key.is_some() || e.op != Op::Update || e.before.is_none() {
+        if !self.split_key_changes || self.key.is_some() || e.op != Op::Update {
             return None;
         }
-        let delete = Event { op: Op::Delete, after: None, ..e.clone() };
-        let old = default_key(&delete)?;
-        (Some(old.as_str()) != new).then_some((old, delete))
+        // Compared before anything is cloned: most updates keep their key.
+        let old = key_of_row(e, e.before.as_ref()?)?;
+        (Some(old.as_str()) != new).then(|| (old, Event { op: Op::Delete, after: None, ..e.clone() }))
     }
 
     /// The delete half of a split key change (and its tombstone).

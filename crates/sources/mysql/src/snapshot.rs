@@ -61,6 +61,10 @@ fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
+/// A chunk's rows with their key strings, being converted on a blocking
+/// thread.
+pub type ConvertingRows = tokio::task::JoinHandle<Result<Vec<(String, Row)>, SourceError>>;
+
 /// One chunk, handed to the stream before its high watermark is written.
 pub struct ChunkMsg {
     /// Chunk id within the run.
@@ -76,7 +80,7 @@ pub struct ChunkMsg {
     /// Rows with their key strings, in key order, being converted from the
     /// server's values off the reader's path (the reader selects the next
     /// chunk meanwhile).
-    pub rows: tokio::task::JoinHandle<Result<Vec<(String, Row)>, SourceError>>,
+    pub rows: ConvertingRows,
     /// The table's record once this chunk is delivered.
     pub progress: TableProgress,
     /// Sent when the stream reached the chunk's high watermark.
@@ -539,13 +543,12 @@ impl Worker {
 
     /// The table's record after this chunk, and its rows converted on a
     /// blocking thread.
-    #[allow(clippy::type_complexity)]
     fn hand_off(
         &self,
         s: &Shape,
         data: Vec<mysql_async::Row>,
         progress: &TableProgress,
-    ) -> (tokio::task::JoinHandle<Result<Vec<(String, Row)>, SourceError>>, TableProgress) {
+    ) -> (ConvertingRows, TableProgress) {
         let read = data.len();
         let mut next = progress.clone();
         next.chunk += 1;
