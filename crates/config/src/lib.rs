@@ -31,7 +31,6 @@
 
 mod env;
 mod error;
-mod redact;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +39,7 @@ use serde_json::{Map, Value};
 
 pub use env::expand_env;
 pub use error::{ConfigError, ConfigErrors};
-pub use redact::{is_secret_key, redact, redact_dsn};
+pub use deltaforge_common::redact::{is_secret_key, redact, redact_dsn};
 pub use validate::{
     API_VERSION, DEFAULT_TENANT, KIND, MAX_BATCH_EVENTS, MAX_BATCH_MS, MAX_INFLIGHT, MIN_BATCH_BYTES, SINK_COMMON_KEYS,
 };

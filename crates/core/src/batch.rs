@@ -179,30 +179,12 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Op, Row, SourceMeta};
+    use crate::event::Event;
+    use crate::testing::{EventBuilder, Seq};
     use crate::source::Commit;
 
     fn ev(seq: u64) -> Event {
-        Event {
-            op: Op::Create,
-            before: None,
-            after: Some(Row::from_pairs([("id", serde_json::json!(seq))])),
-            source: SourceMeta {
-                connector: "datagen",
-                source_id: "dg".into(),
-                pipeline: "p".into(),
-                tenant: "t".into(),
-                db: "d".into(),
-                table: "t".into(),
-                position: Position::Datagen { seq },
-                ts_ms: 0,
-            },
-            tx_id: None,
-            tx_position: Position::Datagen { seq },
-            index: 0,
-            schema_version: None,
-            key_columns: None,
-        }
+        EventBuilder::new(seq).build()
     }
 
     /// A chunk of events `from..=to` with commits after every `tx` events.
@@ -210,7 +192,7 @@ mod tests {
         let events: Vec<Event> = (from..=to).map(ev).collect();
         let commits = (from..=to)
             .filter(|s| s % tx == 0)
-            .map(|s| Commit { after: (s - from + 1) as usize, position: Position::Datagen { seq: s } })
+            .map(|s| Commit { after: (s - from + 1) as usize, position: Seq::at(s) })
             .collect();
         SourceChunk { events, commits }
     }
@@ -229,11 +211,11 @@ mod tests {
         let out = b.push(chunk(1, 7, 1));
         assert_eq!(out.len(), 2);
         assert_eq!(ids(&out[0]), vec![1, 2, 3]);
-        assert_eq!(out[0].commit, Some(Position::Datagen { seq: 3 }));
+        assert_eq!(out[0].commit, Some(Seq::at(3)));
         assert_eq!(ids(&out[1]), vec![4, 5, 6]);
         let rest = b.flush().unwrap();
         assert_eq!(ids(&rest), vec![7]);
-        assert_eq!(rest.commit, Some(Position::Datagen { seq: 7 }));
+        assert_eq!(rest.commit, Some(Seq::at(7)));
         assert!(b.flush().is_none());
     }
 
@@ -251,11 +233,11 @@ mod tests {
         let mut b = Batcher::new(cfg(3, true));
         let out = b.push(chunk(1, 6, 2));
         assert_eq!(ids(&out[0]), vec![1, 2]);
-        assert_eq!(out[0].commit, Some(Position::Datagen { seq: 2 }));
+        assert_eq!(out[0].commit, Some(Seq::at(2)));
         assert_eq!(ids(&out[1]), vec![3, 4]);
         let rest = b.flush().unwrap();
         assert_eq!(ids(&rest), vec![5, 6]);
-        assert_eq!(rest.commit, Some(Position::Datagen { seq: 6 }));
+        assert_eq!(rest.commit, Some(Seq::at(6)));
     }
 
     #[test]
@@ -268,7 +250,7 @@ mod tests {
         assert_eq!(out[1].commit, None);
         let rest = b.flush().unwrap();
         assert_eq!(ids(&rest), vec![7, 8]);
-        assert_eq!(rest.commit, Some(Position::Datagen { seq: 8 }));
+        assert_eq!(rest.commit, Some(Seq::at(8)));
     }
 
     #[test]
@@ -276,9 +258,9 @@ mod tests {
         let mut b = Batcher::new(cfg(3, false));
         let out = b.push(chunk(1, 6, 2));
         assert_eq!(ids(&out[0]), vec![1, 2, 3]);
-        assert_eq!(out[0].commit, Some(Position::Datagen { seq: 2 }));
+        assert_eq!(out[0].commit, Some(Seq::at(2)));
         assert_eq!(ids(&out[1]), vec![4, 5, 6]);
-        assert_eq!(out[1].commit, Some(Position::Datagen { seq: 6 }));
+        assert_eq!(out[1].commit, Some(Seq::at(6)));
     }
 
     #[test]
@@ -289,22 +271,22 @@ mod tests {
         assert!(b.push(first).is_empty());
         let second = SourceChunk {
             events: (4..=5).map(ev).collect(),
-            commits: vec![Commit { after: 2, position: Position::Datagen { seq: 5 } }],
+            commits: vec![Commit { after: 2, position: Seq::at(5) }],
         };
         assert!(b.push(second).is_empty());
         let out = b.flush().unwrap();
         assert_eq!(ids(&out), vec![1, 2, 3, 4, 5]);
-        assert_eq!(out.commit, Some(Position::Datagen { seq: 5 }));
+        assert_eq!(out.commit, Some(Seq::at(5)));
     }
 
     #[test]
     fn commit_without_events_still_flushes_a_position() {
         let mut b = Batcher::new(cfg(10, true));
         let c =
-            SourceChunk { events: vec![], commits: vec![Commit { after: 0, position: Position::Datagen { seq: 9 } }] };
+            SourceChunk { events: vec![], commits: vec![Commit { after: 0, position: Seq::at(9) }] };
         assert!(b.push(c).is_empty());
         let out = b.flush().unwrap();
         assert!(out.events.is_empty());
-        assert_eq!(out.commit, Some(Position::Datagen { seq: 9 }));
+        assert_eq!(out.commit, Some(Seq::at(9)));
     }
 }

@@ -250,17 +250,7 @@ impl Event {
         let mut key = String::with_capacity(48);
         key.push_str(&self.source.source_id);
         key.push(':');
-        match &self.tx_position {
-            Position::Postgres { lsn, .. } => {
-                let _ = write!(key, "{lsn}");
-            }
-            Position::Mysql { file, pos, .. } => {
-                let _ = write!(key, "{file}/{pos}");
-            }
-            Position::Datagen { seq } => {
-                let _ = write!(key, "{seq}");
-            }
-        }
+        self.tx_position.write_key(&mut key);
         let _ = write!(key, ":{}", self.index);
         key
     }
@@ -305,33 +295,15 @@ impl Event {
         };
         let op = field("op")?.as_str().and_then(Op::from_code).ok_or("envelope `op` is not one of c, u, d, r, t")?;
         let src = field("source")?;
-        let position: Position = serde_json::from_value(src.get("position").cloned().unwrap_or(Value::Null))
+        let position = Position::from_json(src.get("position").unwrap_or(&Value::Null))
             .map_err(|e| format!("envelope source.position: {e}"))?;
         let id = field("id")?.as_str().ok_or("envelope `id` is not a string")?;
         // The key is `{source_id}:{transaction position}:{index}`.
         let mut parts = id.rsplitn(3, ':');
         let index: u32 = parts.next().and_then(|i| i.parse().ok()).ok_or("envelope `id` has no event index")?;
         let tx_text = parts.next().ok_or("envelope `id` has no transaction position")?;
-        let tx_position = match &position {
-            Position::Postgres { tx_id, .. } => Position::Postgres {
-                lsn: tx_text.parse().map_err(|e: String| format!("envelope `id`: {e}"))?,
-                tx_id: *tx_id,
-            },
-            Position::Mysql { gtid_set, .. } => {
-                let (file, pos) = tx_text.rsplit_once('/').ok_or("envelope `id`: expected file/pos")?;
-                let pos = pos.parse().map_err(|_| "envelope `id`: bad binlog offset")?;
-                Position::Mysql { file: file.into(), pos, gtid_set: gtid_set.clone() }
-            }
-            Position::Datagen { .. } => {
-                Position::Datagen { seq: tx_text.parse().map_err(|_| "envelope `id`: bad sequence number")? }
-            }
-        };
-        let connector = match src.get("connector").and_then(Value::as_str) {
-            Some("postgres") => "postgres",
-            Some("mysql") => "mysql",
-            Some("datagen") => "datagen",
-            _ => "unknown",
-        };
+        let tx_position = position.from_key(tx_text).map_err(|e| format!("envelope `id`: {e}"))?;
+        let connector = position.connector();
         Ok(Event {
             op,
             before: row(field("before")?)?,
@@ -402,6 +374,7 @@ impl Serialize for NativeEnvelope<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{EventBuilder, Seq};
     use serde_json::json;
 
     #[test]
@@ -416,26 +389,13 @@ mod tests {
     }
 
     pub(crate) fn sample(seq: u64) -> Event {
-        Event {
-            op: Op::Create,
-            before: None,
-            after: Some(Row::from_pairs([("id", json!(seq))])),
-            source: SourceMeta {
-                connector: "datagen",
-                source_id: "dg".into(),
-                pipeline: "demo".into(),
-                tenant: "acme".into(),
-                db: "demo".into(),
-                table: "orders".into(),
-                position: Position::Datagen { seq },
-                ts_ms: 1_700_000_000_000,
-            },
-            tx_id: Some(seq.to_string().into()),
-            tx_position: Position::Datagen { seq },
-            index: 0,
-            schema_version: Some(1),
-            key_columns: None,
-        }
+        EventBuilder::new(seq)
+            .pipeline("demo", "acme")
+            .table("demo.orders")
+            .tx_id(&seq.to_string())
+            .ts_ms(1_700_000_000_000)
+            .schema_version(1)
+            .build()
     }
 
     #[test]
@@ -445,7 +405,7 @@ mod tests {
         assert_eq!(v["op"], "c");
         assert_eq!(v["before"], Value::Null);
         assert_eq!(v["after"], json!({"id": 7}));
-        assert_eq!(v["source"]["position"], json!({"seq": 7}));
+        assert_eq!(v["source"]["position"], json!({"test_seq": 7}));
         assert_eq!(v["source"]["table"], "orders");
         assert_eq!(v["tx_id"], "7");
         assert_eq!(v["schema_version"], 1);
@@ -457,11 +417,12 @@ mod tests {
         let back = Event::from_native(&serde_json::to_value(e.native()).unwrap()).unwrap();
         assert_eq!(back.idempotency_key(), e.idempotency_key());
         assert_eq!(serde_json::to_value(back.native()).unwrap(), serde_json::to_value(e.native()).unwrap());
-        let mut pg = sample(1);
-        pg.source.position = Position::Postgres { lsn: crate::Lsn(0x1234), tx_id: Some(9) };
-        pg.tx_position = Position::Postgres { lsn: crate::Lsn(0x1300), tx_id: Some(9) };
-        let back = Event::from_native(&serde_json::to_value(pg.native()).unwrap()).unwrap();
-        assert_eq!(back.tx_position, pg.tx_position);
+        let mut other_tx = sample(1);
+        other_tx.tx_position = Seq::at(9);
+        let back = Event::from_native(&serde_json::to_value(other_tx.native()).unwrap()).unwrap();
+        assert_eq!(back.tx_position, other_tx.tx_position);
+        assert_eq!(back.source.position, other_tx.source.position);
+        assert_eq!(back.source.connector, "test");
         assert!(Event::from_native(&json!({"op": "x"})).is_err());
     }
 

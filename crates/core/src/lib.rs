@@ -21,6 +21,8 @@ pub mod schema;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use batch::{Batch, BatchConfig, Batcher};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
@@ -28,7 +30,7 @@ pub use coordinator::{DeliveryConfig, Pipeline, PipelineError, PipelineStatus, R
 pub use dlq::{DeadLetter, DeadLetterQueue, DlqConfig, DlqError, DlqOverflow};
 pub use event::{Columns, Event, NativeEnvelope, Op, Row, SourceMeta};
 pub use policy::CommitPolicy;
-pub use position::{Lsn, Position};
+pub use position::{Position, SourcePosition};
 pub use processor::{Processor, ProcessorError};
 pub use schema::{SchemaRegistry, SchemaVersion};
 pub use sink::{RejectedEvent, Sink, SinkError};

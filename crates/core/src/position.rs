@@ -1,113 +1,149 @@
 //! Source positions: where in a source's log an event or a checkpoint sits.
 //!
-//! The JSON shapes are a public contract (operators read them with `sqlite3`,
-//! and the REST API returns them):
+//! A [`Position`] is opaque to the core: each source defines its own type
+//! (a [`SourcePosition`]) with its JSON shape, its order and the text it
+//! contributes to idempotency keys, and registers it with
+//! [`register_position!`]. The core and the sinks only order, compare,
+//! print and serialise positions; they never look inside one. Adding a
+//! source therefore changes neither the core nor the encoding crate.
 //!
-//! - MySQL/MariaDB: `{"file": "binlog.000042", "pos": 12345, "gtid_set": "..."}`
-//! - PostgreSQL: `{"lsn": "0/1A2B3C4D", "tx_id": 1234}`
-//! - datagen: `{"seq": 42}`
+//! The JSON shapes are a public contract (operators read them with
+//! `sqlite3`, the REST API returns them) and are owned by each source, e.g.
+//! MySQL/MariaDB `{"file": "binlog.000042", "pos": 12345, "gtid_set": "..."}`
+//! and PostgreSQL `{"lsn": "0/1A2B3C4D", "tx_id": 1234}`.
 //!
-//! Positions are typed rather than opaque JSON so that the hot path copies
-//! integers instead of allocating maps, and so that positions of the same
-//! source can be ordered (per-sink progress and schema history need that).
+//! Why registration: positions are read back from storage (checkpoints,
+//! schema history), from the dead-letter queue and from sinks' own progress
+//! records without a source at hand. Every registered format tries the JSON
+//! in turn; formats must therefore reject each other's shapes (use
+//! `#[serde(deny_unknown_fields)]` and required fields).
+//!
+//! This module must never name a concrete source.
 
+use std::any::Any;
 use std::cmp::Ordering;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-/// A PostgreSQL log sequence number, printed as `X/Y` (two hex halves).
+/// A source's own position type.
+///
+/// Implement it for a small, cheap-to-clone type of the source's crate and
+/// register it with [`register_position!`].
 ///
 /// ```
-/// use deltaforge_core::Lsn;
-/// let lsn: Lsn = "0/1A2B3C4D".parse().unwrap();
-/// assert_eq!(lsn.0, 0x1A2B3C4D);
-/// assert_eq!(lsn.to_string(), "0/1A2B3C4D");
+/// use std::cmp::Ordering;
+/// use deltaforge_core::position::{Position, SourcePosition};
+///
+/// #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Offset { offset: u64 }
+///
+/// impl std::fmt::Display for Offset {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "offset {}", self.offset)
+///     }
+/// }
+///
+/// impl SourcePosition for Offset {
+///     fn order(&self, other: &Self) -> Ordering { self.offset.cmp(&other.offset) }
+///     fn write_key(&self, key: &mut String) { key.push_str(&self.offset.to_string()) }
+///     fn from_key(text: &str, _event: &Self) -> Result<Self, String> {
+///         text.parse().map(|offset| Offset { offset }).map_err(|_| format!("bad offset {text:?}"))
+///     }
+/// }
+/// deltaforge_core::register_position!(Offset, "offset-doc-example");
+///
+/// let a = Position::new(Offset { offset: 1 });
+/// let b = Position::new(Offset { offset: 2 });
+/// assert!(a.is_at_or_before(&b));
+/// assert_eq!(b.to_json(), serde_json::json!({"offset": 2}));
+/// assert_eq!(Position::from_json(&b.to_json()).unwrap(), b);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lsn(pub u64);
+pub trait SourcePosition:
+    fmt::Debug + fmt::Display + Clone + PartialEq + Send + Sync + Serialize + DeserializeOwned + 'static
+{
+    /// Orders two positions of this source.
+    fn order(&self, other: &Self) -> Ordering;
 
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    /// Appends the transaction part of an idempotency key
+    /// (`{source_id}:{this}:{index}`); must not contain a `:` that would be
+    /// read as the index separator (the key is split from the right).
+    fn write_key(&self, key: &mut String);
+
+    /// Reads back what [`SourcePosition::write_key`] wrote; `event` is the
+    /// event's own position (for parts the key leaves out).
+    fn from_key(text: &str, event: &Self) -> Result<Self, String>;
+
+    /// Adds this source's fields to a Debezium `source` block that already
+    /// holds the common ones (`version`, `connector`, `name`, `ts_ms`,
+    /// `snapshot`, `db`, `sequence`, `table`); `index` is the event's index
+    /// in its transaction. The default adds nothing.
+    fn debezium_fields(&self, index: u32, block: &mut Map<String, Value>) {
+        let _ = (index, block);
     }
 }
 
-impl FromStr for Lsn {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hi, lo) =
-            s.split_once('/').ok_or_else(|| format!("invalid LSN {s:?}: expected the form X/Y, e.g. 0/1A2B3C4D"))?;
-        let hi = u64::from_str_radix(hi, 16).map_err(|_| format!("invalid LSN {s:?}: bad high half"))?;
-        let lo = u64::from_str_radix(lo, 16).map_err(|_| format!("invalid LSN {s:?}: bad low half"))?;
-        if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
-            return Err(format!("invalid LSN {s:?}: halves must fit in 32 bits"));
-        }
-        Ok(Lsn((hi << 32) | lo))
+/// The object-safe face of a [`SourcePosition`]; implemented for every one.
+trait Erased: fmt::Debug + fmt::Display + Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn order_erased(&self, other: &dyn Erased) -> Option<Ordering>;
+    fn eq_erased(&self, other: &dyn Erased) -> bool;
+    fn to_json(&self) -> Value;
+    fn write_key(&self, key: &mut String);
+    fn from_key(&self, text: &str) -> Result<Position, String>;
+    fn debezium_fields(&self, index: u32, block: &mut Map<String, Value>);
+}
+
+impl<P: SourcePosition> Erased for P {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn order_erased(&self, other: &dyn Erased) -> Option<Ordering> {
+        other.as_any().downcast_ref::<P>().map(|o| self.order(o))
+    }
+    fn eq_erased(&self, other: &dyn Erased) -> bool {
+        other.as_any().downcast_ref::<P>() == Some(self)
+    }
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|e| Value::String(format!("unserialisable position: {e}")))
+    }
+    fn write_key(&self, key: &mut String) {
+        SourcePosition::write_key(self, key)
+    }
+    fn from_key(&self, text: &str) -> Result<Position, String> {
+        P::from_key(text, self).map(Position::new)
+    }
+    fn debezium_fields(&self, index: u32, block: &mut Map<String, Value>) {
+        SourcePosition::debezium_fields(self, index, block)
     }
 }
 
-impl Serialize for Lsn {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Lsn {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Where an event or checkpoint sits in its source's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Position {
-    /// PostgreSQL: commit LSN of a transaction (for checkpoints) or the LSN of
-    /// a change (for events), with the transaction id when known.
-    Postgres {
-        /// The LSN.
-        lsn: Lsn,
-        /// The transaction id (xid), when known.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tx_id: Option<u64>,
-    },
-    /// MySQL/MariaDB: binlog file and byte offset, and the GTID set executed
-    /// up to here when GTID is on.
-    Mysql {
-        /// Binlog file name, e.g. `binlog.000042`.
-        file: Arc<str>,
-        /// Byte offset inside the file.
-        pos: u64,
-        /// MySQL `uuid:1-42` or MariaDB `0-1-42` form.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        gtid_set: Option<Arc<str>>,
-    },
-    /// datagen: the sequence number of the last generated event.
-    Datagen {
-        /// Sequence number, starting at 1.
-        seq: u64,
-    },
-}
+/// Where an event or checkpoint sits in its source's log: an opaque,
+/// ordered, serialisable value owned by the source (see the module docs).
+///
+/// Cloning is a reference-count increment.
+#[derive(Clone)]
+pub struct Position(Arc<dyn Erased>);
 
 impl Position {
+    /// Wraps a source's own position.
+    pub fn new<P: SourcePosition>(position: P) -> Self {
+        Position(Arc::new(position))
+    }
+
+    /// The source's own position, when this is one of type `P`.
+    pub fn get<P: SourcePosition>(&self) -> Option<&P> {
+        self.0.as_any().downcast_ref::<P>()
+    }
+
     /// Orders two positions of the same source; `None` when they are of
     /// different kinds (never the case within one pipeline).
-    ///
-    /// MySQL positions order by file then offset; binlog file names share a
-    /// base name and a zero-padded counter, so string order is file order.
     pub fn compare(&self, other: &Position) -> Option<Ordering> {
-        match (self, other) {
-            (Position::Postgres { lsn: a, .. }, Position::Postgres { lsn: b, .. }) => Some(a.cmp(b)),
-            (Position::Mysql { file: fa, pos: pa, .. }, Position::Mysql { file: fb, pos: pb, .. }) => {
-                Some(binlog_file_order(fa, fb).then(pa.cmp(pb)))
-            }
-            (Position::Datagen { seq: a }, Position::Datagen { seq: b }) => Some(a.cmp(b)),
-            _ => None,
-        }
+        self.0.order_erased(&*other.0)
     }
 
     /// True when `self` is at or before `other` (same kind only).
@@ -115,67 +151,140 @@ impl Position {
         matches!(self.compare(other), Some(Ordering::Less | Ordering::Equal))
     }
 
-    /// The position as JSON.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("positions always serialize")
+    /// The position as JSON (the source's contract shape).
+    pub fn to_json(&self) -> Value {
+        self.0.to_json()
+    }
+
+    /// Reads a position from JSON with the first registered format that
+    /// accepts it.
+    pub fn from_json(json: &Value) -> Result<Position, String> {
+        formats().find_map(|f| (f.parse)(json)).ok_or_else(|| {
+            let kinds: Vec<&str> = formats().map(|f| f.kind).collect();
+            format!("unrecognised source position {json}: it matches none of the known shapes ({})", kinds.join(", "))
+        })
+    }
+
+    /// The connector name registered with this position's type (e.g.
+    /// `postgres`), or `unknown`.
+    pub fn connector(&self) -> &'static str {
+        let id = self.0.as_any().type_id();
+        formats().find(|f| (f.type_id)() == id).map_or("unknown", |f| f.kind)
+    }
+
+    /// Appends the transaction part of an idempotency key.
+    pub fn write_key(&self, key: &mut String) {
+        self.0.write_key(key)
+    }
+
+    /// Reads a key part written by [`Position::write_key`] for a position of
+    /// the same kind as `self`.
+    pub fn from_key(&self, text: &str) -> Result<Position, String> {
+        self.0.from_key(text)
+    }
+
+    /// Adds the source's own fields to a Debezium `source` block.
+    pub fn debezium_fields(&self, index: u32, block: &mut Map<String, Value>) {
+        self.0.debezium_fields(index, block)
+    }
+}
+
+impl PartialEq for Position {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_erased(&*other.0)
+    }
+}
+
+impl Eq for Position {}
+
+impl fmt::Debug for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
     }
 }
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Position::Postgres { lsn, .. } => write!(f, "lsn {lsn}"),
-            Position::Mysql { file, pos, .. } => write!(f, "{file}:{pos}"),
-            Position::Datagen { seq } => write!(f, "seq {seq}"),
-        }
+        fmt::Display::fmt(&*self.0, f)
     }
 }
 
-fn binlog_file_order(a: &str, b: &str) -> Ordering {
-    // `mariadb-bin.000009` < `mariadb-bin.000010`; counters may outgrow their
-    // padding (`.999999` → `.1000000`), so compare the numeric suffix.
-    let split = |s: &str| -> (String, u64) {
-        match s.rsplit_once('.') {
-            Some((base, n)) => (base.to_string(), n.parse().unwrap_or(0)),
-            None => (s.to_string(), 0),
+impl Serialize for Position {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Position {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = Value::deserialize(d)?;
+        Position::from_json(&json).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A registered position type: its connector name and how to read it
+/// from JSON. Created by [`register_position!`].
+pub struct PositionFormat {
+    /// The connector whose positions these are (`SourceMeta::connector`).
+    pub kind: &'static str,
+    parse: fn(&Value) -> Option<Position>,
+    type_id: fn() -> std::any::TypeId,
+}
+
+impl PositionFormat {
+    /// The format of `P`, named `kind`.
+    pub const fn of<P: SourcePosition>(kind: &'static str) -> Self {
+        PositionFormat { kind, parse: parse_as::<P>, type_id: std::any::TypeId::of::<P> }
+    }
+}
+
+fn parse_as<P: SourcePosition>(json: &Value) -> Option<Position> {
+    P::deserialize(json).ok().map(Position::new)
+}
+
+inventory::collect!(PositionFormat);
+
+fn formats() -> impl Iterator<Item = &'static PositionFormat> {
+    inventory::iter::<PositionFormat>.into_iter()
+}
+
+/// Registers a [`SourcePosition`] type under its connector name so that
+/// [`Position::from_json`] (and so storage, the dead-letter queue and sink
+/// progress records) can read it back.
+#[macro_export]
+macro_rules! register_position {
+    ($ty:ty, $kind:expr) => {
+        $crate::position::inventory::submit! {
+            $crate::position::PositionFormat::of::<$ty>($kind)
         }
     };
-    let (ba, na) = split(a);
-    let (bb, nb) = split(b);
-    ba.cmp(&bb).then(na.cmp(&nb))
 }
+
+#[doc(hidden)]
+pub use inventory;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Seq;
 
     #[test]
-    fn json_shapes_match_the_contract() {
-        let pg = Position::Postgres { lsn: "0/1A2B3C4D".parse().unwrap(), tx_id: Some(1234) };
-        assert_eq!(pg.to_json(), serde_json::json!({"lsn": "0/1A2B3C4D", "tx_id": 1234}));
-        let my = Position::Mysql { file: "binlog.000042".into(), pos: 12345, gtid_set: Some("0-1-42".into()) };
-        assert_eq!(my.to_json(), serde_json::json!({"file": "binlog.000042", "pos": 12345, "gtid_set": "0-1-42"}));
-        let dg = Position::Datagen { seq: 7 };
-        assert_eq!(dg.to_json(), serde_json::json!({"seq": 7}));
-        for p in [pg, my, dg] {
-            let back: Position = serde_json::from_value(p.to_json()).unwrap();
-            assert_eq!(back, p);
-        }
+    fn round_trips_through_json_and_orders_within_kind() {
+        let a = Position::new(Seq(7));
+        assert_eq!(a.to_json(), serde_json::json!({"seq": 7}));
+        assert_eq!(Position::from_json(&a.to_json()).unwrap(), a);
+        assert_eq!(a.connector(), "test");
+        let b = Position::new(Seq(9));
+        assert!(a.is_at_or_before(&b) && !b.is_at_or_before(&a));
+        assert_eq!(a.get::<Seq>(), Some(&Seq(7)));
+        let mut key = String::new();
+        b.write_key(&mut key);
+        assert_eq!(a.from_key(&key).unwrap(), b);
     }
 
     #[test]
-    fn lsn_parse_errors_are_clear() {
-        assert!("zz".parse::<Lsn>().unwrap_err().contains("X/Y"));
-        assert!("1/GG".parse::<Lsn>().is_err());
-        assert_eq!("16/B374D848".parse::<Lsn>().unwrap().to_string(), "16/B374D848");
-    }
-
-    #[test]
-    fn ordering_within_kind() {
-        let a = Position::Mysql { file: "b.000009".into(), pos: 900, gtid_set: None };
-        let b = Position::Mysql { file: "b.000010".into(), pos: 4, gtid_set: None };
-        assert!(a.is_at_or_before(&b));
-        assert!(!b.is_at_or_before(&a));
-        assert_eq!(Position::Datagen { seq: 1 }.compare(&b), None);
+    fn unknown_shapes_are_named() {
+        let err = Position::from_json(&serde_json::json!({"nope": 1})).unwrap_err();
+        assert!(err.contains("nope") && err.contains("test"), "{err}");
     }
 }

@@ -168,11 +168,12 @@ impl SchemaRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Seq;
     use deltaforge_storage::MemoryBackend;
     use serde_json::json;
 
     fn pos(seq: u64) -> Option<Position> {
-        Some(Position::Datagen { seq })
+        Some(Seq::at(seq))
     }
 
     #[tokio::test]
@@ -200,9 +201,9 @@ mod tests {
         assert_eq!(versions[1].checkpoint, pos(25));
         assert!(versions[0].seq < versions[1].seq);
         // Lookups by position: the version active there.
-        assert_eq!(reloaded.version_at("shop", "users", &Position::Datagen { seq: 29 }).unwrap().version, 1);
-        assert_eq!(reloaded.version_at("shop", "users", &Position::Datagen { seq: 30 }).unwrap().version, 2);
-        assert_eq!(reloaded.version_at("shop", "users", &Position::Datagen { seq: 5 }), None);
+        assert_eq!(reloaded.version_at("shop", "users", &Seq::at(29)).unwrap().version, 1);
+        assert_eq!(reloaded.version_at("shop", "users", &Seq::at(30)).unwrap().version, 2);
+        assert_eq!(reloaded.version_at("shop", "users", &Seq::at(5)), None);
         assert_eq!(reloaded.latest("shop", "users").unwrap().version, 2);
         assert_eq!(reloaded.tables(), vec![("shop".to_string(), "users".to_string())]);
     }

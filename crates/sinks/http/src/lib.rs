@@ -27,7 +27,7 @@
 //! never retries by itself, never writes checkpoints, and never logs or
 //! returns header values (they often hold API keys: they are also marked
 //! sensitive for the HTTP stack) or the URL's credentials (URLs are shown
-//! through [`deltaforge_config::redact_dsn`], which masks user-info
+//! through [`deltaforge_common::redact_dsn`], which masks user-info
 //! passwords and `token=`/`key=`-style query parameters).
 //!
 //! Crate choice: `reqwest` 0.13 (hyper underneath) with only `rustls` and
@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deltaforge_config::redact_dsn;
+use deltaforge_common::redact_dsn;
 use deltaforge_core::{Event, Sink, SinkError};
 use deltaforge_encoding::{Envelope, Template};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};

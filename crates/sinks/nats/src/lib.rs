@@ -36,6 +36,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishError, context::PublishErrorKind, stream};
 use async_nats::{ConnectErrorKind, HeaderMap, ServerAddr};
 use async_trait::async_trait;
+use deltaforge_common::redact_dsn;
 use deltaforge_core::{Event, Sink, SinkError};
 use deltaforge_encoding::{default_key, Envelope, Template};
 use serde::Deserialize;
@@ -129,7 +130,7 @@ impl NatsConfig {
         let mut addrs = Vec::new();
         for u in self.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
             let addr: ServerAddr = u.parse().map_err(|e| {
-                bad("url", format!("{} is not a NATS URL ({e}); expected nats://host:port", shown_url(u)))
+                bad("url", format!("{} is not a NATS URL ({e}); expected nats://host:port", redact_dsn(u)))
             })?;
             addrs.push(addr);
         }
@@ -180,15 +181,6 @@ pub fn wildcard_subject(template: &str) -> String {
     template.split('.').map(|t| if t.contains("${") { "*" } else { t }).collect::<Vec<_>>().join(".")
 }
 
-/// A URL with its user-info (user:password or token) masked.
-fn shown_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        (None, Some(at)) => format!("***{}", &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
 /// The NATS JetStream sink.
 pub struct NatsSink {
     cfg: NatsConfig,
@@ -203,7 +195,7 @@ impl NatsSink {
     /// Builds the sink; the connection is opened at the first delivery.
     pub fn new(cfg: NatsConfig) -> Result<Self, ConfigError> {
         let (subject, addrs) = cfg.parts()?;
-        let shown = cfg.url.split(',').map(|u| shown_url(u.trim())).collect::<Vec<_>>().join(",");
+        let shown = cfg.url.split(',').map(|u| redact_dsn(u.trim())).collect::<Vec<_>>().join(",");
         Ok(NatsSink { cfg, subject, addrs, shown, js: None, buf: Vec::with_capacity(1024) })
     }
 
@@ -429,9 +421,9 @@ mod tests {
 
     #[test]
     fn urls_are_shown_without_credentials() {
-        assert_eq!(shown_url("nats://u:secret@h:4222"), "nats://***@h:4222");
-        assert_eq!(shown_url("nats://tok@h:4222"), "nats://***@h:4222");
-        assert_eq!(shown_url("nats://h:4222"), "nats://h:4222");
+        assert_eq!(redact_dsn("nats://u:secret@h:4222"), "nats://u:***@h:4222");
+        assert_eq!(redact_dsn("nats://tok@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact_dsn("nats://h:4222"), "nats://h:4222");
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@
 //! errors to [`SinkError::Retryable`] / [`SinkError::Fatal`]. It never
 //! retries by itself (the coordinator owns retries and backoff), never
 //! writes checkpoints, and never puts the URI's password into a log line or
-//! an error (URIs are shown through [`deltaforge_config::redact_dsn`]).
+//! an error (URIs are shown through [`deltaforge_common::redact_dsn`]).
 //!
 //! Crate choice: `redis` 1.x (`tokio-comp`, `connection-manager`) is the
 //! maintained Rust client; its `ConnectionManager` reconnects by itself
@@ -34,7 +34,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deltaforge_config::redact_dsn;
+use deltaforge_common::redact_dsn;
 use deltaforge_core::{Event, Sink, SinkError};
 use deltaforge_encoding::{default_key, Envelope, Template};
 use futures::stream::{FuturesOrdered, StreamExt};

@@ -15,9 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deltaforge_core::{Columns, Event, Op, Position, Row, Source, SourceContext, SourceError, SourceMeta};
+use deltaforge_common::time::civil_from_days;
+use deltaforge_core::{Columns, Event, Op, Row, Source, SourceContext, SourceError, SourceMeta};
+
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+mod position;
+pub use position::DatagenPosition;
 
 /// Configuration of a datagen source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -107,21 +112,6 @@ fn timestamp(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm);
-/// cheaper per event than formatting through a calendar crate.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// A datagen source instance.
 pub struct DatagenSource {
     cfg: DatagenConfig,
@@ -140,10 +130,10 @@ impl DatagenSource {
 impl Source for DatagenSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<(), SourceError> {
         let cfg = &self.cfg;
-        let mut seq = match &ctx.resume_from {
+        let mut seq = match ctx.resume_from.as_ref().map(|p| (p, p.get::<DatagenPosition>())) {
             None => 0,
-            Some(Position::Datagen { seq }) => *seq,
-            Some(other) => {
+            Some((_, Some(resume))) => resume.seq,
+            Some((other, None)) => {
                 return Err(SourceError::Fatal(format!(
                     "the stored checkpoint ({other}) is not a datagen position; reset it with \
                      `deltaforge checkpoints reset {}`",
@@ -191,7 +181,7 @@ impl Source for DatagenSource {
                 0 => seq + cfg.rows_per_tx,
                 n => (seq + cfg.rows_per_tx).min(n),
             };
-            let tx_position = Position::Datagen { seq: tx_end };
+            let tx_position = DatagenPosition::at(tx_end);
             let tx_id: Arc<str> = tx_end.to_string().into();
             for (index, id) in (seq + 1..=tx_end).enumerate() {
                 let t = (id % tables.len() as u64) as usize;
@@ -207,7 +197,7 @@ impl Source for DatagenSource {
                         tenant: ctx.tenant.clone(),
                         db: db.clone(),
                         table: table.clone(),
-                        position: Position::Datagen { seq: id },
+                        position: DatagenPosition::at(id),
                         ts_ms: EPOCH_MS + id as i64,
                     },
                     tx_id: Some(tx_id.clone()),
@@ -240,13 +230,6 @@ mod tests {
         assert_eq!(row_for(42)["amount"], "325.98");
         assert_eq!(row_for(10)["note"], Value::Null);
         assert_eq!(row_for(1)["created_at"], "2026-01-01T00:00:00.001Z");
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Redaction of secrets in specs before they are shown.
+//! Redaction of secrets before anything is shown: specs in the REST API and
+//! `validate` output, DSNs and URLs in logs and in every error message.
 //!
-//! This module owns the rules for what counts as a secret in a pipeline
-//! document: the password part of URL-style DSNs, `password=...`-style
+//! This module owns the one set of rules for what counts as a secret: the
+//! password part of URL-style DSNs (and the bare token of `nats://TOKEN@h`),
+//! `password=...`-style
 //! pairs in key=value DSNs and query strings, and the values of keys named
 //! like password, secret, token, credentials or api_key. It is for display
 //! (REST API, logs, `validate` output) only and must never be applied to
@@ -30,7 +32,7 @@ pub fn is_secret_key(key: &str) -> bool {
 /// whatever their type; every other string goes through [`redact_dsn`].
 ///
 /// ```
-/// use deltaforge_config::redact;
+/// use deltaforge_common::redact;
 /// use serde_json::json;
 /// let v = json!({"dsn": "postgres://u:pw@h/db", "auth": {"api_key": "k", "user": "u"}});
 /// assert_eq!(
@@ -66,7 +68,7 @@ pub fn redact(value: &Value) -> Value {
 /// Strings without credentials are returned unchanged.
 ///
 /// ```
-/// use deltaforge_config::redact_dsn;
+/// use deltaforge_common::redact_dsn;
 /// assert_eq!(redact_dsn("postgres://u:pw@h/db"), "postgres://u:***@h/db");
 /// assert_eq!(redact_dsn("host=x password=pw"), "host=x password=***");
 /// assert_eq!(redact_dsn("./out/orders.jsonl"), "./out/orders.jsonl");
@@ -92,6 +94,8 @@ fn redact_userinfo(s: &str) -> String {
                         out.push_str(&userinfo[..=colon]);
                         out.push_str(MASK);
                     }
+                    // NATS-style URLs carry a bare token as their user-info.
+                    None if is_token_scheme(&rest[..p]) => out.push_str(MASK),
                     None => out.push_str(userinfo),
                 }
                 out.push_str(&token[at..]);
@@ -102,6 +106,15 @@ fn redact_userinfo(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Whether the scheme ending `before` (the text up to `://`) puts a bare
+/// token in its user-info (`nats://TOKEN@host`), so that user-info without a
+/// `:` is a secret rather than a user name.
+fn is_token_scheme(before: &str) -> bool {
+    let start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c))).map_or(0, |i| i + 1);
+    let scheme = before[start..].to_ascii_lowercase();
+    matches!(scheme.as_str(), "nats" | "tls" | "ws" | "wss")
 }
 
 fn is_key_char(c: char) -> bool {
@@ -168,6 +181,8 @@ mod tests {
         assert_eq!(redact_dsn("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_dsn("mysql://root:p/a#s@s@db:3306/x?ssl=1"), "mysql://root:***@db:3306/x?ssl=1");
         assert_eq!(redact_dsn("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_dsn("nats://s3cr3t@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact_dsn("wss://tok@h nats://u@k"), "wss://***@h nats://***@k");
         assert_eq!(redact_dsn("http://h:8080/path"), "http://h:8080/path");
         assert_eq!(redact_dsn("a=postgres://u:x@h b=mysql://v:y@k"), "a=postgres://u:***@h b=mysql://v:***@k");
     }

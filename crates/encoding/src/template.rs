@@ -118,30 +118,18 @@ fn push_value(out: &mut String, v: Option<&serde_json::Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltaforge_core::{Op, Position, Row, SourceMeta};
+    use deltaforge_core::testing::EventBuilder;
+    use deltaforge_core::Op;
     use serde_json::json;
 
     fn ev() -> Event {
-        Event {
-            op: Op::Update,
-            before: Some(Row::from_pairs([("id", json!(7)), ("region", json!("eu"))])),
-            after: Some(Row::from_pairs([("id", json!(7)), ("region", json!("us"))])),
-            source: SourceMeta {
-                connector: "postgres",
-                source_id: "s".into(),
-                pipeline: "orders-cdc".into(),
-                tenant: "acme".into(),
-                db: "public".into(),
-                table: "orders".into(),
-                position: Position::Datagen { seq: 1 },
-                ts_ms: 0,
-            },
-            tx_id: None,
-            tx_position: Position::Datagen { seq: 1 },
-            index: 0,
-            schema_version: None,
-            key_columns: None,
-        }
+        EventBuilder::new(1)
+            .op(Op::Update)
+            .before(json!({"id": 7, "region": "eu"}))
+            .after(json!({"id": 7, "region": "us"}))
+            .pipeline("orders-cdc", "acme")
+            .table("public.orders")
+            .build()
     }
 
     #[test]
