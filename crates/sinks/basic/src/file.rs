@@ -148,29 +148,10 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltaforge_core::{Op, Position, Row, SourceMeta};
+    use deltaforge_core::testing::EventBuilder;
 
     fn ev(seq: u64) -> Event {
-        Event {
-            op: Op::Create,
-            before: None,
-            after: Some(Row::from_pairs([("id", serde_json::json!(seq))])),
-            source: SourceMeta {
-                connector: "datagen",
-                source_id: "dg".into(),
-                pipeline: "p".into(),
-                tenant: "t".into(),
-                db: "d".into(),
-                table: "t".into(),
-                position: Position::Datagen { seq },
-                ts_ms: 0,
-            },
-            tx_id: None,
-            tx_position: Position::Datagen { seq },
-            index: 0,
-            schema_version: None,
-            key_columns: None,
-        }
+        EventBuilder::new(seq).build()
     }
 
     fn ids(path: &Path) -> Vec<u64> {

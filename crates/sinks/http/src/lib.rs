@@ -434,26 +434,7 @@ mod tests {
         let c = cfg(json!({"url": "http://u:pw123@127.0.0.1:1/hook?token=tok456", "request_timeout_ms": 500,
                            "headers": {"X-Api-Key": "key789"}}));
         let mut sink = HttpSink::new(c).unwrap();
-        let ev = Event {
-            op: deltaforge_core::Op::Create,
-            before: None,
-            after: Some(deltaforge_core::Row::from_pairs([("id", json!(1))])),
-            source: deltaforge_core::SourceMeta {
-                connector: "datagen",
-                source_id: "dg".into(),
-                pipeline: "p".into(),
-                tenant: "t".into(),
-                db: "d".into(),
-                table: "t".into(),
-                position: deltaforge_core::Position::Datagen { seq: 1 },
-                ts_ms: 0,
-            },
-            tx_id: None,
-            tx_position: deltaforge_core::Position::Datagen { seq: 1 },
-            index: 0,
-            schema_version: None,
-            key_columns: None,
-        };
+        let ev = deltaforge_core::testing::EventBuilder::new(1).build();
         match sink.deliver(&[ev]).await {
             Err(SinkError::Retryable(m)) => {
                 for secret in ["pw123", "tok456", "key789"] {

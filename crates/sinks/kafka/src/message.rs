@@ -194,34 +194,16 @@ impl MessageBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltaforge_core::{Position, Row, SourceMeta};
+    use deltaforge_core::testing::EventBuilder;
+    use deltaforge_core::Row;
     use serde_json::{json, Value};
 
     fn event(op: Op, id: u64, table: &str) -> Event {
-        let row = Row::from_pairs([("id", json!(id)), ("customer", json!("c7"))]);
-        let (before, after) = match op {
-            Op::Delete => (Some(row), None),
-            _ => (None, Some(row)),
-        };
-        Event {
-            op,
-            before,
-            after,
-            source: SourceMeta {
-                connector: "datagen",
-                source_id: "dg".into(),
-                pipeline: "p".into(),
-                tenant: "acme".into(),
-                db: "demo".into(),
-                table: table.into(),
-                position: Position::Datagen { seq: id },
-                ts_ms: 0,
-            },
-            tx_id: None,
-            tx_position: Position::Datagen { seq: id },
-            index: 0,
-            schema_version: None,
-            key_columns: Some(vec!["id".into()].into()),
+        let row = json!({"id": id, "customer": "c7"});
+        let e = EventBuilder::new(id).op(op).pipeline("p", "acme").table(&format!("demo.{table}")).key_columns(&["id"]);
+        match op {
+            Op::Delete => e.before(row).after(None).build(),
+            _ => e.after(row).build(),
         }
     }
 

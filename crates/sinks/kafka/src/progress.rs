@@ -128,29 +128,10 @@ pub fn read_last(base: &ClientConfig, topic: &str, key: &str, timeout: Duration)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltaforge_core::{Op, SourceMeta};
+    use deltaforge_core::testing::EventBuilder;
 
     fn ev(seq: u64, index: u32, source: &str) -> Event {
-        Event {
-            op: Op::Create,
-            before: None,
-            after: None,
-            source: SourceMeta {
-                connector: "datagen",
-                source_id: source.into(),
-                pipeline: "p".into(),
-                tenant: "t".into(),
-                db: "d".into(),
-                table: "x".into(),
-                position: Position::Datagen { seq },
-                ts_ms: 0,
-            },
-            tx_id: None,
-            tx_position: Position::Datagen { seq },
-            index,
-            schema_version: None,
-            key_columns: None,
-        }
+        EventBuilder::new(seq).after(None).table("d.x").index(index).source_id(source).build()
     }
 
     #[test]

@@ -346,26 +346,7 @@ mod tests {
         // Port 1 on loopback refuses connections.
         let c = cfg(json!({"uri": "redis://:hunter2@127.0.0.1:1", "stream": "s", "response_timeout_ms": 500})).unwrap();
         let mut sink = RedisSink::new(c).unwrap();
-        let ev = deltaforge_core::Event {
-            op: deltaforge_core::Op::Create,
-            before: None,
-            after: Some(deltaforge_core::Row::from_pairs([("id", json!(1))])),
-            source: deltaforge_core::SourceMeta {
-                connector: "datagen",
-                source_id: "dg".into(),
-                pipeline: "p".into(),
-                tenant: "t".into(),
-                db: "d".into(),
-                table: "t".into(),
-                position: deltaforge_core::Position::Datagen { seq: 1 },
-                ts_ms: 0,
-            },
-            tx_id: None,
-            tx_position: deltaforge_core::Position::Datagen { seq: 1 },
-            index: 0,
-            schema_version: None,
-            key_columns: None,
-        };
+        let ev = deltaforge_core::testing::EventBuilder::new(1).build();
         match sink.deliver(&[ev]).await {
             Err(SinkError::Retryable(m)) => {
                 assert!(!m.contains("hunter2"), "{m}");
