@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod component;
 pub mod coordinator;
 pub mod dlq;
 pub mod event;
@@ -25,6 +26,7 @@ pub mod source;
 pub mod testing;
 
 pub use batch::{Batch, BatchConfig, Batcher};
+pub use component::{BuildError, ComponentConfig, ConfigProblem};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 pub use coordinator::{DeliveryConfig, Pipeline, PipelineError, PipelineStatus, RunSummary, SinkSlot};
 pub use dlq::{DeadLetter, DeadLetterQueue, DlqConfig, DlqError, DlqOverflow};
