@@ -9,7 +9,7 @@
 //! shared server (purge, restart), so they run one after the other in one
 //! test function, and this file holds no other test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::{mariadb_sql, read_jsonl, service, service_action, storage, wait_for, Deltaforge};

@@ -3,7 +3,6 @@
 //! Here (not in `it`) because it stops the shared server.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;

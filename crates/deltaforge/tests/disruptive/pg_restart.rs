@@ -4,11 +4,10 @@
 //! shared server (cargo runs test binaries one after another).
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{pg_command, pg_sql, read_jsonl, service, service_action, wait_for, Deltaforge};
+use crate::support::{pg_command, pg_sql, read_jsonl, service, service_action, wait_for};
 
 /// Runs a script through psql's stdin, so that each statement is its own
 /// transaction (with `-c` a multi-statement string is one transaction).

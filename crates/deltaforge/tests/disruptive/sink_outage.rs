@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{read_jsonl, storage, wait_for, Deltaforge};
+use crate::support::{read_jsonl, storage, wait_for};
 
 fn write_config(dir: &Path, policy: &str, flaky_required: bool) -> std::path::PathBuf {
     crate::support::Pipeline::new("outage")

@@ -14,7 +14,7 @@
 //! servers with other tests; none changes server-wide settings.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::support::{

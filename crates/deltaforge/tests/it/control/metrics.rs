@@ -9,10 +9,9 @@
 //! the lag is 0. Its `deltaforge_checkpoint_lag_bytes` is 0 (it has no
 //! server log); for database sources see `ctl_db_sources.rs`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, http, http_json, metric_value, read_jsonl, wait_for, Deltaforge};
+use crate::support::{free_port, http, http_json, metric_value, read_jsonl, wait_for};
 
 const COUNT: u64 = 6000;
 

@@ -6,11 +6,10 @@
 //! `schemathesis run http://127.0.0.1:8080/openapi.json --checks not_a_server_error
 //!  -H 'Authorization: Bearer TOKEN' --max-examples 25 --generation-deterministic`
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{free_port, http_json, wait_for, Deltaforge};
+use crate::support::{free_port, http_json, wait_for};
 
 const TOKEN: &str = "fuzz-token";
 

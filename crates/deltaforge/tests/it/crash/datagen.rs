@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{read_jsonl, storage, wait_for, Deltaforge, Rng};
+use crate::support::{read_jsonl, storage, wait_for, Rng};
 
 const TOTAL: u64 = 200_000;
 

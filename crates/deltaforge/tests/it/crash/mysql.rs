@@ -7,13 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{mariadb_command, mariadb_sql, read_jsonl, service, storage, wait_for, Deltaforge, Rng};
+use crate::support::{mariadb_command, mariadb_sql, read_jsonl, service, storage, wait_for, Rng};
 use serde_json::Value;
 
 /// One committed change, as the model expects it.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{pg_command, pg_lsn, pg_sql, read_jsonl, service, storage, wait_for, Deltaforge, Rng};
+use crate::support::{pg_command, pg_lsn, pg_sql, read_jsonl, service, storage, wait_for, Rng};
 use serde_json::Value;
 
 /// Ids of rows inserted by rolled-back transactions start here.

@@ -6,10 +6,9 @@
 //! and the same when several DDLs happen while the pipeline is stopped
 //! (decoded from the TABLE_MAP metadata, `binlog_row_metadata=FULL`).
 
-use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{mariadb_sql, read_jsonl, service, storage, wait_for, Deltaforge};
+use crate::support::{mariadb_sql, read_jsonl, service, storage, wait_for};
 use serde_json::{json, Value};
 
 /// A binlog position as a sortable key: the file names share one prefix and

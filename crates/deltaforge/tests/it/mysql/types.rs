@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{mariadb_sql, read_jsonl, service, storage, unique_suffix, wait_for, Deltaforge};
+use crate::support::{mariadb_sql, read_jsonl, service, storage, unique_suffix, wait_for};
 use serde_json::{json, Value};
 
 fn unique(prefix: &str) -> String {
@@ -192,7 +192,7 @@ fn every_type_arrives_with_exact_values() {
     assert_eq!(added["after"]["biu"], Value::Null);
     assert_eq!(added["schema_version"], 2);
     // The history: the start's catalogue schema, then the new layout.
-    let history = crate::support::sqlite_log(&store, "schemas", &format!("test/{db}/t"));
+    let history = crate::support::storage::log_records(&store, "schemas", &format!("test/{db}/t"));
     assert_eq!(history.len(), 2, "{history:#?}");
     df.terminate();
     assert_eq!(df.wait_exit(Duration::from_secs(20)), Some(0), "{}", df.log_text());

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{pg_cleanup, pg_sql, service, storage, wait_for, Deltaforge};
+use crate::support::{pg_cleanup, pg_sql, service, storage, wait_for};
 
 const ROWS: usize = 1_000_000;
 

@@ -8,10 +8,9 @@
 //! sees this pipeline's connections only, not those of other tests sharing
 //! the server.
 
-use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{pg_sql, pg_tls_ca, read_jsonl, service, unique_suffix, wait_for, Deltaforge};
+use crate::support::{pg_sql, pg_tls_ca, read_jsonl, service, unique_suffix, wait_for};
 use serde_json::Value;
 
 const ROWS: usize = 250;

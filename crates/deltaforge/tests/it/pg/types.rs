@@ -4,7 +4,7 @@
 //! history, a dropped slot, and set-up errors. Each test uses its own
 //! tables, slot and publication.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::{pg_lsn, pg_sql, read_jsonl, service, storage, unique_suffix, wait_for, Deltaforge};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{read_jsonl, wait_for, Deltaforge, Rng};
+use crate::support::{read_jsonl, wait_for, Rng};
 
 fn write_config(dir: &Path, count: u64, rate: u64) -> PathBuf {
     crate::support::Pipeline::new("poison")

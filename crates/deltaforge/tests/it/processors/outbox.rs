@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{mariadb_sql, pg_sql, read_jsonl, service, storage, unique_suffix, wait_for, Deltaforge};
+use crate::support::{mariadb_sql, pg_sql, read_jsonl, service, storage, unique_suffix, wait_for};
 use serde_json::{json, Value};
 
 fn unique(prefix: &str) -> String {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::{read_jsonl, Deltaforge};
+use crate::support::read_jsonl;
 use deltaforge_processors::mask::hmac_hex;
 use deltaforge_source_datagen::row_for;
 use serde_json::{json, Value};

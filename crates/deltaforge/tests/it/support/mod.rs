@@ -14,10 +14,13 @@ pub mod storage;
 
 use std::path::Path;
 
+// Each binary uses a subset of these.
+#[allow(unused_imports)]
 pub use deltaforge_testkit::{
     free_port, http, http_json, mariadb_command, mariadb_sql, metric_value, pg_cleanup, pg_command, pg_lsn, pg_sql,
     pg_tls_ca, service, service_action, unique_suffix, wait_for, Deltaforge, Rng,
 };
+#[allow(unused_imports)]
 pub use sinks::read_jsonl;
 pub use spec::Pipeline;
 
@@ -27,7 +30,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_deltaforge");
 /// Starts the binary under test with `args`, logging to `log` (appended),
 /// with extra environment `envs`.
 pub fn start(args: &[&str], log: &Path, envs: &[(&str, &str)]) -> Deltaforge {
-    crate::support::start(args, log, envs)
+    Deltaforge::start(Path::new(BIN), args, log, envs)
 }
 
 /// The arguments of a `deltaforge run`: the config, the SQLite storage
@@ -90,7 +93,6 @@ fn path_str(p: &Path) -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", unique_suffix())
 }
-
 
 /// The idempotency key `datagen` gives event `id` with 3 rows per
 /// transaction and `count` events in all (0: unbounded).

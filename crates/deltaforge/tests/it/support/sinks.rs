@@ -26,7 +26,6 @@ pub fn line_count(path: &Path) -> usize {
     std::fs::read(path).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0)
 }
 
-
 /// One consumed Kafka message.
 #[derive(Debug, Clone)]
 pub struct KafkaMsg {
