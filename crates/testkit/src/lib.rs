@@ -1,6 +1,6 @@
 //! Shared helpers for DeltaForge's integration tests: running the real
-//! binary, killing it, waiting for conditions, reading what sinks wrote and
-//! what storage holds, and starting the real servers through the
+//! binary, killing it, waiting for conditions, reading what the file sink wrote, and
+//! starting the real servers through the
 //! repository's own scripts (`scripts/services/*.sh`).
 //!
 //! Nothing here fakes a server; helpers for fakes do not belong here.
@@ -178,21 +178,6 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// The stored checkpoint of `source_id` in a SQLite storage file, read
-/// through SQLite itself (`kv` table, namespace `checkpoints`).
-pub fn sqlite_checkpoint(db: &Path, source_id: &str) -> Option<Value> {
-    if !db.exists() {
-        return None;
-    }
-    let conn = rusqlite::Connection::open(db).expect("open storage");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    conn.query_row("SELECT value FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id], |r| {
-        r.get::<_, String>(0)
-    })
-    .ok()
-    .map(|v| serde_json::from_str(&v).expect("checkpoint JSON"))
-}
-
 /// A small deterministic random generator (xorshift64*), seeded per test
 /// and printed so that a failing run can be repeated.
 pub struct Rng(u64);
@@ -270,35 +255,6 @@ pub fn pg_command(url: &str) -> Command {
     let mut cmd = Command::new("psql");
     cmd.args([url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
     cmd
-}
-
-/// Overwrites the stored checkpoint of `source_id` in a SQLite storage file
-/// (`kv` table, namespace `checkpoints`) with `checkpoint` (the whole JSON
-/// record, as [`sqlite_checkpoint`] returns it). For tests that rewind a
-/// pipeline to replay part of its log.
-pub fn sqlite_put_checkpoint(db: &Path, source_id: &str, checkpoint: &Value) {
-    let conn = rusqlite::Connection::open(db).expect("open storage");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    conn.execute(
-        "INSERT OR REPLACE INTO kv (namespace, key, value, expires_at) VALUES ('checkpoints', ?1, ?2, NULL)",
-        [source_id, &checkpoint.to_string()],
-    )
-    .expect("write checkpoint");
-}
-
-/// The records of a storage log (`log` table) in `namespace` whose key is
-/// `key`, oldest first, parsed as JSON (e.g. the schema history of one
-/// table: namespace `schemas`, key `{tenant}/{db}/{table}`).
-pub fn sqlite_log(db: &Path, namespace: &str, key: &str) -> Vec<Value> {
-    if !db.exists() {
-        return Vec::new();
-    }
-    let conn = rusqlite::Connection::open(db).expect("open storage");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    let mut stmt =
-        conn.prepare("SELECT value FROM log WHERE namespace = ?1 AND key = ?2 ORDER BY seq").expect("prepare");
-    let rows = stmt.query_map([namespace, key], |r| r.get::<_, String>(0)).expect("query log");
-    rows.map(|r| serde_json::from_str(&r.expect("row")).expect("log record JSON")).collect()
 }
 
 impl Rng {
@@ -396,32 +352,6 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
             None
         }
     })
-}
-
-/// Deletes the stored checkpoint of `source_id` from a SQLite storage file,
-/// as the documented operator command does (`DELETE FROM kv WHERE namespace
-/// = 'checkpoints' AND key = ...`); returns whether a row was deleted.
-pub fn delete_sqlite_checkpoint(db: &Path, source_id: &str) -> bool {
-    let conn = rusqlite::Connection::open(db).expect("open storage");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    conn.execute("DELETE FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id]).expect("delete checkpoint")
-        == 1
-}
-
-/// The value of a Slot record in a SQLite storage file (`slots` table), as
-/// JSON, e.g. a snapshot progress record (`snapshots`,
-/// `{pipeline}/{schema.table}`). `None` when absent.
-pub fn sqlite_slot(db: &Path, namespace: &str, key: &str) -> Option<Value> {
-    if !db.exists() {
-        return None;
-    }
-    let conn = rusqlite::Connection::open(db).expect("open storage");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    conn.query_row("SELECT value FROM slots WHERE namespace = ?1 AND key = ?2", [namespace, key], |r| {
-        r.get::<_, String>(0)
-    })
-    .ok()
-    .map(|v| serde_json::from_str(&v).expect("slot JSON"))
 }
 
 /// A suffix unique to this process and moment (`{pid}x{nanos}`: ASCII
