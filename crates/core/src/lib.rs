@@ -21,6 +21,7 @@ pub mod schema;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+pub mod source_error;
 
 pub use batch::{Batch, BatchConfig, Batcher};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
