@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::Event;
 use crate::position::Position;
 use crate::schema::SchemaRegistry;
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::store::SnapshotStore;
 pub use crate::source_error::{PipelineClosed, SourceError};
 
 /// A run of events handed from a source to the coordinator, with the

@@ -1,6 +1,6 @@
 //! How a source's run fails: [`SourceError`], and [`PipelineClosed`] (the
 //! pipeline stopped taking events), shared by the source side
-//! ([`crate::source`]) and the snapshot machinery ([`crate::snapshot`]).
+//! (`source`) and the snapshot machinery (`snapshot`).
 //!
 //! A leaf module: it must never import another module of this crate, so
 //! that both of its users can depend on it without depending on each other.

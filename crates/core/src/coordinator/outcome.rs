@@ -24,7 +24,7 @@ pub struct PipelineStatus {
     /// The value last set on `deltaforge_checkpoint_lag_seconds` (updated every second).
     pub lag_seconds: f64,
     /// The value last set on `deltaforge_checkpoint_lag_bytes` (polled every
-    /// [`LAG_PROBE_EVERY`](crate::coordinator::LAG_PROBE_EVERY)); `None` until the source's probe first answered.
+    /// `LAG_PROBE_EVERY`); `None` until the source's probe first answered.
     pub lag_bytes: Option<u64>,
 }
 

@@ -2,7 +2,7 @@
 //! whether the `required` policy waits for it) and its [`DeliveryConfig`]
 //! (timeout, backoff, attempts).
 //!
-//! Plain data handed in by whoever builds the [`Pipeline`](crate::coordinator::Pipeline);
+//! Plain data handed in by whoever builds the `Pipeline`;
 //! this module must never run or retry anything itself.
 
 use std::time::Duration;

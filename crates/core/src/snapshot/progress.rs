@@ -2,9 +2,9 @@
 //! queued [`BackfillRequest`]s, and a [`PendingProgress`] (a record waiting
 //! for its chunk to become durable).
 //!
-//! This module owns the records' JSON shape (see [`crate::snapshot`],
-//! "Progress"). It must never read or write storage: [`crate::snapshot::store`]
-//! does that, and [`crate::snapshot::writer`] decides when.
+//! This module owns the records' JSON shape (see `snapshot`,
+//! "Progress"). It must never read or write storage: `snapshot::store`
+//! does that, and `snapshot::writer` decides when.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,7 @@ pub enum ReadKind {
     Backfill,
 }
 
-/// One table's progress record (see the [`crate::snapshot`] docs for the JSON).
+/// One table's progress record (see the `snapshot` docs for the JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableProgress {

@@ -5,7 +5,7 @@
 //!
 //! This module owns the waiting rules (when to log, when the progress
 //! writer's end is a shutdown and when a failure). It must never hold a
-//! chunk or touch a window: that is [`crate::snapshot::stream_side`]'s.
+//! chunk or touch a window: that is `snapshot::stream_side`'s.
 
 use std::collections::HashSet;
 

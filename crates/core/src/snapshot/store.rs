@@ -3,7 +3,7 @@
 //! compare-and-swap.
 //!
 //! This module owns the storage keys and the CAS loops. It must never decide
-//! *when* a record may be written (that is [`crate::snapshot::writer`]'s
+//! *when* a record may be written (that is `snapshot::writer`'s
 //! job: only once the chunk it describes is durable).
 
 use std::sync::Arc;

@@ -26,7 +26,7 @@
 //! This module owns those rules. It must never build events, choose
 //! positions or commit anything to the pipeline (the source does, with its
 //! own transaction bookkeeping), and it must never store progress itself:
-//! records go to the [`ProgressWriter`](crate::snapshot::writer::ProgressWriter),
+//! records go to the `ProgressWriter`,
 //! which waits until they are durable.
 
 use std::collections::HashMap;
@@ -140,7 +140,7 @@ impl<C: SnapshotChunk> StreamSide<C> {
     /// The side of the reader run `run` (the id in its watermarks), fed by
     /// `chunks`, ending with `outcome` (`Ok(true)`: stop the source), and
     /// handing committed progress records to `progress` (a
-    /// [`ProgressWriter`](crate::snapshot::writer::ProgressWriter)).
+    /// `ProgressWriter`).
     pub fn new(
         run: String,
         chunks: mpsc::Receiver<C>,
