@@ -22,6 +22,7 @@ pub mod schema;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+pub mod source_error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 

@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn round_trips_through_json_and_orders_within_kind() {
         let a = Position::new(Seq(7));
-        assert_eq!(a.to_json(), serde_json::json!({"seq": 7}));
+        assert_eq!(a.to_json(), serde_json::json!({"test_seq": 7}));
         assert_eq!(Position::from_json(&a.to_json()).unwrap(), a);
         assert_eq!(a.connector(), "test");
         let b = Position::new(Seq(9));

@@ -14,6 +14,10 @@
 //! ahead of the durable checkpoint (`deltaforge_checkpoint_lag_bytes`), and
 //! [`Source::reset`] prepares the server for a checkpoint reset (e.g. drops
 //! a PostgreSQL slot) and says where the next run starts.
+//!
+//! [`SourceError`] and [`PipelineClosed`] live in the leaf module
+//! [`crate::source_error`] (re-exported here) so that [`crate::snapshot`],
+//! which this module uses, never has to import this module back.
 
 use std::sync::Arc;
 
@@ -24,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::event::Event;
 use crate::position::Position;
 use crate::schema::SchemaRegistry;
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::store::SnapshotStore;
+pub use crate::source_error::{PipelineClosed, SourceError};
 
 /// A run of events handed from a source to the coordinator, with the
 /// transaction commits that fall inside it.
@@ -46,11 +51,6 @@ pub struct Commit {
     /// delivered (the end of the transaction).
     pub position: Position,
 }
-
-/// The receiving end of the pipeline has gone away (shutdown or failure).
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the pipeline stopped accepting events")]
-pub struct PipelineClosed;
 
 /// Buffers events into chunks and sends them over the bounded channel, so
 /// that a slow sink slows the source (backpressure) while per-event cost
@@ -134,24 +134,6 @@ pub struct SourceContext {
     /// Snapshot progress and backfill requests of this pipeline (see
     /// [`crate::snapshot`]).
     pub snapshots: SnapshotStore,
-}
-
-/// Errors that end a source's run.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// Wrong configuration or server set-up; retrying will not help.
-    #[error("{0}")]
-    Fatal(String),
-    /// A failure that may pass (connection lost, server restarting); the
-    /// pipeline restarts the source from the durable checkpoint after a backoff.
-    #[error("{0}")]
-    Retryable(String),
-}
-
-impl From<PipelineClosed> for SourceError {
-    fn from(e: PipelineClosed) -> Self {
-        SourceError::Retryable(e.to_string())
-    }
 }
 
 /// Measures how many bytes of its server's log a source is behind: the

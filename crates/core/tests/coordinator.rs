@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deltaforge_core::testing::{EventBuilder, Seq};
 use deltaforge_core::*;
 use deltaforge_storage::{CasOutcome, LogEntry, MemoryBackend, QueueItem, StorageBackend, Versioned};
 use tokio_util::sync::CancellationToken;
@@ -20,17 +21,14 @@ struct CountingSource {
 #[async_trait]
 impl Source for CountingSource {
     async fn run(self: Box<Self>, mut ctx: SourceContext) -> Result<(), SourceError> {
-        let mut seq = match ctx.resume_from {
-            Some(Position::Datagen { seq }) => seq,
-            _ => 0,
-        };
+        let mut seq = ctx.resume_from.as_ref().and_then(seq_of).unwrap_or(0);
         while seq < self.count && !ctx.shutdown.is_cancelled() {
             let end = (seq + self.tx).min(self.count);
             for (i, id) in (seq + 1..=end).enumerate() {
                 ctx.sender.push(event(id, end, i as u32)).await?;
             }
             seq = end;
-            ctx.sender.commit(Position::Datagen { seq }).await?;
+            ctx.sender.commit(Seq::at(seq)).await?;
         }
         ctx.sender.flush().await?;
         Ok(())
@@ -38,26 +36,12 @@ impl Source for CountingSource {
 }
 
 fn event(id: u64, tx_end: u64, index: u32) -> Event {
-    Event {
-        op: Op::Create,
-        before: None,
-        after: Some(Row::from_pairs([("id", serde_json::json!(id))])),
-        source: SourceMeta {
-            connector: "datagen",
-            source_id: "src".into(),
-            pipeline: "p".into(),
-            tenant: "t".into(),
-            db: "d".into(),
-            table: "t".into(),
-            position: Position::Datagen { seq: id },
-            ts_ms: 0,
-        },
-        tx_id: None,
-        tx_position: Position::Datagen { seq: tx_end },
-        index,
-        schema_version: None,
-        key_columns: None,
-    }
+    EventBuilder::new(id).source_id("src").tx(tx_end).index(index).build()
+}
+
+/// The counter of a test position.
+fn seq_of(p: &Position) -> Option<u64> {
+    p.get::<Seq>().map(|s| s.0)
 }
 
 /// A sink that records ids and can be told to fail.
@@ -106,7 +90,7 @@ impl StorageBackend for CheckedStorage {
     async fn kv_put(&self, n: &str, k: &str, v: &str, ttl: Option<Duration>) -> deltaforge_storage::Result<()> {
         if n == "checkpoints" {
             let cp: Checkpoint = serde_json::from_str(v).unwrap();
-            let Position::Datagen { seq } = cp.position else { panic!("unexpected position") };
+            let seq = seq_of(&cp.position).expect("a test position");
             if let Err(m) = (self.check)(seq) {
                 self.violations.lock().unwrap().push(m);
             }
@@ -196,8 +180,8 @@ fn pipeline(
 
 async fn stored_seq(storage: &Arc<dyn StorageBackend>) -> Option<u64> {
     match CheckpointStore::new(storage.clone()).load("src").await.unwrap() {
-        Some(Checkpoint { position: Position::Datagen { seq }, .. }) => Some(seq),
-        _ => None,
+        Some(Checkpoint { position, .. }) => seq_of(&position),
+        None => None,
     }
 }
 
@@ -231,7 +215,7 @@ async fn all_policy_never_checkpoints_past_a_failing_sink() {
     assert_eq!(stored_seq(&dyn_storage).await, None, "checkpoint advanced while a sink under `all` was failing");
     b.failing.store(false, Ordering::SeqCst);
     let summary = tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap().unwrap();
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 5000 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(5000)));
     assert!(storage.violations.lock().unwrap().is_empty(), "{:?}", storage.violations.lock().unwrap());
     assert_eq!(*b.delivered.lock().unwrap(), (1..=5000).collect::<Vec<_>>());
     assert_eq!(*a.delivered.lock().unwrap(), (1..=5000).collect::<Vec<_>>());
@@ -262,7 +246,7 @@ async fn required_policy_advances_past_a_failing_optional_sink() {
     );
     let summary =
         tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new())).await.unwrap().unwrap();
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 2000 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(2000)));
     assert_eq!(stored_seq(&dyn_storage).await, Some(2000));
     assert!(storage.violations.lock().unwrap().is_empty());
     assert!(opt.delivered.lock().unwrap().is_empty());
@@ -288,7 +272,7 @@ async fn required_policy_blocks_on_a_failing_required_sink() {
     assert_eq!(stored_seq(&storage).await, None);
     req.failing.store(false, Ordering::SeqCst);
     let summary = tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap().unwrap();
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 1000 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(1000)));
     assert_eq!(req.delivered.lock().unwrap().len(), 1000);
 }
 
@@ -307,7 +291,7 @@ async fn quorum_commits_with_enough_sinks() {
     );
     let summary =
         tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new())).await.unwrap().unwrap();
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 600 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(600)));
     assert_eq!(sinks[0].delivered.lock().unwrap().len(), 600);
 }
 
@@ -330,7 +314,7 @@ async fn quorum_waits_when_too_few_sinks_ack() {
     assert_eq!(stored_seq(&storage).await, None);
     sinks[1].failing.store(false, Ordering::SeqCst);
     let summary = tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap().unwrap();
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 100 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(100)));
 }
 
 #[tokio::test]
@@ -343,7 +327,7 @@ async fn large_transactions_checkpoint_only_at_their_commit() {
     let dyn_storage: Arc<dyn StorageBackend> = storage.clone();
     let p = pipeline(dyn_storage, 2500, 250, vec![("s", true, s.clone())], CommitPolicy::All, 100);
     let summary = p.run(CancellationToken::new()).await.unwrap();
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 2500 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(2500)));
     assert!(storage.writes.load(Ordering::SeqCst) >= 1);
     assert!(storage.violations.lock().unwrap().is_empty(), "{:?}", storage.violations.lock().unwrap());
     assert_eq!(s.delivered.lock().unwrap().len(), 2500);
@@ -354,10 +338,10 @@ async fn resumes_after_the_checkpoint_and_skips_what_a_sink_already_has() {
     let storage: Arc<dyn StorageBackend> = Arc::new(MemoryBackend::new());
     // Pretend an earlier run checkpointed at 100, with sink `ahead` already at 200.
     let cp = Checkpoint {
-        position: Position::Datagen { seq: 100 },
+        position: Seq::at(100),
         sinks: [
-            ("ahead".to_string(), Position::Datagen { seq: 200 }),
-            ("behind".to_string(), Position::Datagen { seq: 100 }),
+            ("ahead".to_string(), Seq::at(200)),
+            ("behind".to_string(), Seq::at(100)),
         ]
         .into_iter()
         .collect(),
@@ -375,11 +359,11 @@ async fn resumes_after_the_checkpoint_and_skips_what_a_sink_already_has() {
         50,
     );
     let summary = p.run(CancellationToken::new()).await.unwrap();
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 300 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(300)));
     assert_eq!(*behind.delivered.lock().unwrap(), (101..=300).collect::<Vec<_>>());
     assert_eq!(*ahead.delivered.lock().unwrap(), (201..=300).collect::<Vec<_>>());
     let stored = CheckpointStore::new(storage).load("src").await.unwrap().unwrap();
-    assert_eq!(stored.sinks["ahead"], Position::Datagen { seq: 300 });
+    assert_eq!(stored.sinks["ahead"], Seq::at(300));
 }
 
 #[tokio::test]
@@ -395,7 +379,7 @@ async fn shutdown_delivers_in_flight_events_and_checkpoints_them() {
     let delivered = s.delivered.lock().unwrap().clone();
     assert!(!delivered.is_empty());
     assert_eq!(delivered, (1..=delivered.len() as u64).collect::<Vec<_>>());
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: delivered.len() as u64 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(delivered.len() as u64)));
     assert_eq!(stored_seq(&storage).await, Some(delivered.len() as u64));
 }
 
@@ -480,14 +464,14 @@ async fn rejected_events_go_to_the_dead_letter_queue_and_the_rest_is_delivered()
         vec![SinkSlot { id: "s".into(), required: true, delivery: fast_delivery(), sink: Box::new(sink.clone()) }];
     p.dlq = Some(DlqConfig::default());
     let summary = p.run(CancellationToken::new()).await.unwrap();
-    assert_eq!(summary.checkpoint, Some(Position::Datagen { seq: 5000 }));
+    assert_eq!(summary.checkpoint, Some(Seq::at(5000)));
     assert_eq!(dlq_ids(&storage).await, (1..=50).map(|i| i * 100).collect::<Vec<_>>());
     let delivered = sink.inner.delivered.lock().unwrap().clone();
     assert_eq!(delivered, (1..=5000).filter(|i| i % 100 != 0).collect::<Vec<_>>());
     let letter = &DeadLetterQueue::new(storage, "p", DlqConfig::default()).list(1).await.unwrap()[0].1;
     assert_eq!(letter.sink.as_deref(), Some("s"));
     assert_eq!(letter.error, "poison 100");
-    assert_eq!(letter.position, Position::Datagen { seq: 100 });
+    assert_eq!(letter.position, Seq::at(100));
 }
 
 #[tokio::test]

@@ -1,0 +1,99 @@
+//! The checkpoint writer: stores the latest committed checkpoint (coalescing
+//! the ones offered while a write is under way), retrying a failed write,
+//! and only then publishes its position on the source's `durable` watch.
+//!
+//! This module owns the second half of the delivery invariant: a position
+//! must never reach `durable` (and so the source's server) before its
+//! checkpoint write returned.
+
+use std::time::Duration;
+
+use metrics::counter;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::coordinator::outcome::{PipelineError, PipelineStatus};
+use crate::position::Position;
+
+/// The writer task of one run and the watch that feeds it.
+pub(crate) struct CheckpointWriter {
+    offered: watch::Sender<Option<Checkpoint>>,
+    task: JoinHandle<Result<Option<Position>, CheckpointError>>,
+}
+
+impl CheckpointWriter {
+    /// Starts the writer of `source_id`'s checkpoints; `durable` learns each
+    /// written position.
+    pub(crate) fn spawn(
+        store: CheckpointStore,
+        source_id: String,
+        durable: watch::Sender<Option<Position>>,
+        status: Option<watch::Sender<PipelineStatus>>,
+        pipeline: String,
+    ) -> Self {
+        let (offered, rx) = watch::channel::<Option<Checkpoint>>(None);
+        let task = tokio::spawn(checkpoint_writer(store, source_id, rx, durable, status, pipeline));
+        CheckpointWriter { offered, task }
+    }
+
+    /// Offers the newest committed checkpoint; an older one not yet written
+    /// is replaced.
+    pub(crate) fn offer(&self, checkpoint: Checkpoint) {
+        self.offered.send_replace(Some(checkpoint));
+    }
+
+    /// Writes what was offered last, then returns the last position written.
+    pub(crate) async fn finish(self) -> Result<Option<Position>, PipelineError> {
+        drop(self.offered);
+        match self.task.await {
+            Ok(Ok(last)) => Ok(last),
+            Ok(Err(e)) => Err(PipelineError::Checkpoint(e)),
+            Err(e) => Err(PipelineError::Internal(format!("checkpoint writer: {e}"))),
+        }
+    }
+}
+
+/// Writes each checkpoint offered on `rx` (skipping repeats of the last
+/// position) until `rx` closes, then returns the last position written.
+async fn checkpoint_writer(
+    store: CheckpointStore,
+    source_id: String,
+    mut rx: watch::Receiver<Option<Checkpoint>>,
+    durable: watch::Sender<Option<Position>>,
+    status: Option<watch::Sender<PipelineStatus>>,
+    pipeline: String,
+) -> Result<Option<Position>, CheckpointError> {
+    let written = counter!("deltaforge_checkpoints_written_total", "pipeline" => pipeline.clone());
+    let mut last: Option<Position> = None;
+    loop {
+        let closed = rx.changed().await.is_err();
+        let next = rx.borrow_and_update().clone();
+        if let Some(cp) = next {
+            if last.as_ref() != Some(&cp.position) {
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    match store.save(&source_id, &cp).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 8 => {
+                            tracing::warn!(source = %source_id, attempt, "checkpoint write failed, retrying: {e}");
+                            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                written.increment(1);
+                last = Some(cp.position.clone());
+                // Only now may the source report this position to its server.
+                durable.send_replace(Some(cp.position.clone()));
+                if let Some(s) = &status {
+                    s.send_modify(|st| st.checkpoint = Some(cp.clone()));
+                }
+            }
+        }
+        if closed {
+            return Ok(last);
+        }
+    }
+}
