@@ -29,15 +29,17 @@
 //! fatal, retryable and rejected), `delivery` (the producer context that
 //! counts delivery reports), `transaction` (the exactly-once state machine
 //! and its blocking librdkafka calls), `producer` (the [`KafkaSink`]: producer
-//! setup from the config, the [`Sink`](deltaforge_core::Sink) entry points),
-//! `send` (enqueueing a batch and the plain, at-least-once delivery) and
-//! `exactly_once` (delivery as one Kafka transaction per batch). Topic and
+//! setup from the config), `send` (enqueueing a batch and the plain,
+//! at-least-once delivery), `exactly_once` (delivery as one Kafka
+//! transaction per batch) and `lifecycle` (the
+//! [`Sink`](deltaforge_core::Sink) entry points that dispatch to them). Topic and
 //! key routing is [`crate::message`]'s. This facade only declares and
 //! re-exports them.
 
 mod delivery;
 mod errors;
 mod exactly_once;
+mod lifecycle;
 mod producer;
 mod send;
 mod transaction;

@@ -1,24 +1,19 @@
 //! The [`KafkaSink`] itself: producer setup from the [`KafkaConfig`]
 //! (templates, envelope, client and producer properties, the exactly-once
-//! state), replacing a producer librdkafka declared unusable, and the
-//! [`Sink`] entry points, which hand a batch to plain or exactly-once
-//! delivery and flush or abort at shutdown.
+//! state) and replacing a producer librdkafka declared unusable.
 //!
-//! It must never acknowledge a batch itself: `send` and `exactly_once` do,
-//! only after the broker accepted it.
+//! It must never deliver or acknowledge a batch: `send` and `exactly_once`
+//! do, only after the broker accepted it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
-use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_core::SinkError;
 use deltaforge_encoding::{Envelope, Template};
-use rdkafka::producer::Producer;
 use rdkafka::ClientConfig;
 
 use super::delivery::{create_producer, KafkaProducer};
 use super::errors::BuildError;
-use super::transaction::{abort_blocking, blocking, Eos, Phase, TxnState};
+use super::transaction::{Eos, Phase, TxnState};
 use crate::config::KafkaConfig;
 use crate::message::{Encoded, MessageBuilder};
 
@@ -89,37 +84,5 @@ impl KafkaSink {
         let old = std::mem::replace(&mut self.producer, fresh);
         tokio::task::spawn_blocking(move || drop(old));
         Ok(())
-    }
-}
-
-#[async_trait]
-impl Sink for KafkaSink {
-    async fn deliver(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        if self.eos.is_some() {
-            self.deliver_eos(events).await
-        } else {
-            self.deliver_plain(events).await
-        }
-    }
-
-    async fn close(&mut self) -> Result<(), SinkError> {
-        let p = self.producer.clone();
-        match &self.eos {
-            None => tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10)))
-                .await
-                .map_err(|e| SinkError::Retryable(format!("kafka: flush task failed: {e}")))?
-                .map_err(|e| SinkError::Retryable(format!("kafka: flushing at shutdown: {e}"))),
-            Some(eos) => {
-                let g = eos.state.clone().lock_owned().await;
-                if g.phase == Phase::Idle {
-                    return Ok(());
-                }
-                let (_g, r) = blocking(g, move |t| abort_blocking(t, &p)).await?;
-                r.map_err(|e| SinkError::Retryable(format!("kafka: aborting the open transaction at shutdown: {e}")))
-            }
-        }
     }
 }
