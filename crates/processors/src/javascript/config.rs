@@ -1,0 +1,62 @@
+//! The `javascript` processor's settings as written in the pipeline spec,
+//! with their defaults and allowed ranges.
+//!
+//! It must never start an engine: compiling the script for
+//! [`JavascriptConfig::check`] is the `engine` module's job, which keeps
+//! this module a leaf that everything else may depend on.
+
+use serde::Deserialize;
+
+use crate::ConfigProblem;
+
+fn default_timeout() -> u64 {
+    1000
+}
+fn default_memory() -> u64 {
+    64
+}
+fn default_stack() -> u64 {
+    512
+}
+
+/// Configuration of a `javascript` processor (see the module docs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JavascriptConfig {
+    /// Name in metrics and errors; default `javascript`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The script; it must define a global function `process(events)`.
+    pub script: String,
+    /// Time limit per batch, milliseconds (1..=600000); default 1000.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Heap limit of the engine, MiB (1..=16384); default 64.
+    #[serde(default = "default_memory")]
+    pub memory_limit_mb: u64,
+    /// Stack limit of the engine, KiB (64..=65536); default 512.
+    #[serde(default = "default_stack")]
+    pub stack_limit_kb: u64,
+}
+
+impl JavascriptConfig {
+    /// The ranges of `timeout_ms`, `memory_limit_mb` and `stack_limit_kb`.
+    pub(super) fn check_limits(&self) -> Result<(), ConfigProblem> {
+        if !(1..=600_000).contains(&self.timeout_ms) {
+            return Err(("timeout_ms".into(), format!("must be between 1 and 600000, got {}", self.timeout_ms)));
+        }
+        if !(1..=16_384).contains(&self.memory_limit_mb) {
+            return Err((
+                "memory_limit_mb".into(),
+                format!("must be between 1 and 16384, got {}", self.memory_limit_mb),
+            ));
+        }
+        if !(64..=65_536).contains(&self.stack_limit_kb) {
+            return Err((
+                "stack_limit_kb".into(),
+                format!("must be between 64 and 65536, got {}", self.stack_limit_kb),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! One sandboxed QuickJS runtime with the script loaded: the memory and
+//! stack limits, the time limit enforced through the interrupt handler,
+//! and the classification of what went wrong in a call ([`JsFailure`]).
+//!
+//! It runs one call at a time on the thread that owns it; it must never
+//! register a module loader, a file, network, process or environment API,
+//! and never look at events (it sees only JSON text).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rquickjs::{CatchResultExt, CaughtError, Context, Function, Runtime};
+
+use super::config::JavascriptConfig;
+use crate::ConfigProblem;
+
+impl JavascriptConfig {
+    /// Checks the limits and compiles the script in a throw-away engine,
+    /// so a syntax error or a missing `process` function is reported at
+    /// validation time.
+    pub fn check(&self) -> Result<(), ConfigProblem> {
+        self.check_limits()?;
+        Engine::new(self, Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false))).map(|_| ())
+    }
+}
+
+/// Why a call into the engine failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(super) enum JsFailure {
+    /// The script threw (or returned something unusable).
+    #[error("script error: {0}")]
+    Script(String),
+    /// The time limit interrupted it.
+    #[error("script exceeded its time limit of {0} ms (timeout_ms) and was interrupted")]
+    Timeout(u64),
+    /// The memory limit was hit.
+    #[error("script exceeded its memory limit of {0} MB (memory_limit_mb)")]
+    Memory(u64),
+    /// The stack limit was hit.
+    #[error("script exceeded its stack limit of {0} KB (stack_limit_kb): {1}")]
+    Stack(u64, String),
+}
+
+impl JsFailure {
+    /// Time and memory breaches leave the engine in an unknown state and
+    /// are not attributed to one event; a stack overflow is an ordinary
+    /// (catchable) error of the event that caused it.
+    pub(super) fn is_limit(&self) -> bool {
+        matches!(self, JsFailure::Timeout(_) | JsFailure::Memory(_))
+    }
+}
+
+/// One QuickJS runtime with the script loaded. Lives on its own thread.
+pub(super) struct Engine {
+    // Field order matters: the context must drop before its runtime.
+    pub(super) context: Context,
+    _runtime: Runtime,
+    memory_mb: u64,
+    stack_kb: u64,
+    timeout_ms: u64,
+    /// Deadline as nanoseconds since `epoch`; 0 = none.
+    deadline: Arc<AtomicU64>,
+    interrupted: Arc<AtomicBool>,
+    epoch: Instant,
+}
+
+impl Engine {
+    pub(super) fn new(
+        cfg: &JavascriptConfig,
+        deadline: Arc<AtomicU64>,
+        interrupted: Arc<AtomicBool>,
+    ) -> Result<Self, ConfigProblem> {
+        let script_err = |m: String| ("script".to_string(), m);
+        let runtime =
+            Runtime::new().map_err(|e| (String::new(), format!("cannot start the JavaScript engine: {e}")))?;
+        runtime.set_memory_limit((cfg.memory_limit_mb as usize) << 20);
+        runtime.set_max_stack_size((cfg.stack_limit_kb as usize) << 10);
+        let epoch = Instant::now();
+        {
+            let deadline = deadline.clone();
+            let interrupted = interrupted.clone();
+            runtime.set_interrupt_handler(Some(Box::new(move || {
+                let d = deadline.load(Ordering::Relaxed);
+                if d != 0 && epoch.elapsed().as_nanos() as u64 > d {
+                    interrupted.store(true, Ordering::Relaxed);
+                    true
+                } else {
+                    false
+                }
+            })));
+        }
+        let context =
+            Context::full(&runtime).map_err(|e| (String::new(), format!("cannot create a JavaScript context: {e}")))?;
+        let engine = Engine {
+            context,
+            _runtime: runtime,
+            memory_mb: cfg.memory_limit_mb,
+            stack_kb: cfg.stack_limit_kb,
+            timeout_ms: cfg.timeout_ms,
+            deadline,
+            interrupted,
+            epoch,
+        };
+        // Top-level code runs under the same time limit as a batch.
+        engine.arm();
+        let loaded = engine.context.with(|ctx| -> Result<(), JsFailure> {
+            let mut opts = rquickjs::context::EvalOptions::default();
+            opts.global = true;
+            opts.strict = false;
+            opts.filename = Some("script.js".into());
+            ctx.eval_with_options::<(), _>(cfg.script.as_str(), opts).catch(&ctx).map_err(|e| engine.failure(e))?;
+            let f: rquickjs::Value = ctx.globals().get("process").catch(&ctx).map_err(|e| engine.failure(e))?;
+            if !f.is_function() {
+                return Err(JsFailure::Script(
+                    "the script must define a global function `process(events)` returning an array".into(),
+                ));
+            }
+            Ok(())
+        });
+        engine.disarm();
+        loaded.map_err(|e| script_err(e.to_string()))?;
+        Ok(engine)
+    }
+
+    pub(super) fn arm(&self) {
+        self.interrupted.store(false, Ordering::Relaxed);
+        let d = self.epoch.elapsed() + Duration::from_millis(self.timeout_ms);
+        self.deadline.store(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn disarm(&self) {
+        self.deadline.store(0, Ordering::Relaxed);
+    }
+
+    /// Classifies a caught error.
+    pub(super) fn failure(&self, e: CaughtError<'_>) -> JsFailure {
+        if self.interrupted.load(Ordering::Relaxed) {
+            return JsFailure::Timeout(self.timeout_ms);
+        }
+        let text = match &e {
+            CaughtError::Exception(ex) => {
+                let msg = ex.message().unwrap_or_default();
+                let name = ex.get::<_, String>("name").unwrap_or_else(|_| "Error".into());
+                let stack = ex.stack().unwrap_or_default();
+                let stack = stack.trim();
+                if stack.is_empty() {
+                    format!("{name}: {msg}")
+                } else {
+                    // The first frames locate the fault; a deep recursion would repeat one frame thousands of times.
+                    let frames: Vec<&str> = stack.lines().map(str::trim).take(5).collect();
+                    format!("{name}: {msg} {}", frames.join(" "))
+                }
+            }
+            // QuickJS throws `null` when it cannot even allocate the
+            // "out of memory" error object; a script throwing `null` on
+            // purpose is rare enough to be reported the same way.
+            CaughtError::Value(v) if v.is_null() => return JsFailure::Memory(self.memory_mb),
+            CaughtError::Value(v) => {
+                let shown = v
+                    .ctx()
+                    .json_stringify(v.clone())
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.to_string().ok())
+                    .unwrap_or_else(|| format!("{:?}", v.type_of()));
+                format!("uncaught {shown}")
+            }
+            CaughtError::Error(rquickjs::Error::Allocation) => return JsFailure::Memory(self.memory_mb),
+            CaughtError::Error(err) => err.to_string(),
+        };
+        if text.contains("out of memory") {
+            JsFailure::Memory(self.memory_mb)
+        } else if text.contains("stack overflow") || text.contains("Maximum call stack size exceeded") {
+            JsFailure::Stack(self.stack_kb, text)
+        } else {
+            JsFailure::Script(text)
+        }
+    }
+
+    /// Calls `process` on a JSON array text; returns the result as JSON text.
+    pub(super) fn call(&self, input: &str) -> Result<String, JsFailure> {
+        self.arm();
+        let out = self.context.with(|ctx| -> Result<String, JsFailure> {
+            let f: Function = ctx.globals().get("process").catch(&ctx).map_err(|e| self.failure(e))?;
+            let arg = ctx.json_parse(input).catch(&ctx).map_err(|e| self.failure(e))?;
+            let ret: rquickjs::Value = f.call((arg,)).catch(&ctx).map_err(|e| self.failure(e))?;
+            if ret.is_promise() {
+                return Err(JsFailure::Script("process(events) returned a Promise; it must be synchronous".into()));
+            }
+            if !ret.is_array() {
+                return Err(JsFailure::Script(format!(
+                    "process(events) must return an array of events, got {}",
+                    ret.type_name()
+                )));
+            }
+            let s = ctx.json_stringify(ret).catch(&ctx).map_err(|e| self.failure(e))?;
+            s.ok_or_else(|| JsFailure::Script("process(events) returned a value JSON cannot represent".into()))?
+                .to_string()
+                .map_err(|e| JsFailure::Script(format!("result is not valid text: {e}")))
+        });
+        self.disarm();
+        // Free garbage between batches, outside the time limit.
+        self.context.runtime().run_gc();
+        out
+    }
+}
