@@ -15,11 +15,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use deltaforge_core::{Columns, Event, Op, Position, Processor, Row, SourceMeta};
+use deltaforge_core::{Columns, Event, Op, Processor, Row, SourceMeta};
 use serde_json::{json, Value};
 
 use crate::{FilterProcessor, MaskProcessor};
-use deltaforge_source_datagen::{values_for, COLUMNS};
+use deltaforge_source_datagen::{values_for, DatagenPosition, COLUMNS};
 
 const BATCH: u64 = 8192;
 const ROUNDS: usize = 41;
@@ -45,11 +45,11 @@ pub(crate) fn datagen_batch() -> Vec<Event> {
                     tenant: tenant.clone(),
                     db: db.clone(),
                     table: table.clone(),
-                    position: Position::Datagen { seq: id },
+                    position: DatagenPosition::at(id),
                     ts_ms: 1_767_225_600_000 + id as i64,
                 },
                 tx_id: Some(id.to_string().into()),
-                tx_position: Position::Datagen { seq: id },
+                tx_position: DatagenPosition::at(id),
                 index: 0,
                 schema_version: Some(1),
                 key_columns: Some(key.clone()),

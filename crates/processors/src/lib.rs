@@ -122,33 +122,22 @@ pub fn build(kind: &str, config: &Map<String, Value>) -> Result<Box<dyn Processo
 #[cfg(test)]
 pub(crate) mod testutil {
     //! Events for unit tests.
-    use deltaforge_core::{Event, Op, Position, Row, SourceMeta};
+    use deltaforge_core::testing::{EventBuilder, Seq};
+    use deltaforge_core::{Event, Op};
     use serde_json::Value;
 
     /// An event of `db.table` with the given op and images (JSON objects).
     pub fn event(op: Op, table: &str, before: Option<Value>, after: Option<Value>) -> Event {
-        let (db, table) = table.split_once('.').unwrap();
-        let row = |v: Value| Row::from_pairs(v.as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.clone())));
-        Event {
-            op,
-            before: before.map(row),
-            after: after.map(row),
-            source: SourceMeta {
-                connector: "datagen",
-                source_id: "dg".into(),
-                pipeline: "p".into(),
-                tenant: "t".into(),
-                db: db.into(),
-                table: table.into(),
-                position: Position::Datagen { seq: 1 },
-                ts_ms: 1_700_000_000_000,
-            },
-            tx_id: Some("1".into()),
-            tx_position: Position::Datagen { seq: 1 },
-            index: 0,
-            schema_version: Some(1),
-            key_columns: None,
-        }
+        EventBuilder::new(1)
+            .op(op)
+            .connector("datagen")
+            .table(table)
+            .before(before)
+            .after(after)
+            .tx_id("1")
+            .ts_ms(1_700_000_000_000)
+            .schema_version(1)
+            .build()
     }
 
     /// An insert into `db.table`.
@@ -160,8 +149,8 @@ pub(crate) mod testutil {
     pub fn sequenced(mut events: Vec<Event>) -> Vec<Event> {
         for (i, e) in events.iter_mut().enumerate() {
             let seq = i as u64 + 1;
-            e.tx_position = Position::Datagen { seq };
-            e.source.position = Position::Datagen { seq };
+            e.tx_position = Seq::at(seq);
+            e.source.position = Seq::at(seq);
             e.tx_id = Some(seq.to_string().into());
         }
         events

@@ -1,7 +1,7 @@
 //! Error classification, the delivery opaque, rejected-message mapping and
 //! secret-free build errors; none needs a broker.
 
-use deltaforge_core::{Event, SinkError};
+use deltaforge_core::SinkError;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::delivery::{opaque, split_opaque};
@@ -39,31 +39,21 @@ fn opaque_carries_generation_and_index() {
 
 #[tokio::test]
 async fn rejected_messages_map_to_their_events_once() {
-    use deltaforge_core::{Op, Position, Row, SourceMeta};
+    use deltaforge_core::testing::EventBuilder;
+    use deltaforge_core::Op;
     let cfg: KafkaConfig = serde_json::from_value(serde_json::json!({
         "brokers": "127.0.0.1:1", "topic": "t.${table}", "tombstones": true
     }))
     .unwrap();
     let mut sink = KafkaSink::new(cfg, "p", "k").unwrap();
-    let ev = |op, id: u64| Event {
-        op,
-        before: (op == Op::Delete).then(|| Row::from_pairs([("id", serde_json::json!(id))])),
-        after: (op != Op::Delete).then(|| Row::from_pairs([("id", serde_json::json!(id))])),
-        source: SourceMeta {
-            connector: "datagen",
-            source_id: "dg".into(),
-            pipeline: "p".into(),
-            tenant: "t".into(),
-            db: "d".into(),
-            table: "orders".into(),
-            position: Position::Datagen { seq: id },
-            ts_ms: 0,
-        },
-        tx_id: None,
-        tx_position: Position::Datagen { seq: id },
-        index: 0,
-        schema_version: None,
-        key_columns: Some(vec!["id".into()].into()),
+    let ev = |op, id: u64| {
+        let row = serde_json::json!({"id": id});
+        let e = EventBuilder::new(id).op(op).table("d.orders").key_columns(&["id"]);
+        if op == Op::Delete {
+            e.before(row).after(None).build()
+        } else {
+            e.after(row).build()
+        }
     };
     let events = [ev(Op::Create, 1), ev(Op::Delete, 2), ev(Op::Create, 3)];
     sink.builder.encode(&events, &mut sink.enc);
