@@ -1,6 +1,6 @@
 //! The snapshot reader: reads matched tables (and backfills) in key order,
 //! in chunks, on an ordinary connection, while the stream runs, and hands
-//! each chunk to the [`crate::Streamer`] that reconciles it at its high
+//! each chunk to the [`crate::stream::Streamer`] that reconciles it at its high
 //! watermark (the DBLog method, see [`deltaforge_core::snapshot`]).
 //!
 //! Per chunk, on its own connection ([`tokio_postgres`], with TLS as the
@@ -53,15 +53,14 @@
 //! progress to the [`ProgressWriter`](deltaforge_core::snapshot::ProgressWriter)
 //! only with the durable position it depends on.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deltaforge_core::snapshot::{
-    key_string, Schedule, SnapshotBackend, SnapshotConfig, SnapshotJob as Job, SnapshotMetrics, SnapshotMode,
-    SnapshotStore, TableProgress, TableReader, TableState, Watermark, WatermarkKind,
+    key_string, Schedule, SnapshotBackend, SnapshotConfig, SnapshotJob as Job, SnapshotMode, SnapshotStore,
+    TableProgress, TableReader, TableState, Watermark, WatermarkKind,
 };
 use deltaforge_core::{Columns, Row, SourceError};
 use futures::FutureExt as _;
@@ -742,51 +741,6 @@ fn convert(data: &[SimpleQueryRow], columns: &Columns, type_oids: &[u32], key: &
         .collect()
 }
 
-/// The streamer's side: open windows and the recent transactions needed to
-/// judge a chunk.
-pub struct StreamSide {
-    /// The link to the reader.
-    pub link: SnapshotLink,
-    /// Windows by chunk id.
-    pub windows: HashMap<u64, OpenWindow>,
-    /// Chunks received before their high watermark was reached.
-    pub pending: HashMap<u64, ChunkMsg>,
-    /// Xids of the most recent transactions the stream delivered.
-    pub recent: VecDeque<u32>,
-    /// Metrics.
-    pub metrics: SnapshotMetrics,
-}
-
-/// Transactions remembered for the commit-visibility race check; a commit
-/// becomes visible within milliseconds of its record, far fewer than this.
-pub const RECENT_XIDS: usize = 4096;
-
-/// A window between a chunk's watermarks.
-pub struct OpenWindow {
-    /// `schema.table`.
-    pub table: String,
-    /// Key column names (empty: whole row).
-    pub key: Vec<String>,
-    /// The keys touched.
-    pub window: deltaforge_core::snapshot::Window,
-    /// Transactions delivered before the low watermark.
-    pub before_low: Vec<u32>,
-}
-
-impl OpenWindow {
-    /// Records the keys of one streamed row image.
-    pub fn touch(&mut self, row: &Row) {
-        if self.key.is_empty() {
-            self.window.touch(key_string(row.values()));
-            return;
-        }
-        let vals: Option<Vec<&Value>> = self.key.iter().map(|k| row.get(k)).collect();
-        if let Some(vals) = vals {
-            self.window.touch(key_string(vals));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,26 +756,5 @@ mod tests {
         // 64-bit xids with an epoch compare by their low 32 bits.
         let e = XidSnapshot::parse(&format!("{}:{}:", (1u64 << 32) + 10, (1u64 << 32) + 12)).unwrap();
         assert!(!e.invisible(11) && e.invisible(12));
-    }
-
-    #[test]
-    fn windows_touch_by_key_columns_or_whole_row() {
-        let row = Row::from_pairs([("id", serde_json::json!(3)), ("v", serde_json::json!("x"))]);
-        let mut w = OpenWindow {
-            table: "public.t".into(),
-            key: vec!["id".into()],
-            window: Default::default(),
-            before_low: vec![],
-        };
-        w.touch(&row);
-        assert_eq!(
-            w.window
-                .reconcile(vec![(key_string(&[serde_json::json!(3)]), 1), (key_string(&[serde_json::json!(4)]), 2)]),
-            vec![2]
-        );
-        let mut whole =
-            OpenWindow { table: "public.t".into(), key: vec![], window: Default::default(), before_low: vec![] };
-        whole.touch(&row);
-        assert!(whole.window.reconcile(vec![(key_string(row.values()), 1)]).is_empty());
     }
 }
