@@ -60,7 +60,7 @@ pub struct ChunkMsg {
     pub schema: Arc<str>,
     /// Table name.
     pub table_name: Arc<str>,
-    /// Rows with their key strings ([`key_string`]), in key order, being
+    /// Rows with their key strings ([`key_string`](deltaforge_core::snapshot::key_string)), in key order, being
     /// converted from the server's text off the reader's path (the reader
     /// selects the next chunk meanwhile).
     pub rows: tokio::task::JoinHandle<Vec<(String, Row)>>,

@@ -49,10 +49,10 @@
 //! source with an error.
 //!
 //! Split by concern: [`link`] is what the reader hands the stream (a leaf
-//! both sides import); [`reader`] schedules tables; [`chunks`] reads one
-//! table chunk by chunk; [`watermarks`] writes the watermarks; [`layout`]
-//! reads a table's columns and key and checks the slot; [`convert`] turns
-//! a chunk's text into values; [`sql`] holds the connection and quoting.
+//! both sides import); `reader` schedules tables; `chunks` reads one
+//! table chunk by chunk; `watermarks` writes the watermarks; [`layout`]
+//! reads a table's columns and key and checks the slot; `convert` turns
+//! a chunk's text into values; `sql` holds the connection and quoting.
 //! The stream's side lives in [`crate::stream::snapshot_windows`].
 //!
 //! This module must never hold a transaction open across chunks, never take

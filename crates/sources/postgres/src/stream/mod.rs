@@ -5,13 +5,13 @@
 //!
 //! Split by concern into leaf modules the streamer composes (none of them
 //! imports the streamer):
-//! - [`relations`]: Relation/Type messages, schema versions, tuple → row;
-//! - [`transaction`]: the open transaction's xid, commit time and index;
-//! - [`feedback`]: received/durable positions and the idle checkpoint rule;
+//! - `relations`: Relation/Type messages, schema versions, tuple → row;
+//! - `transaction`: the open transaction's xid, commit time and index;
+//! - `feedback`: received/durable positions and the idle checkpoint rule;
 //! - [`snapshot_windows`]: the stream side of snapshots (watermark windows).
 //!
 //! This module owns the order in which things happen on the stream. It
-//! must never report a position that is not durable (only [`feedback`]
+//! must never report a position that is not durable (only `feedback`
 //! acknowledges), and never emit a change of a transaction the checkpoint
 //! covers.
 
