@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use deltaforge_core::{LagProbe, Lsn, Position, SourceError};
 
 use crate::config::Dsn;
+use crate::position::lsn_of;
 use crate::setup::literal;
-use crate::source_error;
-use crate::transport::{PgWire, SessionParams, Transport};
+use crate::transport::{source_error, PgWire, SessionParams, Transport};
 
 /// Measures the WAL bytes between the checkpoint and the server's current
 /// position, on its own session (reconnected after any failure).
@@ -61,8 +61,7 @@ impl WalLagProbe {
         let Some(current) = lsn(0)? else { return Ok(None) };
         // Before the first checkpoint the source resumes from the slot.
         let from = match checkpoint {
-            Some(Position::Postgres { lsn, .. }) => Some(lsn.0),
-            Some(_) => None,
+            Some(checkpoint) => lsn_of(checkpoint),
             None => lsn(1)?,
         };
         Ok(from.map(|from| lag(current, from)))

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use deltaforge_core::{Lsn, SourceError};
 
 use crate::config::{any_matches, TablePattern};
-use crate::source_error;
-use crate::transport::Transport;
+use crate::transport::{source_error, Transport};
 
 /// What to prepare.
 #[derive(Debug, Clone)]

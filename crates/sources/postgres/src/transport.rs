@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use deltaforge_core::SourceError;
 use futures::FutureExt as _;
 use pgwire_replication::{
     Lsn as WireLsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig,
@@ -98,6 +99,14 @@ pub struct TransportError {
     pub message: String,
     /// The SQLSTATE of a server error, when there is one.
     pub sqlstate: Option<String>,
+}
+
+/// Maps a transport failure to the pipeline's error kinds.
+pub(crate) fn source_error(e: TransportError) -> SourceError {
+    match e.severity {
+        Severity::Retryable => SourceError::Retryable(e.message),
+        Severity::Fatal => SourceError::Fatal(e.message),
+    }
 }
 
 /// A replication connection: set-up queries first, then the stream.
