@@ -53,9 +53,9 @@ pub async fn open(args: &StorageArgs) -> anyhow::Result<Arc<dyn StorageBackend>>
                 )
             };
             Arc::new(
-                PostgresBackend::connect(dsn).await.with_context(|| {
-                    format!("opening PostgreSQL storage at {}", redact_pg_dsn(dsn))
-                })?,
+                PostgresBackend::connect(dsn)
+                    .await
+                    .with_context(|| format!("opening PostgreSQL storage at {}", redact_pg_dsn(dsn)))?,
             )
         }
     })
