@@ -6,7 +6,7 @@
 //! drivers: `deltaforge-storage-sqlite` (`SqliteBackend`, the
 //! single-instance default) and `deltaforge-storage-postgres`
 //! (`PostgresBackend`, shared by several instances). With the
-//! `conformance` feature, [`conformance`] holds the suite every backend's
+//! `conformance` feature, module `conformance` holds the suite every backend's
 //! tests run. Four primitives cover every need, each namespaced so that
 //! subsystems never collide:
 //!

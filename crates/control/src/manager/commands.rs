@@ -133,7 +133,7 @@ impl PipelineManager {
     }
 
     /// Resets a pipeline's checkpoint: stops it if running, lets the source
-    /// prepare its server ([`Source::reset`]: e.g. PostgreSQL drops the
+    /// prepare its server ([`Source::reset`](deltaforge_core::Source::reset): e.g. PostgreSQL drops the
     /// replication slot, MySQL names its oldest binlog), then deletes the
     /// checkpoint, or replaces it with the start position the source gave,
     /// so that its next start re-reads from the beginning.
