@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use deltaforge_storage::{MemoryBackend, PostgresBackend, SqliteBackend, StorageBackend};
+use deltaforge_storage::{MemoryBackend, StorageBackend};
+use deltaforge_storage_postgres::{redact_pg_dsn, PostgresBackend};
+use deltaforge_storage_sqlite::SqliteBackend;
 
 /// Which storage backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,9 +53,9 @@ pub async fn open(args: &StorageArgs) -> anyhow::Result<Arc<dyn StorageBackend>>
                 )
             };
             Arc::new(
-                PostgresBackend::connect(dsn).await.with_context(|| {
-                    format!("opening PostgreSQL storage at {}", deltaforge_storage::redact_pg_dsn(dsn))
-                })?,
+                PostgresBackend::connect(dsn)
+                    .await
+                    .with_context(|| format!("opening PostgreSQL storage at {}", redact_pg_dsn(dsn)))?,
             )
         }
     })

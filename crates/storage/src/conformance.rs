@@ -1,10 +1,14 @@
-//! The conformance suite every [`StorageBackend`] must pass (test-only).
+//! The conformance suite every [`StorageBackend`] must pass.
 //!
-//! Each case is a plain async function taking a fresh, empty store; the
-//! [`all_conformance_tests!`] macro turns every case into one `#[tokio::test]`
-//! in the module of the backend under test. This module owns only the
-//! expected semantics of the trait; it must never reach into a backend's
-//! internals.
+//! Compiled for this crate's own tests and, with the `conformance` cargo
+//! feature, for the tests of the backend crates (enable it in their
+//! `[dev-dependencies]` only). Each case is a plain async function taking a
+//! fresh, empty store; the [`all_conformance_tests!`] macro turns every case
+//! into one `#[tokio::test]` in the module of the backend under test (that
+//! crate needs `tokio` with the `macros` and `rt-multi-thread` features).
+//!
+//! This module owns only the expected semantics of the trait; it must never
+//! reach into a backend's internals, and never be enabled outside tests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +21,12 @@ use crate::{CasOutcome, StorageBackend, StorageError, Versioned};
 ///
 /// `$make` is an async fn returning `(Arc<dyn StorageBackend>, guard)`; the
 /// guard (e.g. a temporary directory) is kept alive for the whole case.
+///
+/// ```ignore
+/// async fn make_store() -> (Arc<dyn StorageBackend>, TempDir) { /* a fresh, empty store */ }
+/// deltaforge_storage::conformance::all_conformance_tests!(make_store);
+/// ```
+#[macro_export]
 macro_rules! all_conformance_tests {
     ($make:path) => {
         $crate::conformance::all_conformance_tests!(@cases $make;
@@ -42,9 +52,10 @@ macro_rules! all_conformance_tests {
         )*
     };
 }
-pub(crate) use all_conformance_tests;
 
-pub(crate) async fn kv_put_get_overwrite_delete(store: Arc<dyn StorageBackend>) {
+pub use crate::all_conformance_tests;
+
+pub async fn kv_put_get_overwrite_delete(store: Arc<dyn StorageBackend>) {
     assert_eq!(store.kv_get("checkpoints", "pg-orders").await.unwrap(), None);
     store.kv_put("checkpoints", "pg-orders", r#"{"lsn":"0/1"}"#, None).await.unwrap();
     assert_eq!(store.kv_get("checkpoints", "pg-orders").await.unwrap().as_deref(), Some(r#"{"lsn":"0/1"}"#));
@@ -64,7 +75,7 @@ pub(crate) async fn kv_put_get_overwrite_delete(store: Arc<dyn StorageBackend>) 
     assert!(!store.kv_delete("no-such-namespace", "pg-orders").await.unwrap());
 }
 
-pub(crate) async fn kv_list_by_prefix_is_ordered(store: Arc<dyn StorageBackend>) {
+pub async fn kv_list_by_prefix_is_ordered(store: Arc<dyn StorageBackend>) {
     for key in ["b/2", "a/1", "b/10", "b/1", "c", "b", "bb/1"] {
         store.kv_put("ns", key, &format!("v-{key}"), None).await.unwrap();
     }
@@ -83,7 +94,7 @@ pub(crate) async fn kv_list_by_prefix_is_ordered(store: Arc<dyn StorageBackend>)
     assert!(store.kv_list("other", "").await.unwrap().is_empty());
 }
 
-pub(crate) async fn kv_namespaces_are_isolated(store: Arc<dyn StorageBackend>) {
+pub async fn kv_namespaces_are_isolated(store: Arc<dyn StorageBackend>) {
     store.kv_put("checkpoints", "k", "cp", None).await.unwrap();
     store.kv_put("leases", "k", "lease", None).await.unwrap();
     assert_eq!(store.kv_get("checkpoints", "k").await.unwrap().as_deref(), Some("cp"));
@@ -95,7 +106,7 @@ pub(crate) async fn kv_namespaces_are_isolated(store: Arc<dyn StorageBackend>) {
     assert_eq!(store.kv_get("checkpoints", "k").await.unwrap().as_deref(), Some("cp"));
 }
 
-pub(crate) async fn kv_ttl_expires(store: Arc<dyn StorageBackend>) {
+pub async fn kv_ttl_expires(store: Arc<dyn StorageBackend>) {
     let ttl = Some(Duration::from_millis(50));
     store.kv_put("leases", "short", "a", ttl).await.unwrap();
     store.kv_put("leases", "short-deleted", "b", ttl).await.unwrap();
@@ -123,7 +134,7 @@ pub(crate) async fn kv_ttl_expires(store: Arc<dyn StorageBackend>) {
     assert_eq!(store.kv_get("leases", "short").await.unwrap().as_deref(), Some("again"));
 }
 
-pub(crate) async fn log_sequence_is_global_and_strictly_increasing(store: Arc<dyn StorageBackend>) {
+pub async fn log_sequence_is_global_and_strictly_increasing(store: Arc<dyn StorageBackend>) {
     let mut last = 0;
     for i in 0..20 {
         let namespace = if i % 2 == 0 { "schemas" } else { "audit" };
@@ -151,7 +162,7 @@ pub(crate) async fn log_sequence_is_global_and_strictly_increasing(store: Arc<dy
     assert!(after > seqs[15]);
 }
 
-pub(crate) async fn log_read_filters_by_prefix_and_after_seq(store: Arc<dyn StorageBackend>) {
+pub async fn log_read_filters_by_prefix_and_after_seq(store: Arc<dyn StorageBackend>) {
     let s1 = store.log_append("schemas", "public.orders", "o1").await.unwrap();
     let s2 = store.log_append("schemas", "public.items", "i1").await.unwrap();
     let s3 = store.log_append("other", "public.orders", "foreign").await.unwrap();
@@ -180,7 +191,7 @@ pub(crate) async fn log_read_filters_by_prefix_and_after_seq(store: Arc<dyn Stor
     assert_eq!(other[0].value, "foreign");
 }
 
-pub(crate) async fn slot_versions_and_conflicts(store: Arc<dyn StorageBackend>) {
+pub async fn slot_versions_and_conflicts(store: Arc<dyn StorageBackend>) {
     assert_eq!(store.slot_get("cursors", "s").await.unwrap(), None);
     // Expecting a version on an empty slot conflicts with "empty".
     assert_eq!(store.slot_cas("cursors", "s", Some(1), "x").await.unwrap(), CasOutcome::Conflict(None));
@@ -208,7 +219,7 @@ pub(crate) async fn slot_versions_and_conflicts(store: Arc<dyn StorageBackend>) 
     assert_eq!(store.slot_cas("cursors", "s", None, "fresh").await.unwrap(), CasOutcome::Swapped(1));
 }
 
-pub(crate) async fn slot_cas_concurrent_writers_exactly_one_wins(store: Arc<dyn StorageBackend>) {
+pub async fn slot_cas_concurrent_writers_exactly_one_wins(store: Arc<dyn StorageBackend>) {
     const WRITERS: usize = 16;
     assert_eq!(store.slot_cas("leader", "pipeline", None, "initial").await.unwrap(), CasOutcome::Swapped(1));
 
@@ -271,7 +282,7 @@ pub(crate) async fn slot_cas_concurrent_writers_exactly_one_wins(store: Arc<dyn 
     assert_eq!(swapped, 1);
 }
 
-pub(crate) async fn queue_is_bounded(store: Arc<dyn StorageBackend>) {
+pub async fn queue_is_bounded(store: Arc<dyn StorageBackend>) {
     for i in 0..3 {
         store.queue_push("dlq", "pg-orders", &format!("e{i}"), 3).await.unwrap();
     }
@@ -315,7 +326,7 @@ pub(crate) async fn queue_is_bounded(store: Arc<dyn StorageBackend>) {
     assert_eq!(store.queue_len("dlq", "race").await.unwrap(), 5);
 }
 
-pub(crate) async fn queue_is_ordered_with_explicit_ack(store: Arc<dyn StorageBackend>) {
+pub async fn queue_is_ordered_with_explicit_ack(store: Arc<dyn StorageBackend>) {
     assert!(store.queue_peek("dlq", "q", 10).await.unwrap().is_empty());
     assert_eq!(store.queue_len("dlq", "q").await.unwrap(), 0);
 

@@ -1,10 +1,14 @@
 //! Durable state for every DeltaForge subsystem, behind one trait.
 //!
-//! This crate owns the [`StorageBackend`] trait and its implementations:
-//! [`MemoryBackend`] (tests; lost on restart), [`SqliteBackend`]
-//! (the single-instance default) and [`PostgresBackend`] (shared by
-//! several instances). Four primitives cover every need, each
-//! namespaced so that subsystems never collide:
+//! This crate owns the [`StorageBackend`] trait, its error type and the
+//! in-process [`MemoryBackend`] (tests; lost on restart). The durable
+//! backends live in their own crates so that only the binary builds their
+//! drivers: `deltaforge-storage-sqlite` (`SqliteBackend`, the
+//! single-instance default) and `deltaforge-storage-postgres`
+//! (`PostgresBackend`, shared by several instances). With the
+//! `conformance` feature, module `conformance` holds the suite every backend's
+//! tests run. Four primitives cover every need, each namespaced so that
+//! subsystems never collide:
 //!
 //! | primitive | semantics | used for |
 //! |---|---|---|
@@ -17,21 +21,21 @@
 //! with `sqlite3`. A write is durable when its future resolves: callers such
 //! as the checkpoint store rely on that to keep the delivery invariant.
 //!
-//! This crate must never interpret the values it stores.
+//! This crate must never interpret the values it stores, and never depend
+//! on a database driver (rusqlite, tokio-postgres): every crate that needs
+//! storage depends on it.
 
-#[cfg(test)]
-mod conformance;
+#![forbid(unsafe_code)]
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod memory;
-mod postgres;
-mod sqlite;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryBackend;
-pub use postgres::{redact_pg_dsn, PostgresBackend, DEFAULT_SCHEMA as POSTGRES_DEFAULT_SCHEMA};
-pub use sqlite::SqliteBackend;
 
 /// Errors raised by a storage backend.
 #[derive(Debug, thiserror::Error)]

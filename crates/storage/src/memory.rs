@@ -20,7 +20,7 @@ use crate::{CasOutcome, LogEntry, QueueItem, Result, StorageBackend, StorageErro
 /// Every call completes under one lock, so each operation is atomic with
 /// respect to every other (in particular [`StorageBackend::slot_cas`] and
 /// [`StorageBackend::queue_push`]). Nothing survives the process: use
-/// [`SqliteBackend`](crate::SqliteBackend) for state that must outlive it.
+/// `deltaforge_storage_sqlite::SqliteBackend` for state that must outlive it.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     state: Mutex<State>,

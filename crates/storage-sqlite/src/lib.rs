@@ -1,0 +1,38 @@
+//! The [`SqliteBackend`]: durable single-instance storage in one SQLite file.
+//!
+//! This crate owns the on-disk layout of that file (tables `kv`, `log`,
+//! `slots`, `queue` and `meta`; see [`SqliteBackend`]) and the rules for
+//! opening it: a file that is not a SQLite database, or that was written by
+//! a schema version this code does not know, is refused with
+//! [`StorageError::Unusable`](deltaforge_storage::StorageError::Unusable)
+//! and left untouched. The table and column names are a public contract:
+//! operators query them with `sqlite3`.
+//!
+//! Modules, by concern:
+//!
+//! * `schema`: opening the file, checking and creating the layout;
+//! * `backend`: the [`SqliteBackend`] handle and its blocking-thread runner;
+//! * `kv`, `log`, `slot`, `queue`: the SQL of each primitive, one table each;
+//! * `store`: the [`StorageBackend`](deltaforge_storage::StorageBackend)
+//!   implementation that ties them together;
+//! * `clock`: wall-clock milliseconds for TTLs and `created_at`.
+//!
+//! It must never return from a mutating call before the write is durable
+//! (`synchronous=FULL`), never run SQLite on an async worker thread (every
+//! call goes through [`tokio::task::spawn_blocking`]), and never interpret
+//! the values it stores.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod clock;
+mod kv;
+mod log;
+mod queue;
+mod schema;
+mod slot;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use backend::SqliteBackend;
