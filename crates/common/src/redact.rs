@@ -13,7 +13,7 @@
 use serde_json::Value;
 
 /// The replacement text.
-const MASK: &str = "***";
+pub const MASK: &str = "***";
 
 /// Whether a key (JSON key or DSN parameter) names a secret.
 ///

@@ -149,61 +149,9 @@ fn check_name(field: &str, name: &str) -> Result<(), (String, String)> {
     }
 }
 
-/// A `schema.table` pattern; `*` and `%` match any run of characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TablePattern {
-    schema: String,
-    table: String,
-}
-
-impl TablePattern {
-    /// Parses `schema.table`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s.split_once('.') {
-            Some((d, t)) if !d.is_empty() && !t.is_empty() && !t.contains('.') => {
-                Ok(TablePattern { schema: d.to_string(), table: t.to_string() })
-            }
-            _ => Err(format!("{s:?} is not of the form schema.table (e.g. public.orders or public.order_*)")),
-        }
-    }
-
-    /// True when `schema.table` matches.
-    pub fn matches(&self, schema: &str, table: &str) -> bool {
-        glob(&self.schema, schema) && glob(&self.table, table)
-    }
-}
-
-/// True when any pattern matches.
-pub fn any_matches(patterns: &[TablePattern], schema: &str, table: &str) -> bool {
-    patterns.iter().any(|p| p.matches(schema, table))
-}
-
-/// Wildcard match where `*` and `%` match any run (possibly empty).
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '*' || p[pi] == '%') {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && (p[pi] == '*' || p[pi] == '%') {
-        pi += 1;
-    }
-    pi == p.len()
-}
+/// Table patterns are the one `db.table` pattern of DeltaForge (here
+/// `schema.table`; `*` and `%` match any run of characters).
+pub use deltaforge_common::TablePattern;
 
 /// How to use TLS, from the DSN's `sslmode` (libpq meanings; the libpq
 /// default `prefer` applies when it is absent).
@@ -368,10 +316,13 @@ impl Dsn {
         Ok(dsn)
     }
 
-    /// The DSN as a URL with the password replaced by `***`: the only form
-    /// that may appear in logs and errors.
+    /// The DSN as a URL built from its parsed parts with the password
+    /// replaced by the redaction mask: the only form that may appear in logs
+    /// and errors. Built from the parts rather than by redacting the text,
+    /// so a password holding `/`, `?` or `@` can never leak a piece.
     pub fn redacted(&self) -> String {
-        let pass = if self.password.is_empty() { "" } else { ":***" };
+        let mask = deltaforge_common::redact::MASK;
+        let pass = if self.password.is_empty() { String::new() } else { format!(":{mask}") };
         format!("postgres://{}{pass}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
     }
 }
@@ -507,7 +458,8 @@ mod tests {
         assert!(p.matches("a", "tabx"));
         assert!(!p.matches("a", "tab"));
         assert!(TablePattern::parse("orders").is_err());
-        assert!(TablePattern::parse("a.b.c").is_err());
+        // The first `.` separates schema and table (as in every component).
+        assert!(TablePattern::parse("a.b.c").unwrap().matches("a", "b.c"));
     }
 
     #[test]

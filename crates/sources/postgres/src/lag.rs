@@ -9,7 +9,8 @@
 //! pipeline runs. It must never report or advance anything on the server.
 
 use async_trait::async_trait;
-use deltaforge_core::{LagProbe, Lsn, Position, SourceError};
+use crate::position::Lsn;
+use deltaforge_core::{LagProbe, Position, SourceError};
 
 use crate::config::Dsn;
 use crate::position::lsn_of;

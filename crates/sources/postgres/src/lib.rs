@@ -101,6 +101,6 @@ pub mod transport;
 pub mod values;
 
 pub use config::{Dsn, PostgresConfig, TablePattern};
-pub use position::Resume;
+pub use position::{Lsn, PgPosition, Resume};
 pub use source::PostgresSource;
 pub use stream::Streamer;

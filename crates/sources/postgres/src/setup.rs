@@ -11,9 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use deltaforge_core::{Lsn, SourceError};
+use crate::position::Lsn;
+use deltaforge_core::{SourceError};
 
-use crate::config::{any_matches, TablePattern};
+use crate::config::TablePattern;
 use crate::transport::{source_error, Transport};
 
 /// What to prepare.
@@ -94,7 +95,7 @@ async fn matched_tables<T: Transport>(t: &mut T, plan: &Plan<'_>) -> Result<Vec<
     Ok(rows
         .into_iter()
         .filter_map(|r| match (r.first().cloned().flatten(), r.get(1).cloned().flatten()) {
-            (Some(s), Some(n)) if any_matches(plan.patterns, &s, &n) => Some((s, n)),
+            (Some(s), Some(n)) if TablePattern::any(plan.patterns, &s, &n) => Some((s, n)),
             _ => None,
         })
         .collect())

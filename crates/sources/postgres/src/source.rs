@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deltaforge_core::snapshot::{ProgressWriter, SnapshotMetrics};
-use deltaforge_core::{LagProbe, Lsn, Position, Source, SourceContext, SourceError};
+use crate::position::Lsn;
+use deltaforge_core::{LagProbe, Position, Source, SourceContext, SourceError};
 use tokio::sync::mpsc;
 
 use crate::config::{Dsn, PostgresConfig, TablePattern};

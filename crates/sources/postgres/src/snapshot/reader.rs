@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use super::chunks::Worker;
 use super::link::{ChunkMsg, SnapshotLink};
 use super::sql::{cell, connect, literal, quoted, rows};
-use crate::config::{any_matches, Dsn, TablePattern};
+use crate::config::{Dsn, TablePattern};
 
 /// Everything the reader needs.
 pub struct Reader {
@@ -103,7 +103,7 @@ impl SnapshotBackend for Catalogue {
         Ok(all
             .iter()
             .filter_map(|r| match (cell(r, 0), cell(r, 1)) {
-                (Some(s), Some(t)) if any_matches(&self.patterns, s, t) => Some(format!("{s}.{t}")),
+                (Some(s), Some(t)) if TablePattern::any(&self.patterns, s, t) => Some(format!("{s}.{t}")),
                 _ => None,
             })
             .collect())

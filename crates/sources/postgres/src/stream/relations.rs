@@ -14,7 +14,7 @@ use deltaforge_core::schema::fingerprint;
 use deltaforge_core::{Columns, Row, SourceContext, SourceError};
 use serde_json::{json, Value};
 
-use crate::config::{self, TablePattern};
+use crate::config::TablePattern;
 use crate::pgoutput::{RelationColumn, TupleValue};
 use crate::position::position;
 use crate::values;
@@ -119,7 +119,7 @@ impl Relations {
         replica_identity: u8,
         columns: Vec<RelationColumn>,
     ) {
-        let wanted = config::any_matches(&self.patterns, &namespace, &name);
+        let wanted = TablePattern::any(&self.patterns, &namespace, &name);
         let names: Columns = columns.iter().map(|c| Arc::<str>::from(c.name.as_str())).collect::<Vec<_>>().into();
         let key_idx: Vec<usize> = columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
         let key_columns: Columns = key_idx.iter().map(|i| names[*i].clone()).collect::<Vec<_>>().into();
