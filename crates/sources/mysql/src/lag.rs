@@ -30,6 +30,7 @@ impl BinlogLagProbe {
         BinlogLagProbe { src, conn: None }
     }
 
+    /// The bytes behind `file:pos`, reconnecting when there is no connection.
     async fn measure(&mut self, file: &str, pos: u64) -> Result<u64, SourceError> {
         let conn = match self.conn.take() {
             Some(c) => c,

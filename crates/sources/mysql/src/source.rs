@@ -29,6 +29,8 @@ impl MysqlSource {
 
 #[async_trait]
 impl Source for MysqlSource {
+    /// Streams the binlog until shutdown (see [`crate::stream`]); the error
+    /// is logged once here with its kind.
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         crate::stream::run(&self.server, ctx).await.map_err(|e| {
             let e = e.into_source_error();
