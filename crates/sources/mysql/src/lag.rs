@@ -6,26 +6,31 @@
 //! sit blocked behind a slow sink) and needs only what the source already
 //! requires (REPLICATION CLIENT, MariaDB: BINLOG MONITOR). It must never
 //! write to the server.
+//!
+//! It builds on `server` and `binlog_files` only, never on `source` (which
+//! creates the probe), so the two never import each other.
 
 use async_trait::async_trait;
 use deltaforge_core::{LagProbe, Position, SourceError};
 use mysql_async::Conn;
 
-use crate::source::MysqlSource;
+use crate::position::{parts, BinlogPosition};
+use crate::server::Server;
 
 /// Measures the binlog bytes after the checkpoint on its own connection
 /// (reconnected after any failure).
 pub struct BinlogLagProbe {
-    src: MysqlSource,
+    src: Server,
     conn: Option<Conn>,
 }
 
 impl BinlogLagProbe {
     /// A probe for the server of `src`.
-    pub(crate) fn new(src: MysqlSource) -> Self {
+    pub(crate) fn new(src: Server) -> Self {
         BinlogLagProbe { src, conn: None }
     }
 
+    /// The bytes behind `file:pos`, reconnecting when there is no connection.
     async fn measure(&mut self, file: &str, pos: u64) -> Result<u64, SourceError> {
         let conn = match self.conn.take() {
             Some(c) => c,
@@ -55,8 +60,8 @@ impl LagProbe for BinlogLagProbe {
     async fn lag_bytes(&mut self, checkpoint: Option<&Position>) -> Result<Option<u64>, SourceError> {
         // Before its first checkpoint the source commits its start position
         // at once, so there is nothing to measure against only briefly.
-        let Some(Position::Mysql { file, pos, .. }) = checkpoint else { return Ok(None) };
-        let r = self.measure(file, *pos).await;
+        let Some(BinlogPosition { file, pos, .. }) = checkpoint.and_then(parts) else { return Ok(None) };
+        let r = self.measure(&file, pos).await;
         if r.is_err() {
             // A broken connection is not reused; the next poll reconnects.
             self.conn = None;

@@ -116,9 +116,28 @@ pub mod lag;
 mod mysql8_tests;
 pub mod schema;
 pub mod snapshot;
-mod source;
 #[cfg(test)]
 mod tablemap_tests;
 
+// The running source. Layers, each importing only from the ones before it
+// (no two modules import each other): `error`, `position`, `ddl`; `server`;
+// `preflight`; `binlog_files`; `lag`; `run_state`; `snapshot_side`,
+// `decoders`; `events`; `stream`; `source`. The `impl Run` blocks of
+// `snapshot_side`, `decoders`, `events` and `stream` extend the state that
+// `run_state` defines, without `run_state` importing them.
+mod binlog_files;
+mod ddl;
+mod decoders;
+mod error;
+mod events;
+mod position;
+mod preflight;
+mod run_state;
+mod server;
+mod snapshot_side;
+mod source;
+mod stream;
+
 pub use config::{MysqlConfig, TablePattern};
-pub use source::{MysqlSource, MysqlSourceError};
+pub use error::MysqlSourceError;
+pub use source::MysqlSource;
