@@ -272,7 +272,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// The DSN with its password replaced by `***`, for messages and logs: the
-/// config crate's redaction, shared by every component so that a password
+/// one redaction of `deltaforge-common`, shared by every component so that a password
 /// containing `/`, `@` or `#` is hidden the same way everywhere.
 ///
 /// ```
@@ -280,63 +280,11 @@ fn percent_decode(s: &str) -> Option<String> {
 /// assert_eq!(redact_dsn("mysql://u:secret@h:3306/db"), "mysql://u:***@h:3306/db");
 /// assert_eq!(redact_dsn("mysql://u@h/db"), "mysql://u@h/db");
 /// ```
-pub use deltaforge_config::redact_dsn;
+pub use deltaforge_common::redact_dsn;
 
-/// One `tables` pattern. `%` matches any run of characters; a lone `*`
-/// matches any name. `_` is literal (table names often contain it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TablePattern {
-    db: String,
-    table: String,
-}
-
-impl TablePattern {
-    /// Parses `db.table`, `db.*`, `db.prefix%`, `%.table`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (db, table) = s
-            .split_once('.')
-            .ok_or_else(|| format!("{s:?} is not of the form db.table (also db.*, db.prefix%, %.table)"))?;
-        if db.is_empty() || table.is_empty() || table.contains('.') {
-            return Err(format!("{s:?} is not of the form db.table (also db.*, db.prefix%, %.table)"));
-        }
-        let norm = |p: &str| if p == "*" { "%".to_string() } else { p.to_string() };
-        Ok(TablePattern { db: norm(db), table: norm(table) })
-    }
-
-    /// True when `db.table` matches.
-    pub fn matches(&self, db: &str, table: &str) -> bool {
-        like(&self.db, db) && like(&self.table, table)
-    }
-}
-
-/// True when any pattern matches.
-pub fn matches_any(patterns: &[TablePattern], db: &str, table: &str) -> bool {
-    patterns.iter().any(|p| p.matches(db, table))
-}
-
-fn like(pattern: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('%').collect();
-    if parts.len() == 1 {
-        return pattern == s;
-    }
-    let mut rest = s;
-    let last = parts.len() - 1;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == last {
-            return rest.ends_with(part);
-        } else if let Some(pos) = rest.find(part) {
-            rest = &rest[pos + part.len()..];
-        } else {
-            return false;
-        }
-    }
-    true
-}
+/// Table patterns are the one `db.table` pattern of DeltaForge (`*` and
+/// `%` match any run of characters, e.g. `shop.*`, `shop.order_%`, `%.audit`).
+pub use deltaforge_common::TablePattern;
 
 #[cfg(test)]
 mod tests {
@@ -362,7 +310,8 @@ mod tests {
         assert!(!p("shop.a_b").matches("shop", "axb"));
         assert!(TablePattern::parse("nodot").is_err());
         assert!(TablePattern::parse(".t").is_err());
-        assert!(TablePattern::parse("a.b.c").is_err());
+        // The first `.` separates database and table (as in every component).
+        assert!(TablePattern::parse("a.b.c").unwrap().matches("a", "b.c"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use deltaforge_core::Position;
 
-use crate::config::matches_any;
+use crate::config::TablePattern;
 use crate::decode::TableDecoder;
 use crate::error::{MysqlSourceError, Result};
 use crate::run_state::Run;
@@ -68,7 +68,7 @@ impl Run<'_> {
                 return Ok(dec.clone());
             }
         }
-        if !matches_any(&self.src.patterns, &db, &table) {
+        if !TablePattern::any(&self.src.patterns, &db, &table) {
             self.decoders.insert(tme.table_id(), (tme.clone().into_owned(), None));
             return Ok(None);
         }

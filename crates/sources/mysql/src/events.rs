@@ -13,7 +13,7 @@ use mysql_async::BinlogStream;
 
 use deltaforge_core::{Event, SourceMeta};
 
-use crate::config::matches_any;
+use crate::config::TablePattern;
 use crate::ddl::ddl_tables;
 use crate::decode::decode_rows;
 use crate::error::{MysqlSourceError, Result};
@@ -213,7 +213,7 @@ impl Run<'_> {
         let position = self.pos(end);
         for (db, table) in tables {
             let db = db.unwrap_or_else(|| default_db.to_string());
-            if matches_any(&self.src.patterns, &db, &table) {
+            if TablePattern::any(&self.src.patterns, &db, &table) {
                 tracing::info!(source = %self.src.source_id, db = %db, table = %table, at = %position, "DDL: schema will be reloaded");
                 self.decoders
                     .retain(|_, (tme, _)| !(tme.database_name() == db.as_str() && tme.table_name() == table.as_str()));

@@ -130,7 +130,7 @@ mod ddl;
 mod decoders;
 mod error;
 mod events;
-mod position;
+pub mod position;
 mod preflight;
 mod run_state;
 mod server;
@@ -140,4 +140,5 @@ mod stream;
 
 pub use config::{MysqlConfig, TablePattern};
 pub use error::MysqlSourceError;
+pub use position::BinlogPosition;
 pub use source::MysqlSource;

@@ -52,7 +52,7 @@ use mysql_async::{Conn, Value as MyValue};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{matches_any, TablePattern};
+use crate::config::TablePattern;
 use crate::decode::{snapshot_value, Kind};
 use crate::schema;
 
@@ -270,7 +270,7 @@ impl SnapshotBackend for Catalogue {
     async fn matched_tables(&mut self) -> Result<Vec<String>, SourceError> {
         let patterns = self.patterns.clone();
         let wm = self.watermark_table.clone();
-        let keep = move |d: &str, t: &str| matches_any(&patterns, d, t) && !(d == wm.0 && t == wm.1);
+        let keep = move |d: &str, t: &str| TablePattern::any(&patterns, d, t) && !(d == wm.0 && t == wm.1);
         let found =
             schema::load(&mut self.conn, self.mariadb, None, &keep).await.map_err(sql_error("listing tables"))?;
         let mut tables: Vec<String> = found.keys().map(|(d, t)| format!("{d}.{t}")).collect();

@@ -19,7 +19,7 @@ use serde_json::Value;
 use deltaforge_core::snapshot::{PendingProgress, ProgressWriter, SnapshotMode, Watermark, WatermarkKind};
 use deltaforge_core::{Event, Op, Position, SourceContext, SourceError, SourceMeta};
 
-use crate::config::matches_any;
+use crate::config::TablePattern;
 use crate::decode::{decode_rows, TableDecoder};
 use crate::error::{MysqlSourceError, Result};
 use crate::run_state::{event_start, Run};
@@ -93,7 +93,7 @@ impl Server {
                     .into(),
             });
         };
-        if matches_any(&self.patterns, &wm.0, &wm.1) {
+        if TablePattern::any(&self.patterns, &wm.0, &wm.1) {
             return Err(MysqlSourceError::Config {
                 id: self.cfg.id.clone(),
                 msg: format!(

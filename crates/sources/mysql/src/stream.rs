@@ -19,7 +19,7 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 
 use deltaforge_core::{Position, SourceContext};
 
-use crate::config::matches_any;
+use crate::config::TablePattern;
 use crate::error::{MysqlSourceError, Result};
 use crate::gtid::{MariaGtidState, MysqlGtidSet};
 use crate::position::{parts, BinlogPosition};
@@ -228,7 +228,7 @@ async fn register_schemas(
     ctx: &mut SourceContext,
     start: &Position,
 ) -> Result<()> {
-    let keep = |d: &str, t: &str| matches_any(&src.patterns, d, t);
+    let keep = |d: &str, t: &str| TablePattern::any(&src.patterns, d, t);
     let schemas = schema::load(conn, info.mariadb, None, &keep)
         .await
         .map_err(src.server_err("reading table schemas from information_schema"))?;

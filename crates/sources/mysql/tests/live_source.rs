@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deltaforge_core::{Position, SchemaRegistry, Source, SourceChunk, SourceContext};
-use deltaforge_source_mysql::{MysqlConfig, MysqlSource};
+use deltaforge_source_mysql::{BinlogPosition, MysqlConfig, MysqlSource};
 use deltaforge_testkit::{mariadb_sql, service};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -69,8 +69,8 @@ async fn transactions_commit_at_their_end() {
     assert_eq!(events[0].tx_position, events[2].tx_position);
     assert_ne!(events[0].tx_position, events[3].tx_position);
     assert_eq!(events[0].key_columns.as_ref().unwrap().len(), 1);
-    let Position::Mysql { pos: p1, gtid_set: g1, .. } = &commits[0].1 else { panic!() };
-    let Position::Mysql { pos: p2, gtid_set: g2, file } = &commits[1].1 else { panic!() };
+    let BinlogPosition { pos: p1, gtid_set: g1, .. } = BinlogPosition::of(&commits[0].1).expect("a binlog position");
+    let BinlogPosition { pos: p2, gtid_set: g2, file } = BinlogPosition::of(&commits[1].1).expect("a binlog position");
     let status = mariadb_sql(&url, "SHOW MASTER STATUS");
     let mut fields = status.split('\t');
     assert_eq!(&**file, fields.next().unwrap(), "binlog file name of the checkpoint");
