@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use deltaforge_storage::{MemoryBackend, StorageBackend};
-use deltaforge_storage_postgres::{redact_pg_dsn, PostgresBackend};
+use deltaforge_common::redact_dsn;
+use deltaforge_storage_postgres::PostgresBackend;
 use deltaforge_storage_sqlite::SqliteBackend;
 
 /// Which storage backend to use.
@@ -55,7 +56,7 @@ pub async fn open(args: &StorageArgs) -> anyhow::Result<Arc<dyn StorageBackend>>
             Arc::new(
                 PostgresBackend::connect(dsn)
                     .await
-                    .with_context(|| format!("opening PostgreSQL storage at {}", redact_pg_dsn(dsn)))?,
+                    .with_context(|| format!("opening PostgreSQL storage at {}", redact_dsn(dsn)))?,
             )
         }
     })

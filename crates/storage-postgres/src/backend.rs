@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_postgres::Client;
 
 use crate::pool::Pool;
-use crate::redact::redact_pg_dsn;
+use deltaforge_common::redact_dsn;
 use crate::schema::{migrate, valid_schema, DEFAULT_SCHEMA};
 
 /// Most connections one backend opens.
@@ -54,7 +54,7 @@ impl PostgresBackend {
     /// # Errors
     /// As [`PostgresBackend::connect`]; also when `schema` is not a valid name.
     pub async fn connect_with_schema(dsn: &str, schema: &str) -> Result<Self> {
-        let location = redact_pg_dsn(dsn);
+        let location = redact_dsn(dsn);
         let unusable = |reason: String, fix: &str| StorageError::Unusable {
             location: location.clone(),
             reason,

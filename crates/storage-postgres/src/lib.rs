@@ -44,7 +44,7 @@
 //! * `backend`: the [`PostgresBackend`] handle and connecting;
 //! * `kv`, `log`, `slot`, `queue`: the SQL of each primitive, one table each;
 //! * `store`: the [`StorageBackend`](deltaforge_storage::StorageBackend) implementation that ties them together;
-//! * `redact`: [`redact_pg_dsn`], for logs and errors.
+//! * DSNs are shown through `deltaforge_common::redact_dsn`, the one redaction of DeltaForge.
 
 #![forbid(unsafe_code)]
 
@@ -53,7 +53,6 @@ mod kv;
 mod log;
 mod pool;
 mod queue;
-mod redact;
 mod schema;
 mod slot;
 mod store;
@@ -61,5 +60,4 @@ mod store;
 mod tests;
 
 pub use backend::PostgresBackend;
-pub use redact::redact_pg_dsn;
 pub use schema::DEFAULT_SCHEMA;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use deltaforge_storage::{StorageBackend, StorageError};
 
-use crate::{redact_pg_dsn, PostgresBackend};
+use crate::PostgresBackend;
+use deltaforge_common::redact_dsn as redact_pg_dsn;
 
 /// The test server's DSN, starting it through the repository script.
 fn dsn() -> String {
