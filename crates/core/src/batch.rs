@@ -180,8 +180,8 @@ impl Batcher {
 mod tests {
     use super::*;
     use crate::event::Event;
-    use crate::testing::{EventBuilder, Seq};
     use crate::source::Commit;
+    use crate::testing::{EventBuilder, Seq};
 
     fn ev(seq: u64) -> Event {
         EventBuilder::new(seq).build()
@@ -269,10 +269,8 @@ mod tests {
         let mut first = chunk(1, 3, 100);
         first.commits.clear();
         assert!(b.push(first).is_empty());
-        let second = SourceChunk {
-            events: (4..=5).map(ev).collect(),
-            commits: vec![Commit { after: 2, position: Seq::at(5) }],
-        };
+        let second =
+            SourceChunk { events: (4..=5).map(ev).collect(), commits: vec![Commit { after: 2, position: Seq::at(5) }] };
         assert!(b.push(second).is_empty());
         let out = b.flush().unwrap();
         assert_eq!(ids(&out), vec![1, 2, 3, 4, 5]);
@@ -282,8 +280,7 @@ mod tests {
     #[test]
     fn commit_without_events_still_flushes_a_position() {
         let mut b = Batcher::new(cfg(10, true));
-        let c =
-            SourceChunk { events: vec![], commits: vec![Commit { after: 0, position: Seq::at(9) }] };
+        let c = SourceChunk { events: vec![], commits: vec![Commit { after: 0, position: Seq::at(9) }] };
         assert!(b.push(c).is_empty());
         let out = b.flush().unwrap();
         assert!(out.events.is_empty());

@@ -27,8 +27,8 @@ pub mod source_error;
 pub mod testing;
 
 pub use batch::{Batch, BatchConfig, Batcher};
-pub use component::{BuildError, ComponentConfig, ConfigProblem};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+pub use component::{BuildError, ComponentConfig, ConfigProblem};
 pub use coordinator::{DeliveryConfig, Pipeline, PipelineError, PipelineStatus, RunSummary, SinkSlot};
 pub use dlq::{DeadLetter, DeadLetterQueue, DlqConfig, DlqError, DlqOverflow};
 pub use event::{Columns, Event, NativeEnvelope, Op, Row, SourceMeta};

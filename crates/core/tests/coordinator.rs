@@ -339,12 +339,7 @@ async fn resumes_after_the_checkpoint_and_skips_what_a_sink_already_has() {
     // Pretend an earlier run checkpointed at 100, with sink `ahead` already at 200.
     let cp = Checkpoint {
         position: Seq::at(100),
-        sinks: [
-            ("ahead".to_string(), Seq::at(200)),
-            ("behind".to_string(), Seq::at(100)),
-        ]
-        .into_iter()
-        .collect(),
+        sinks: [("ahead".to_string(), Seq::at(200)), ("behind".to_string(), Seq::at(100))].into_iter().collect(),
         written_at: chrono::Utc::now(),
     };
     CheckpointStore::new(storage.clone()).save("src", &cp).await.unwrap();

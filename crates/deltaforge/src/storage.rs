@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use deltaforge_storage::{MemoryBackend, StorageBackend};
 use deltaforge_common::redact_dsn;
+use deltaforge_storage::{MemoryBackend, StorageBackend};
 use deltaforge_storage_postgres::PostgresBackend;
 use deltaforge_storage_sqlite::SqliteBackend;
 

@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 use tokio_postgres::Client;
 
 use crate::pool::Pool;
-use deltaforge_common::redact_dsn;
 use crate::schema::{migrate, valid_schema, DEFAULT_SCHEMA};
+use deltaforge_common::redact_dsn;
 
 /// Most connections one backend opens.
 const MAX_CONNECTIONS: usize = 8;

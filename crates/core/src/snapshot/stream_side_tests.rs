@@ -7,9 +7,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
-use crate::testing::Seq;
 use crate::snapshot::progress::ReadKind;
 use crate::snapshot::window::WatermarkKind;
+use crate::testing::Seq;
 
 /// A chunk of `(id, v)` rows keyed by `id`; it races when its xid is in
 /// the window's recorded set.

@@ -62,8 +62,8 @@ mod tests {
     use deltaforge_storage::MemoryBackend;
 
     use super::*;
-    use crate::testing::Seq;
     use crate::snapshot::progress::{ReadKind, TableProgress};
+    use crate::testing::Seq;
 
     #[tokio::test]
     async fn progress_is_written_only_once_durable() {

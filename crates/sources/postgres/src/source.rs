@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::position::Lsn;
 use async_trait::async_trait;
 use deltaforge_core::snapshot::{ProgressWriter, SnapshotMetrics};
-use crate::position::Lsn;
 use deltaforge_core::{LagProbe, Position, Source, SourceContext, SourceError};
 use tokio::sync::mpsc;
 

@@ -24,8 +24,8 @@ mod transaction;
 
 use std::sync::Arc;
 
-use deltaforge_core::snapshot::{PendingProgress, WatermarkKind};
 use crate::position::Lsn;
+use deltaforge_core::snapshot::{PendingProgress, WatermarkKind};
 use deltaforge_core::{Event, Op, Row, SourceContext, SourceError, SourceMeta};
 use tokio::sync::mpsc;
 
