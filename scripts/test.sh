@@ -10,6 +10,9 @@ started=$(date +%s)
 echo "== starting services (scripts/services/all.sh)" >&2
 bash scripts/services/all.sh start postgres mariadb redis nats kafka >&2
 
+echo "== architecture rules (scripts/check_architecture.py)" >&2
+python3 scripts/check_architecture.py
+
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 
