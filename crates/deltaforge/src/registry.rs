@@ -235,3 +235,43 @@ impl Registry {
         (entry.build)(&spec.config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sink(kind: &str, v: Value) -> Result<(), (String, String)> {
+        Registry.check_sink(kind, v.as_object().unwrap())
+    }
+
+    #[test]
+    fn checks_name_the_field_once() {
+        let (field, message) = sink("http", json!({"url": "ftp://h/"})).unwrap_err();
+        assert_eq!(field, "url");
+        assert!(message.starts_with("ftp://h/ must start with http://"), "{message}");
+        assert_eq!(sink("redis", json!({"uri": "redis://h", "stream": "s", "max_len": 1})).unwrap_err().0, "max_len");
+        assert_eq!(
+            sink("nats", json!({"url": "nats://h:4222", "subject": "s", "stream": "a.b"})).unwrap_err().0,
+            "stream"
+        );
+        assert_eq!(sink("kafka", json!({"brokers": "a:1", "topic": "${nope}"})).unwrap_err().0, "topic");
+        assert_eq!(sink("file", json!({"path": 3})).unwrap_err().0, "path");
+        assert!(sink("stdout", json!({})).is_ok());
+        let source = json!({"id": "d", "rows_per_tx": 0});
+        assert_eq!(Registry.check_source("datagen", source.as_object().unwrap()).unwrap_err().0, "rows_per_tx");
+        assert_eq!(sink("smtp", json!({})).unwrap_err().1, "unknown sink type \"smtp\"");
+    }
+
+    #[test]
+    fn build_errors_are_fatal_and_name_the_field() {
+        let http = SINKS.iter().find(|e| e.kind == "http").unwrap();
+        let ctx = SinkContext { pipeline: "p", sink_id: "s" };
+        let config = json!({"url": "http://h/${nope}"});
+        match (http.build)(config.as_object().unwrap(), &ctx) {
+            Err(SinkError::Fatal(m)) => assert!(m.starts_with("url: unknown placeholder ${nope}"), "{m}"),
+            Err(e) => panic!("expected a fatal error, got {e:?}"),
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+}
