@@ -17,6 +17,9 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::sink::SinkError;
+use crate::source::SourceError;
+
 /// A problem in a component's config: where (a field path inside the
 /// component's `config:` block, empty for the block itself) and what is
 /// wrong, phrased so the user knows what to change.
@@ -137,6 +140,36 @@ impl BuildError {
     }
 }
 
+/// A config problem found while building a sink is fatal.
+impl From<ConfigProblem> for SinkError {
+    fn from(p: ConfigProblem) -> Self {
+        SinkError::Fatal(p.to_string())
+    }
+}
+
+/// A config problem found while building a source is fatal.
+impl From<ConfigProblem> for SourceError {
+    fn from(p: ConfigProblem) -> Self {
+        SourceError::Fatal(p.to_string())
+    }
+}
+
+/// A sink that cannot be built will not be built by retrying: fatal, with
+/// the field path (if any) in the message.
+impl From<BuildError> for SinkError {
+    fn from(e: BuildError) -> Self {
+        SinkError::Fatal(e.to_string())
+    }
+}
+
+/// A source that cannot be built will not be built by retrying: fatal,
+/// with the field path (if any) in the message.
+impl From<BuildError> for SourceError {
+    fn from(e: BuildError) -> Self {
+        SourceError::Fatal(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +222,15 @@ mod tests {
         assert_eq!(ConfigProblem::new("[0]", "m").within("rules").field, "rules[0]");
         assert_eq!(ConfigProblem::new("", "m").within("tls").field, "tls");
         assert_eq!(ConfigProblem::new("", "whole").to_string(), "whole");
+    }
+
+    #[test]
+    fn build_errors_are_fatal() {
+        let e: SinkError = BuildError::from(ConfigProblem::new("url", "bad")).into();
+        assert!(matches!(e, SinkError::Fatal(m) if m == "url: bad"));
+        let e: SinkError = ConfigProblem::new("", "whole").into();
+        assert!(matches!(e, SinkError::Fatal(m) if m == "whole"));
+        let e: SourceError = BuildError::other("no file").into();
+        assert!(matches!(e, SourceError::Fatal(m) if m == "no file"));
     }
 }

@@ -2,17 +2,33 @@
 //! source, sink and processor implementations, validates their configs
 //! offline, and builds them.
 //!
-//! Adding a component means one module in its crate and one line in each
-//! table below. This module must never open a connection while validating.
+//! Every config is read the same way, with
+//! [`deltaforge_core::component::parse_config`] (nested field paths), and
+//! checked with the component's `check`; build errors become fatal
+//! [`SourceError`]s / [`SinkError`]s. Adding a component means one module
+//! in its crate and one line in the table below (see CONTRIBUTING.md).
+//! This module must never open a connection while validating.
 
 use deltaforge_config::{Catalog, ComponentSpec, PipelineSpec, SinkSpec};
-use deltaforge_core::{Processor, Sink, SinkError, Source, SourceError};
+use deltaforge_core::component::{check_config, parse_config};
+use deltaforge_core::{ComponentConfig, ConfigProblem, Processor, Sink, SinkError, Source, SourceError};
+use deltaforge_processors::{FilterConfig, FlattenConfig, JavascriptConfig, MaskConfig, OutboxConfig};
+use deltaforge_sink_http::{HttpConfig, HttpSink};
+use deltaforge_sink_kafka::{KafkaConfig, KafkaSink};
+use deltaforge_sink_nats::{NatsConfig, NatsSink};
+use deltaforge_sink_redis::{RedisConfig, RedisSink};
+use deltaforge_sinks_basic::{DiscardConfig, DiscardSink, FileConfig, FileSink, StdoutConfig, StdoutSink};
+use deltaforge_source_datagen::{DatagenConfig, DatagenSource};
+use deltaforge_source_mysql::{MysqlConfig, MysqlSource};
+use deltaforge_source_postgres::{PostgresConfig, PostgresSource};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::failpoint::FailpointSink;
 
 type Config = Map<String, Value>;
+/// Validates a component config offline.
+type Check = fn(&Config) -> Result<(), ConfigProblem>;
 /// Builds a sink from its config and where it runs.
 type BuildSink = fn(&Config, &SinkContext<'_>) -> Result<Box<dyn Sink>, SinkError>;
 
@@ -24,153 +40,134 @@ pub struct SinkContext<'a> {
     pub sink_id: &'a str,
 }
 
-/// Parses a component config into its typed struct, naming the field at fault.
-fn parse<T: DeserializeOwned>(config: &Config) -> Result<T, (String, String)> {
-    serde_json::from_value(Value::Object(config.clone())).map_err(|e| {
-        let msg = e.to_string();
-        // serde names unknown and missing fields between backticks.
-        let field = msg.split('`').nth(1).unwrap_or("").to_string();
-        (field, msg)
-    })
+/// The offline check of a component on the contract: parse (nested field
+/// paths) then [`ComponentConfig::check`].
+fn check<C: ComponentConfig>(c: &Config) -> Result<(), ConfigProblem> {
+    check_config::<C>(c).map(|_| ())
+}
+
+/// A `(field, message)` pair from a crate not yet on the component contract.
+fn problem((field, message): (String, String)) -> ConfigProblem {
+    ConfigProblem::new(field, message)
+}
+
+/// The offline check of a component whose `check` still returns
+/// `(field, message)`: parsed like every other config, then its check.
+fn check_pair<C: DeserializeOwned, T>(
+    c: &Config,
+    check: fn(&C) -> Result<T, (String, String)>,
+) -> Result<(), ConfigProblem> {
+    check(&parse_config::<C>(c)?).map(|_| ()).map_err(problem)
 }
 
 struct SourceEntry {
     kind: &'static str,
-    check: fn(&Config) -> Result<(), (String, String)>,
+    check: Check,
     build: fn(&Config) -> Result<Box<dyn Source>, SourceError>,
 }
 
 struct SinkEntry {
     kind: &'static str,
-    check: fn(&Config) -> Result<(), (String, String)>,
+    check: Check,
     build: BuildSink,
 }
 
 struct ProcessorEntry {
     kind: &'static str,
-    check: fn(&Config) -> Result<(), (String, String)>,
+    check: Check,
     build: fn(&Config) -> Result<Box<dyn Processor>, String>,
 }
 
 const SOURCES: &[SourceEntry] = &[
     SourceEntry {
         kind: "datagen",
-        check: |c| parse::<deltaforge_source_datagen::DatagenConfig>(c)?.check(),
-        build: |c| {
-            let cfg = parse::<deltaforge_source_datagen::DatagenConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
-            Ok(Box::new(deltaforge_source_datagen::DatagenSource::new(cfg)))
-        },
+        check: check::<DatagenConfig>,
+        build: |c| Ok(Box::new(DatagenSource::new(parse_config(c)?)?)),
     },
     SourceEntry {
         kind: "mysql",
-        check: |c| parse::<deltaforge_source_mysql::MysqlConfig>(c)?.check(),
-        build: |c| {
-            let cfg = parse::<deltaforge_source_mysql::MysqlConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
-            Ok(Box::new(deltaforge_source_mysql::MysqlSource::new(cfg)?))
-        },
+        check: |c| check_pair(c, MysqlConfig::check),
+        build: |c| Ok(Box::new(MysqlSource::new(parse_config(c)?)?)),
     },
     SourceEntry {
         kind: "postgres",
-        check: |c| parse::<deltaforge_source_postgres::PostgresConfig>(c)?.check(),
-        build: |c| {
-            let cfg = parse::<deltaforge_source_postgres::PostgresConfig>(c).map_err(|(_, m)| SourceError::Fatal(m))?;
-            Ok(Box::new(deltaforge_source_postgres::PostgresSource::new(cfg)?))
-        },
+        check: |c| check_pair(c, PostgresConfig::check),
+        build: |c| Ok(Box::new(PostgresSource::new(parse_config(c)?)?)),
     },
 ];
 
 const SINKS: &[SinkEntry] = &[
     SinkEntry {
         kind: "file",
-        check: |c| parse::<deltaforge_sinks_basic::FileConfig>(c).map(|_| ()),
-        build: |c, _ctx| {
-            let cfg = parse::<deltaforge_sinks_basic::FileConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
-            Ok(Box::new(deltaforge_sinks_basic::FileSink::open(cfg)?))
-        },
+        check: check::<FileConfig>,
+        build: |c, _| Ok(Box::new(FileSink::open(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "stdout",
-        check: |c| parse::<deltaforge_sinks_basic::StdoutConfig>(c).map(|_| ()),
-        build: |c, _ctx| {
-            let cfg = parse::<deltaforge_sinks_basic::StdoutConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
-            Ok(Box::new(deltaforge_sinks_basic::StdoutSink::new(cfg)))
-        },
+        check: check::<StdoutConfig>,
+        build: |c, _| Ok(Box::new(StdoutSink::new(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "discard",
-        check: |c| parse::<deltaforge_sinks_basic::DiscardConfig>(c).map(|_| ()),
-        build: |c, _ctx| {
-            let cfg = parse::<deltaforge_sinks_basic::DiscardConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
-            Ok(Box::new(deltaforge_sinks_basic::DiscardSink::new(cfg)))
-        },
+        check: check::<DiscardConfig>,
+        build: |c, _| Ok(Box::new(DiscardSink::new(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "kafka",
-        check: |c| parse::<deltaforge_sink_kafka::KafkaConfig>(c)?.check(),
-        build: |c, ctx| {
-            let cfg = parse::<deltaforge_sink_kafka::KafkaConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
-            Ok(Box::new(deltaforge_sink_kafka::KafkaSink::new(cfg, ctx.pipeline, ctx.sink_id)?))
-        },
+        check: check::<KafkaConfig>,
+        build: |c, x| Ok(Box::new(KafkaSink::new(parse_config(c)?, x.pipeline, x.sink_id)?)),
     },
     SinkEntry {
         kind: "redis",
-        check: |c| {
-            parse::<deltaforge_sink_redis::RedisConfig>(c)?.check().map_err(|e| (e.field().to_string(), e.to_string()))
-        },
-        build: |c, _ctx| {
-            let cfg = parse::<deltaforge_sink_redis::RedisConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
-            Ok(Box::new(deltaforge_sink_redis::RedisSink::new(cfg).map_err(|e| SinkError::Fatal(e.to_string()))?))
-        },
+        check: check::<RedisConfig>,
+        build: |c, _| Ok(Box::new(RedisSink::new(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "nats",
-        check: |c| {
-            parse::<deltaforge_sink_nats::NatsConfig>(c)?.check().map_err(|e| (e.field().to_string(), e.to_string()))
-        },
-        build: |c, _ctx| {
-            let cfg = parse::<deltaforge_sink_nats::NatsConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
-            Ok(Box::new(deltaforge_sink_nats::NatsSink::new(cfg).map_err(|e| SinkError::Fatal(e.to_string()))?))
-        },
+        check: check::<NatsConfig>,
+        build: |c, _| Ok(Box::new(NatsSink::new(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "http",
-        check: |c| {
-            parse::<deltaforge_sink_http::HttpConfig>(c)?.check().map_err(|e| (e.field().to_string(), e.to_string()))
-        },
-        build: |c, _ctx| {
-            let cfg = parse::<deltaforge_sink_http::HttpConfig>(c).map_err(|(_, m)| SinkError::Fatal(m))?;
-            Ok(Box::new(deltaforge_sink_http::HttpSink::new(cfg)?))
-        },
+        check: check::<HttpConfig>,
+        build: |c, _| Ok(Box::new(HttpSink::new(parse_config(c)?)?)),
     },
 ];
 
+// Processors are built by their crate (which wraps each in its metrics);
+// their configs are checked here like every other component's.
 const PROCESSORS: &[ProcessorEntry] = &[
     ProcessorEntry {
         kind: "filter",
-        check: |c| deltaforge_processors::check("filter", c),
+        check: |c| check_pair(c, FilterConfig::check),
         build: |c| deltaforge_processors::build("filter", c),
     },
     ProcessorEntry {
         kind: "mask",
-        check: |c| deltaforge_processors::check("mask", c),
+        check: |c| check_pair(c, MaskConfig::check),
         build: |c| deltaforge_processors::build("mask", c),
     },
     ProcessorEntry {
         kind: "flatten",
-        check: |c| deltaforge_processors::check("flatten", c),
+        check: |c| check_pair(c, FlattenConfig::check),
         build: |c| deltaforge_processors::build("flatten", c),
     },
     ProcessorEntry {
         kind: "javascript",
-        check: |c| deltaforge_processors::check("javascript", c),
+        check: |c| check_pair(c, JavascriptConfig::check),
         build: |c| deltaforge_processors::build("javascript", c),
     },
     ProcessorEntry {
         kind: "outbox",
-        check: |c| deltaforge_processors::check("outbox", c),
+        check: |c| check_pair(c, OutboxConfig::check),
         build: |c| deltaforge_processors::build("outbox", c),
     },
 ];
+
+/// A config problem as the `(field, message)` pair [`Catalog`] reports.
+fn pair(p: ConfigProblem) -> (String, String) {
+    (p.field, p.message)
+}
 
 /// The registry of every built-in component.
 #[derive(Debug, Default, Clone, Copy)]
@@ -188,19 +185,19 @@ impl Catalog for Registry {
     }
     fn check_source(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
         match SOURCES.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config),
+            Some(e) => (e.check)(config).map_err(pair),
             None => Err((String::new(), format!("unknown source type {kind:?}"))),
         }
     }
     fn check_sink(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
         match SINKS.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config),
+            Some(e) => (e.check)(config).map_err(pair),
             None => Err((String::new(), format!("unknown sink type {kind:?}"))),
         }
     }
     fn check_processor(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
         match PROCESSORS.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config),
+            Some(e) => (e.check)(config).map_err(pair),
             None => Err((String::new(), format!("unknown processor type {kind:?}"))),
         }
     }
@@ -236,5 +233,45 @@ impl Registry {
             .find(|e| e.kind == spec.kind)
             .ok_or_else(|| format!("unknown processor type {:?}", spec.kind))?;
         (entry.build)(&spec.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sink(kind: &str, v: Value) -> Result<(), (String, String)> {
+        Registry.check_sink(kind, v.as_object().unwrap())
+    }
+
+    #[test]
+    fn checks_name_the_field_once() {
+        let (field, message) = sink("http", json!({"url": "ftp://h/"})).unwrap_err();
+        assert_eq!(field, "url");
+        assert!(message.starts_with("ftp://h/ must start with http://"), "{message}");
+        assert_eq!(sink("redis", json!({"uri": "redis://h", "stream": "s", "max_len": 1})).unwrap_err().0, "max_len");
+        assert_eq!(
+            sink("nats", json!({"url": "nats://h:4222", "subject": "s", "stream": "a.b"})).unwrap_err().0,
+            "stream"
+        );
+        assert_eq!(sink("kafka", json!({"brokers": "a:1", "topic": "${nope}"})).unwrap_err().0, "topic");
+        assert_eq!(sink("file", json!({"path": 3})).unwrap_err().0, "path");
+        assert!(sink("stdout", json!({})).is_ok());
+        let source = json!({"id": "d", "rows_per_tx": 0});
+        assert_eq!(Registry.check_source("datagen", source.as_object().unwrap()).unwrap_err().0, "rows_per_tx");
+        assert_eq!(sink("smtp", json!({})).unwrap_err().1, "unknown sink type \"smtp\"");
+    }
+
+    #[test]
+    fn build_errors_are_fatal_and_name_the_field() {
+        let http = SINKS.iter().find(|e| e.kind == "http").unwrap();
+        let ctx = SinkContext { pipeline: "p", sink_id: "s" };
+        let config = json!({"url": "http://h/${nope}"});
+        match (http.build)(config.as_object().unwrap(), &ctx) {
+            Err(SinkError::Fatal(m)) => assert!(m.starts_with("url: unknown placeholder ${nope}"), "{m}"),
+            Err(e) => panic!("expected a fatal error, got {e:?}"),
+            Ok(_) => panic!("expected an error"),
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use deltaforge_core::Event;
+use deltaforge_core::{ConfigProblem, Event};
 
 /// A template that failed to parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,21 @@ impl fmt::Display for TemplateError {
 }
 
 impl std::error::Error for TemplateError {}
+
+impl TemplateError {
+    /// This parse error as a config problem at `field`, the config key that
+    /// holds the template (`topic`, `subject`, `url`, …).
+    ///
+    /// ```
+    /// use deltaforge_encoding::Template;
+    /// let p = Template::parse("${nope}").unwrap_err().at("topic");
+    /// assert_eq!(p.field, "topic");
+    /// assert!(p.message.contains("unknown placeholder ${nope}"));
+    /// ```
+    pub fn at(self, field: &str) -> ConfigProblem {
+        ConfigProblem::new(field, self.0)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -145,6 +160,8 @@ mod tests {
         assert!(Template::parse("${schema}").unwrap_err().0.contains("unknown placeholder ${schema}"));
         assert!(Template::parse("x.${db").unwrap_err().0.contains("unclosed"));
         assert!(Template::parse("${after.}").is_err());
+        let p = Template::parse("${schema}").unwrap_err().at("subject");
+        assert_eq!((p.field.as_str(), p.to_string().starts_with("subject: unknown placeholder")), ("subject", true));
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! It exists to measure the core path without any target cost.
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_core::{BuildError, ComponentConfig, Event, Sink, SinkError};
 use serde::Deserialize;
 
 /// Configuration of the discard sink (only the common keys).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscardConfig {}
+
+impl ComponentConfig for DiscardConfig {}
 
 /// A sink that drops everything it is given.
 #[derive(Debug, Default)]
@@ -17,9 +19,9 @@ pub struct DiscardSink {
 }
 
 impl DiscardSink {
-    /// A new discard sink.
-    pub fn new(_cfg: DiscardConfig) -> Self {
-        DiscardSink::default()
+    /// A new discard sink (never fails; `Result` for the component contract).
+    pub fn new(_cfg: DiscardConfig) -> Result<Self, BuildError> {
+        Ok(DiscardSink::default())
     }
 }
 

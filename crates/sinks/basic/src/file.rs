@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Sink, SinkError};
 use serde::Deserialize;
 
 /// Configuration of the file sink.
@@ -26,6 +26,13 @@ pub struct FileConfig {
     pub max_bytes: Option<u64>,
 }
 
+impl ComponentConfig for FileConfig {
+    fn check(&self) -> Result<(), ConfigProblem> {
+        // Offline: the file is opened when the sink is built.
+        Ok(())
+    }
+}
+
 /// A JSON Lines file sink.
 pub struct FileSink {
     path: PathBuf,
@@ -37,8 +44,8 @@ pub struct FileSink {
 
 impl FileSink {
     /// Opens (creating if needed) the file, repairing a torn last line.
-    pub fn open(cfg: FileConfig) -> Result<Self, SinkError> {
-        let (file, size) = open_repaired(&cfg.path)?;
+    pub fn open(cfg: FileConfig) -> Result<Self, BuildError> {
+        let (file, size) = open_repaired(&cfg.path).map_err(|e| BuildError::other(e.to_string()))?;
         Ok(FileSink { path: cfg.path, max_bytes: cfg.max_bytes, file: Some(file), size, buf: Vec::new() })
     }
 

@@ -4,13 +4,15 @@
 use std::io::Write;
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_core::{BuildError, ComponentConfig, Event, Sink, SinkError};
 use serde::Deserialize;
 
 /// Configuration of the stdout sink (only the common keys).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {}
+
+impl ComponentConfig for StdoutConfig {}
 
 /// A sink that prints events.
 #[derive(Debug, Default)]
@@ -19,9 +21,9 @@ pub struct StdoutSink {
 }
 
 impl StdoutSink {
-    /// A new stdout sink.
-    pub fn new(_cfg: StdoutConfig) -> Self {
-        StdoutSink::default()
+    /// A new stdout sink (never fails; `Result` for the component contract).
+    pub fn new(_cfg: StdoutConfig) -> Result<Self, BuildError> {
+        Ok(StdoutSink::default())
     }
 }
 

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deltaforge_common::redact_dsn;
-use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Sink, SinkError};
 use deltaforge_encoding::{Envelope, Template};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -97,34 +97,8 @@ fn default_retry_after_max_ms() -> u64 {
     5_000
 }
 
-/// What is wrong with an HTTP sink config (found offline).
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The `url` template does not parse.
-    #[error("url: {0}")]
-    Url(#[from] deltaforge_encoding::TemplateError),
-    /// A field has a bad value.
-    #[error("{field}: {message}")]
-    Value {
-        /// The offending field.
-        field: &'static str,
-        /// Why, and the fix.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// The config field at fault.
-    pub fn field(&self) -> &'static str {
-        match self {
-            ConfigError::Url(_) => "url",
-            ConfigError::Value { field, .. } => field,
-        }
-    }
-}
-
-fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Value { field, message: message.into() }
+fn bad(field: &str, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem::new(field, message)
 }
 
 struct Parts {
@@ -133,14 +107,16 @@ struct Parts {
     headers: HeaderMap,
 }
 
-impl HttpConfig {
+impl ComponentConfig for HttpConfig {
     /// Offline validation: template, method, headers, timeouts.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    fn check(&self) -> Result<(), ConfigProblem> {
         self.parts().map(|_| ())
     }
+}
 
-    fn parts(&self) -> Result<Parts, ConfigError> {
-        let url = Template::parse(&self.url)?;
+impl HttpConfig {
+    fn parts(&self) -> Result<Parts, ConfigProblem> {
+        let url = Template::parse(&self.url).map_err(|e| e.at("url"))?;
         let lower = self.url.to_ascii_lowercase();
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
             return Err(bad("url", format!("{} must start with http:// or https://", redact_dsn(&self.url))));
@@ -180,8 +156,8 @@ pub struct HttpSink {
 
 impl HttpSink {
     /// Builds the sink (no request is sent).
-    pub fn new(cfg: HttpConfig) -> Result<Self, SinkError> {
-        let Parts { url, method, headers } = cfg.parts().map_err(|e| SinkError::Fatal(e.to_string()))?;
+    pub fn new(cfg: HttpConfig) -> Result<Self, BuildError> {
+        let Parts { url, method, headers } = cfg.parts()?;
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(Duration::from_millis(cfg.request_timeout_ms))
@@ -189,7 +165,7 @@ impl HttpSink {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("deltaforge/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| SinkError::Fatal(format!("http: building the HTTP client: {}", e.without_url())))?;
+            .map_err(|e| BuildError::other(format!("http: building the HTTP client: {}", e.without_url())))?;
         Ok(HttpSink {
             client,
             url,
@@ -392,11 +368,11 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_field_and_hide_header_values() {
-        assert_eq!(cfg(json!({"url": "http://h/${nope}"})).check().unwrap_err().field(), "url");
-        assert_eq!(cfg(json!({"url": "ftp://h/"})).check().unwrap_err().field(), "url");
-        assert_eq!(cfg(json!({"url": "http://h/", "method": "GET"})).check().unwrap_err().field(), "method");
+        assert_eq!(cfg(json!({"url": "http://h/${nope}"})).check().unwrap_err().field, "url");
+        assert_eq!(cfg(json!({"url": "ftp://h/"})).check().unwrap_err().field, "url");
+        assert_eq!(cfg(json!({"url": "http://h/", "method": "GET"})).check().unwrap_err().field, "method");
         let e = cfg(json!({"url": "http://h/", "headers": {"Authorization": "Bearer s3cr3t\n"}})).check().unwrap_err();
-        assert_eq!(e.field(), "headers");
+        assert_eq!(e.field, "headers");
         assert!(!e.to_string().contains("s3cr3t"), "{e}");
         assert!(serde_json::from_value::<HttpConfig>(json!({"url": "http://h/", "batchmode": "event"})).is_err());
         assert!(serde_json::from_value::<HttpConfig>(json!({"url": "http://h/", "batch_mode": "all"})).is_err());

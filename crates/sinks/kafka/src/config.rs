@@ -3,7 +3,8 @@
 //! This module owns the config shape (`deny_unknown_fields`), the defaults
 //! (idempotent producer, `acks=all`, native envelope) and the translation
 //! into a librdkafka [`ClientConfig`]. It must never open a connection:
-//! [`KafkaConfig::check`] runs when a pipeline file is validated, offline.
+//! its [`ComponentConfig::check`] runs when a pipeline file is validated,
+//! offline.
 //!
 //! `client_conf` may hold secrets (`sasl.password`, `ssl.key.password`, …):
 //! they are passed to librdkafka and never printed (`Debug` redacts them,
@@ -12,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use deltaforge_core::{ComponentConfig, ConfigProblem};
 use deltaforge_encoding::{Envelope, Template};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
@@ -118,55 +120,66 @@ const RESERVED: &[(&str, &str)] =
     &[("bootstrap.servers", "brokers"), ("metadata.broker.list", "brokers"), ("transactional.id", "transactional_id")];
 
 /// A client property value as librdkafka wants it (a string).
-fn conf_value(key: &str, v: &Value) -> Result<String, (String, String)> {
+fn conf_value(key: &str, v: &Value) -> Result<String, ConfigProblem> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        _ => Err((
-            "client_conf".into(),
+        _ => Err(ConfigProblem::new(
+            "client_conf",
             format!("client_conf.{key} must be a string, number or boolean (librdkafka properties are scalar)"),
         )),
     }
 }
 
-impl KafkaConfig {
-    /// Checks what serde cannot, offline; `Err((field, message))`.
-    pub fn check(&self) -> Result<(), (String, String)> {
+/// The `(field, message)` pair the producer builder in `sink.rs` still takes.
+fn pair(p: ConfigProblem) -> (String, String) {
+    (p.field, p.message)
+}
+
+impl ComponentConfig for KafkaConfig {
+    /// Checks what serde cannot, offline.
+    fn check(&self) -> Result<(), ConfigProblem> {
         if self.brokers.joined().split(',').all(|b| b.trim().is_empty()) {
-            return Err(("brokers".into(), "must name at least one host:port, e.g. `brokers: 127.0.0.1:9092`".into()));
+            return Err(ConfigProblem::new(
+                "brokers",
+                "must name at least one host:port, e.g. `brokers: 127.0.0.1:9092`",
+            ));
         }
         if self.topic.trim().is_empty() {
-            return Err(("topic".into(), "must not be empty; e.g. `topic: cdc.${db}.${table}`".into()));
+            return Err(ConfigProblem::new("topic", "must not be empty; e.g. `topic: cdc.${db}.${table}`"));
         }
-        Template::parse(&self.topic).map_err(|e| ("topic".into(), format!("topic: {e}")))?;
+        Template::parse(&self.topic).map_err(|e| e.at("topic"))?;
         if let Some(k) = &self.key {
-            Template::parse(k).map_err(|e| ("key".into(), format!("key: {e}")))?;
+            Template::parse(k).map_err(|e| e.at("key"))?;
         }
         for (k, v) in &self.client_conf.0 {
             conf_value(k, v)?;
             if let Some((_, field)) = RESERVED.iter().find(|(r, _)| r == k) {
-                return Err((
-                    "client_conf".into(),
+                return Err(ConfigProblem::new(
+                    "client_conf",
                     format!("client_conf.{k} is not allowed here: use the sink's `{field}` field"),
                 ));
             }
         }
         if let Some(t) = &self.transactional_id {
             if t.trim().is_empty() {
-                return Err(("transactional_id".into(), "must not be empty (or leave it out for the default)".into()));
+                return Err(ConfigProblem::new(
+                    "transactional_id",
+                    "must not be empty (or leave it out for the default)",
+                ));
             }
             if !self.exactly_once {
-                return Err(("transactional_id".into(), "is only used with `exactly_once: true`".into()));
+                return Err(ConfigProblem::new("transactional_id", "is only used with `exactly_once: true`"));
             }
         }
         if let Some(t) = &self.progress_topic {
             if !self.exactly_once {
-                return Err(("progress_topic".into(), "is only used with `exactly_once: true`".into()));
+                return Err(ConfigProblem::new("progress_topic", "is only used with `exactly_once: true`"));
             }
             if !valid_topic_name(t) {
-                return Err((
-                    "progress_topic".into(),
+                return Err(ConfigProblem::new(
+                    "progress_topic",
                     format!("{t:?} is not a valid Kafka topic name (1-249 of [A-Za-z0-9._-])"),
                 ));
             }
@@ -177,8 +190,8 @@ impl KafkaConfig {
                     let v = conf_value(k, v)?;
                     let ok = v == must || (k == "acks" && v == "-1");
                     if !ok {
-                        return Err((
-                            "client_conf".into(),
+                        return Err(ConfigProblem::new(
+                            "client_conf",
                             format!(
                                 "client_conf.{k}={v} contradicts `exactly_once: true` (transactions need {k}={must})"
                             ),
@@ -188,6 +201,17 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl KafkaConfig {
+    /// [`ComponentConfig::check`] as `Err((field, message))`.
+    ///
+    /// Transitional: only `KafkaSink::new` (sink.rs, being split) still
+    /// calls this form; the registry uses [`ComponentConfig::check`]. Remove
+    /// it once sink.rs takes a [`ConfigProblem`].
+    pub fn check(&self) -> Result<(), (String, String)> {
+        <Self as ComponentConfig>::check(self).map_err(pair)
     }
 
     /// The transactional id: configured, or `deltaforge-{pipeline}-{sink}`.
@@ -213,7 +237,7 @@ impl KafkaConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.joined());
         for (k, v) in &self.client_conf.0 {
-            c.set(k.as_str(), conf_value(k, v)?);
+            c.set(k.as_str(), conf_value(k, v).map_err(pair)?);
         }
         Ok(c)
     }
@@ -230,7 +254,7 @@ impl KafkaConfig {
         c.set("message.timeout.ms", "25000");
         c.set("linger.ms", "5");
         for (k, v) in &self.client_conf.0 {
-            c.set(k.as_str(), conf_value(k, v)?);
+            c.set(k.as_str(), conf_value(k, v).map_err(pair)?);
         }
         if let Some(t) = transactional_id {
             c.set("transactional.id", t);
@@ -257,12 +281,18 @@ mod tests {
         serde_json::from_value(v).map_err(|e| e.to_string())
     }
 
+    /// The component-contract check (the inherent `check` is the
+    /// transitional `(field, message)` form).
+    fn problem(c: &KafkaConfig) -> Result<(), ConfigProblem> {
+        ComponentConfig::check(c)
+    }
+
     #[test]
     fn defaults() {
         let c = parse(json!({"brokers": "127.0.0.1:9092", "topic": "t"})).unwrap();
         assert_eq!(c.envelope, Envelope::Native);
         assert!(!c.exactly_once && !c.tombstones && c.key.is_none());
-        c.check().unwrap();
+        problem(&c).unwrap();
         assert_eq!(c.transactional_id("orders", "k"), "deltaforge-orders-k");
         assert_eq!(c.progress_topic("deltaforge-orders cdc/k"), "deltaforge.progress.deltaforge-orders_cdc_k");
         let p = c.producer_config(None).unwrap();
@@ -286,29 +316,31 @@ mod tests {
     #[test]
     fn bad_templates_name_the_field() {
         let c = parse(json!({"brokers": "a:1", "topic": "cdc.${schema}"})).unwrap();
-        let (f, m) = c.check().unwrap_err();
+        let ConfigProblem { field: f, message: m } = problem(&c).unwrap_err();
         assert_eq!(f, "topic");
         assert!(m.contains("unknown placeholder ${schema}"), "{m}");
         let c = parse(json!({"brokers": "a:1", "topic": "t", "key": "${after.id"})).unwrap();
+        assert_eq!(problem(&c).unwrap_err().field, "key");
+        // The transitional (field, message) form says the same.
         assert_eq!(c.check().unwrap_err().0, "key");
     }
 
     #[test]
     fn client_conf_rules() {
         let c = parse(json!({"brokers": "a:1", "topic": "t", "client_conf": {"bootstrap.servers": "x:1"}})).unwrap();
-        let (f, m) = c.check().unwrap_err();
+        let ConfigProblem { field: f, message: m } = problem(&c).unwrap_err();
         assert_eq!(f, "client_conf");
         assert!(m.contains("`brokers`"), "{m}");
         let c =
             parse(json!({"brokers": "a:1", "topic": "t", "exactly_once": true, "client_conf": {"acks": 1}})).unwrap();
-        assert!(c.check().unwrap_err().1.contains("contradicts"));
+        assert!(problem(&c).unwrap_err().message.contains("contradicts"));
         let c =
             parse(json!({"brokers": "a:1", "topic": "t", "client_conf": {"linger.ms": 20, "compression.type": "lz4"}}))
                 .unwrap();
-        c.check().unwrap();
+        problem(&c).unwrap();
         assert_eq!(c.producer_config(None).unwrap().get("linger.ms"), Some("20"));
         let c = parse(json!({"brokers": "a:1", "topic": "t", "client_conf": {"x": {"y": 1}}})).unwrap();
-        assert_eq!(c.check().unwrap_err().0, "client_conf");
+        assert_eq!(problem(&c).unwrap_err().field, "client_conf");
     }
 
     #[test]
@@ -323,9 +355,9 @@ mod tests {
     #[test]
     fn transactional_settings_need_exactly_once() {
         let c = parse(json!({"brokers": "a:1", "topic": "t", "transactional_id": "x"})).unwrap();
-        assert_eq!(c.check().unwrap_err().0, "transactional_id");
+        assert_eq!(problem(&c).unwrap_err().field, "transactional_id");
         let c = parse(json!({"brokers": "a:1", "topic": "t", "exactly_once": true, "transactional_id": "x"})).unwrap();
-        c.check().unwrap();
+        problem(&c).unwrap();
         assert_eq!(c.transactional_id("p", "s"), "x");
         assert_eq!(c.producer_config(Some("x")).unwrap().get("transactional.id"), Some("x"));
     }

@@ -37,7 +37,7 @@ use async_nats::jetstream::{self, context::PublishError, context::PublishErrorKi
 use async_nats::{ConnectErrorKind, HeaderMap, ServerAddr};
 use async_trait::async_trait;
 use deltaforge_common::redact_dsn;
-use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Sink, SinkError};
 use deltaforge_encoding::{default_key, Envelope, Template};
 use serde::Deserialize;
 
@@ -86,44 +86,20 @@ fn default_ack_timeout_ms() -> u64 {
     5_000
 }
 
-/// What is wrong with a NATS sink config (found offline).
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The `subject` template does not parse.
-    #[error("subject: {0}")]
-    Subject(#[from] deltaforge_encoding::TemplateError),
-    /// A field has a bad value.
-    #[error("{field}: {message}")]
-    Value {
-        /// The offending field.
-        field: &'static str,
-        /// Why, and the fix.
-        message: String,
-    },
+fn bad(field: &str, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem::new(field, message)
 }
 
-impl ConfigError {
-    /// The config field at fault.
-    pub fn field(&self) -> &'static str {
-        match self {
-            ConfigError::Subject(_) => "subject",
-            ConfigError::Value { field, .. } => field,
-        }
+impl ComponentConfig for NatsConfig {
+    /// Offline validation (no connection, no file reads).
+    fn check(&self) -> Result<(), ConfigProblem> {
+        self.parts().map(|_| ())
     }
-}
-
-fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Value { field, message: message.into() }
 }
 
 impl NatsConfig {
-    /// Offline validation (no connection, no file reads).
-    pub fn check(&self) -> Result<(), ConfigError> {
-        self.parts().map(|_| ())
-    }
-
-    fn parts(&self) -> Result<(Template, Vec<ServerAddr>), ConfigError> {
-        let subject = Template::parse(&self.subject)?;
+    fn parts(&self) -> Result<(Template, Vec<ServerAddr>), ConfigProblem> {
+        let subject = Template::parse(&self.subject).map_err(|e| e.at("subject"))?;
         if self.subject.is_empty() {
             return Err(bad("subject", "must not be empty"));
         }
@@ -193,7 +169,7 @@ pub struct NatsSink {
 
 impl NatsSink {
     /// Builds the sink; the connection is opened at the first delivery.
-    pub fn new(cfg: NatsConfig) -> Result<Self, ConfigError> {
+    pub fn new(cfg: NatsConfig) -> Result<Self, BuildError> {
         let (subject, addrs) = cfg.parts()?;
         let shown = cfg.url.split(',').map(|u| redact_dsn(u.trim())).collect::<Vec<_>>().join(",");
         Ok(NatsSink { cfg, subject, addrs, shown, js: None, buf: Vec::with_capacity(1024) })
@@ -407,14 +383,14 @@ mod tests {
             b[k] = v;
             cfg(b).check().unwrap_err()
         };
-        assert_eq!(with("subject", json!("a.${nope}")).field(), "subject");
-        assert_eq!(with("stream", json!("a.b")).field(), "stream");
-        assert_eq!(with("user", json!("u")).field(), "password");
-        assert_eq!(with("subjects", json!(["x.>"])).field(), "subjects");
+        assert_eq!(with("subject", json!("a.${nope}")).field, "subject");
+        assert_eq!(with("stream", json!("a.b")).field, "stream");
+        assert_eq!(with("user", json!("u")).field, "password");
+        assert_eq!(with("subjects", json!(["x.>"])).field, "subjects");
         let mut both = base.clone();
         both["token"] = json!("t");
         both["creds_file"] = json!("/x.creds");
-        assert_eq!(cfg(both).check().unwrap_err().field(), "token");
+        assert_eq!(cfg(both).check().unwrap_err().field, "token");
         assert!(serde_json::from_value::<NatsConfig>(json!({"url": "u", "subject": "s", "stream": "S", "pass": "x"}))
             .is_err());
     }

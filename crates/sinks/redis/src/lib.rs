@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deltaforge_common::redact_dsn;
-use deltaforge_core::{Event, Sink, SinkError};
+use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Sink, SinkError};
 use deltaforge_encoding::{default_key, Envelope, Template};
 use futures::stream::{FuturesOrdered, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -72,69 +72,41 @@ fn default_response_timeout_ms() -> u64 {
     10_000
 }
 
-/// What is wrong with a Redis sink config (found offline).
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The `stream` template does not parse.
-    #[error("stream: {0}")]
-    Stream(#[from] deltaforge_encoding::TemplateError),
-    /// The `uri` is not a Redis URI.
-    #[error("uri: {uri} is not a valid Redis URI ({reason}); expected redis://[:password@]host[:port][/db]")]
-    Uri {
-        /// The URI, password masked.
-        uri: String,
-        /// What the client said.
-        reason: String,
-    },
-    /// A value out of range.
-    #[error("{field}: {message}")]
-    Value {
-        /// The offending field.
-        field: &'static str,
-        /// Why.
-        message: String,
-    },
+impl ComponentConfig for RedisConfig {
+    /// Offline validation: the template parses, the URI is a Redis URI,
+    /// values are in range. Opens no connection.
+    fn check(&self) -> Result<(), ConfigProblem> {
+        self.parts().map(|_| ())
+    }
 }
 
-impl ConfigError {
-    /// The config field at fault.
-    pub fn field(&self) -> &'static str {
-        match self {
-            ConfigError::Stream(_) => "stream",
-            ConfigError::Uri { .. } => "uri",
-            ConfigError::Value { field, .. } => field,
-        }
-    }
+/// A `uri` problem; the URI is shown with its password masked.
+fn bad_uri(uri: &str, reason: &str) -> ConfigProblem {
+    ConfigProblem::new(
+        "uri",
+        format!(
+            "{} is not a valid Redis URI ({reason}); expected redis://[:password@]host[:port][/db]",
+            redact_dsn(uri)
+        ),
+    )
 }
 
 impl RedisConfig {
-    /// Offline validation: the template parses, the URI is a Redis URI,
-    /// values are in range. Opens no connection.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        self.parts().map(|_| ())
-    }
-
-    fn parts(&self) -> Result<(Template, redis::Client), ConfigError> {
-        let stream = Template::parse(&self.stream)?;
+    fn parts(&self) -> Result<(Template, redis::Client), ConfigProblem> {
+        let stream = Template::parse(&self.stream).map_err(|e| e.at("stream"))?;
         if self.stream.is_empty() {
-            return Err(ConfigError::Value { field: "stream", message: "must not be empty".into() });
+            return Err(ConfigProblem::new("stream", "must not be empty"));
         }
         if self.uri.starts_with("rediss://") {
-            return Err(ConfigError::Uri {
-                uri: redact_dsn(&self.uri),
-                reason: "TLS (rediss://) is not built into this binary".into(),
-            });
+            return Err(bad_uri(&self.uri, "TLS (rediss://) is not built into this binary"));
         }
         let client = redis::Client::open(self.uri.as_str())
-            .map_err(|e| ConfigError::Uri { uri: redact_dsn(&self.uri), reason: scrub(&e.to_string(), &self.uri) })?;
+            .map_err(|e| bad_uri(&self.uri, &scrub(&e.to_string(), &self.uri)))?;
         if self.maxlen == Some(0) {
-            return Err(ConfigError::Value {
-                field: "maxlen",
-                message: "must be at least 1 (omit it for no trimming)".into(),
-            });
+            return Err(ConfigProblem::new("maxlen", "must be at least 1 (omit it for no trimming)"));
         }
         if self.response_timeout_ms == 0 {
-            return Err(ConfigError::Value { field: "response_timeout_ms", message: "must be at least 1".into() });
+            return Err(ConfigProblem::new("response_timeout_ms", "must be at least 1"));
         }
         Ok((stream, client))
     }
@@ -165,7 +137,7 @@ pub struct RedisSink {
 
 impl RedisSink {
     /// Builds the sink; no connection is opened until the first delivery.
-    pub fn new(cfg: RedisConfig) -> Result<Self, ConfigError> {
+    pub fn new(cfg: RedisConfig) -> Result<Self, BuildError> {
         let (stream, client) = cfg.parts()?;
         Ok(RedisSink {
             client,
@@ -323,7 +295,7 @@ mod tests {
     fn unknown_placeholder_names_the_field() {
         let c = cfg(json!({"uri": "redis://h", "stream": "cdc.${schema}"})).unwrap();
         let e = c.check().unwrap_err();
-        assert_eq!(e.field(), "stream");
+        assert_eq!(e.field, "stream");
         assert!(e.to_string().contains("${schema}"), "{e}");
     }
 
@@ -331,14 +303,14 @@ mod tests {
     fn bad_uri_is_named_without_its_password() {
         let c = cfg(json!({"uri": "http://:hunter2@h:1", "stream": "s"})).unwrap();
         let e = c.check().unwrap_err();
-        assert_eq!(e.field(), "uri");
+        assert_eq!(e.field, "uri");
         let m = e.to_string();
         assert!(!m.contains("hunter2"), "{m}");
         assert!(m.contains("redis://"), "{m}");
         let c = cfg(json!({"uri": "rediss://h", "stream": "s"})).unwrap();
         assert!(c.check().unwrap_err().to_string().contains("TLS"));
         let c = cfg(json!({"uri": "redis://h", "stream": "s", "maxlen": 0})).unwrap();
-        assert_eq!(c.check().unwrap_err().field(), "maxlen");
+        assert_eq!(c.check().unwrap_err().field, "maxlen");
     }
 
     #[tokio::test]

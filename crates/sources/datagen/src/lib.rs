@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deltaforge_common::time::civil_from_days;
-use deltaforge_core::{Columns, Event, Op, Row, Source, SourceContext, SourceError, SourceMeta};
+use deltaforge_core::{
+    BuildError, Columns, ComponentConfig, ConfigProblem, Event, Op, Row, Source, SourceContext, SourceError, SourceMeta,
+};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -52,18 +54,18 @@ fn one() -> u64 {
     1
 }
 
-impl DatagenConfig {
-    /// Checks values serde cannot: returns `(field, message)`.
-    pub fn check(&self) -> Result<(), (String, String)> {
+impl ComponentConfig for DatagenConfig {
+    /// Checks values serde cannot.
+    fn check(&self) -> Result<(), ConfigProblem> {
         if self.rows_per_tx == 0 {
-            return Err(("rows_per_tx".into(), "must be at least 1".into()));
+            return Err(ConfigProblem::new("rows_per_tx", "must be at least 1"));
         }
         if self.tables.is_empty() {
-            return Err(("tables".into(), "must name at least one table as db.table".into()));
+            return Err(ConfigProblem::new("tables", "must name at least one table as db.table"));
         }
         for t in &self.tables {
             if t.split_once('.').is_none_or(|(d, n)| d.is_empty() || n.is_empty()) {
-                return Err(("tables".into(), format!("{t:?} is not of the form db.table")));
+                return Err(ConfigProblem::new("tables", format!("{t:?} is not of the form db.table")));
             }
         }
         Ok(())
@@ -119,10 +121,12 @@ pub struct DatagenSource {
 }
 
 impl DatagenSource {
-    /// Builds the source.
-    pub fn new(cfg: DatagenConfig) -> Self {
+    /// Builds the source; the config is checked again, since `run` relies
+    /// on it (every table is `db.table`).
+    pub fn new(cfg: DatagenConfig) -> Result<Self, BuildError> {
+        cfg.check()?;
         let source_id = cfg.id.clone().into();
-        DatagenSource { cfg, source_id }
+        Ok(DatagenSource { cfg, source_id })
     }
 }
 
@@ -238,10 +242,11 @@ mod tests {
         assert_eq!(c.tables, vec!["demo.orders"]);
         assert!(c.check().is_ok());
         c.rows_per_tx = 0;
-        assert_eq!(c.check().unwrap_err().0, "rows_per_tx");
+        assert_eq!(c.check().unwrap_err().field, "rows_per_tx");
+        assert!(matches!(DatagenSource::new(c.clone()), Err(BuildError::Config(p)) if p.field == "rows_per_tx"));
         c.rows_per_tx = 1;
         c.tables = vec!["nodot".into()];
-        assert_eq!(c.check().unwrap_err().0, "tables");
+        assert_eq!(c.check().unwrap_err().field, "tables");
         assert!(serde_json::from_value::<DatagenConfig>(json!({"id": "x", "bogus": 1})).is_err());
     }
 }
