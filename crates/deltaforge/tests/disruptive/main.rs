@@ -5,8 +5,6 @@
 //! [`serial`] first so that they run one at a time whatever
 //! `--test-threads` says.
 
-#[path = "../it/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 mod kafka_outage;

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{mariadb_sql, read_jsonl, service, service_action, storage, wait_for, Deltaforge};
+use crate::support::{mariadb_sql, read_jsonl, service, service_action, storage, wait_for, Deltaforge, RunArgs};
 
 struct Setup {
     url: String,
@@ -46,11 +46,7 @@ impl Setup {
 
     fn start(&self) -> Deltaforge {
         let store = self.dir.path().join("df.db");
-        crate::support::start(
-            &["run", "--config", self.cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()],
-            &self.dir.path().join("df.log"),
-            &[],
-        )
+        RunArgs::new(&self.cfg, &store).start(&self.dir.path().join("df.log"), &[])
     }
 
     fn checkpoint(&self) -> Option<serde_json::Value> {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{pg_command, pg_sql, read_jsonl, service, service_action, wait_for};
+use crate::support::{pg_command, pg_sql, read_jsonl, service, service_action, wait_for, RunArgs};
 
 /// Runs a script through psql's stdin, so that each statement is its own
 /// transaction (with `-c` a multi-statement string is one transaction).
@@ -41,8 +41,8 @@ fn postgres_restart_mid_stream_reconnects_and_loses_nothing() {
         .write(&cfg);
     let db = dir.path().join("state/deltaforge.db");
     let log = dir.path().join("deltaforge.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
-    let mut df = crate::support::start(&args, &log, &[]);
+    let args = RunArgs::new(&cfg, &db);
+    let mut df = args.start(&log, &[]);
     df.wait_pg_streaming();
 
     // A backlog in single-row transactions, then the server goes down while

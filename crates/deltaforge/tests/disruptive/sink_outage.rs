@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{read_jsonl, storage, wait_for};
+use crate::support::{read_jsonl, storage, wait_for, RunArgs};
 
 fn write_config(dir: &Path, policy: &str, flaky_required: bool) -> std::path::PathBuf {
     crate::support::Pipeline::new("outage")
@@ -36,11 +36,7 @@ fn run_outage(policy: &str, flaky_required: bool) -> (u64, u64, u64, u64, tempfi
     let flag = dir.path().join("flaky.down");
     let log = dir.path().join("df.log");
     let fp = format!("sink:flaky={}", flag.display());
-    let mut df = crate::support::start(
-        &["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()],
-        &log,
-        &[("DELTAFORGE_FAILPOINTS", &fp)],
-    );
+    let mut df = RunArgs::new(&cfg, &db).start(&log, &[("DELTAFORGE_FAILPOINTS", &fp)]);
     wait_for(Duration::from_secs(30), || (seq(&db) > 500).then_some(()))
         .unwrap_or_else(|| panic!("no progress\n{}", df.log_text()));
     // Take the flaky sink down.

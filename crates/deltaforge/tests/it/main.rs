@@ -6,9 +6,7 @@
 //! timing) are not here but in the `disruptive` binary; cargo runs test
 //! binaries one after another, so they never overlap with these.
 
-// Shared with the `disruptive` binary (`#[path]`): each binary uses a
-// subset of the helpers.
-#[allow(dead_code)]
+// Shared with the `disruptive` binary (`#[path]`).
 mod support;
 
 mod control;

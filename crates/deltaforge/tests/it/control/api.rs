@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{free_port, http, http_json, read_jsonl, wait_for, Deltaforge};
-use serde_json::Value;
+use crate::support::spec::write_all;
+use crate::support::{free_port, http, http_json, read_jsonl, wait_for, Deltaforge, Pipeline, RunArgs};
+use serde_json::{json, Value};
 
 const TOKEN: &str = "s3cret-token";
 
@@ -17,31 +18,12 @@ struct Instance {
 }
 
 impl Instance {
-    fn start(dir: &Path, config: &str, envs: &[(&str, &str)]) -> Instance {
-        let cfg = dir.join("pipelines.yaml");
-        std::fs::write(&cfg, config).unwrap();
-        let api = format!("127.0.0.1:{}", free_port());
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let db = dir.join("df.db");
+    fn start(dir: &Path, pipelines: &[Pipeline], envs: &[(&str, &str)]) -> Instance {
+        let cfg = write_all(dir.join("pipelines.yaml"), pipelines);
+        let (args, api, _metrics) = RunArgs::new(&cfg, &dir.join("df.db")).free_ports();
         let mut all_envs = vec![("DELTAFORGE_API_TOKEN", TOKEN)];
         all_envs.extend_from_slice(envs);
-        let df = crate::support::start(
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--storage-path",
-                db.to_str().unwrap(),
-                "--api-addr",
-                &api,
-                "--metrics-addr",
-                &metrics,
-                "--shutdown-grace-secs",
-                "30",
-            ],
-            &dir.join("df.log"),
-            &all_envs,
-        );
+        let df = args.opt("--shutdown-grace-secs", "30").start(&dir.join("df.log"), &all_envs);
         let inst = Instance { df, api };
         wait_for(Duration::from_secs(30), || inst.call("GET", "/health", None).ok().filter(|(s, _)| *s == 200))
             .unwrap_or_else(|| panic!("API did not come up\n{}", inst.df.log_text()));
@@ -66,29 +48,44 @@ impl Instance {
     }
 }
 
-fn pipeline(name: &str, source_config: &str, sink: &str) -> String {
+/// A datagen pipeline of tenant `t1` with `source` as the source config
+/// (sinks added by the caller).
+fn pipeline(name: &str, source: Value) -> Pipeline {
+    Pipeline::new(name).tenant("t1").source("datagen", source).batch(200, 20)
+}
+
+/// The `audit` pipeline created over the API, at `rate`.
+fn audit(out: &Path, rate: Value) -> Pipeline {
+    pipeline("audit", json!({ "id": "dg-audit", "rate": rate })).file_sink("a", out, Value::Null)
+}
+
+/// `audit(out, 100)` as hand-written YAML. Kept as literal text on purpose:
+/// the test posts it to check that the API accepts a YAML body (the spec
+/// builder renders JSON, which the JSON create below covers).
+fn audit_yaml(out: &Path) -> String {
     format!(
         r#"apiVersion: deltaforge/v1
 kind: Pipeline
-metadata: {{ name: {name}, tenant: t1 }}
+metadata: {{ name: audit, tenant: t1 }}
 spec:
-  source: {{ type: datagen, config: {{ {source_config} }} }}
-  sinks: [ {sink} ]
+  source: {{ type: datagen, config: {{ id: dg-audit, rate: 100 }} }}
+  sinks: [ {{ type: file, config: {{ id: a, path: {} }} }} ]
   batch: {{ max_events: 200, max_ms: 20 }}
-"#
+"#,
+        out.display()
     )
 }
 
-fn file_sink(id: &str, path: &Path) -> String {
-    format!("{{ type: file, config: {{ id: {id}, path: {} }} }}", path.display())
+fn discard(p: Pipeline) -> Pipeline {
+    p.sink("discard", json!({ "id": "d" }))
 }
 
 #[test]
 fn every_route_with_its_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("orders.jsonl");
-    let config = pipeline("orders", "id: dg-orders, rate: 500", &file_sink("out", &out));
-    let mut inst = Instance::start(dir.path(), &config, &[]);
+    let orders = pipeline("orders", json!({ "id": "dg-orders", "rate": 500 })).file_sink("out", &out, Value::Null);
+    let mut inst = Instance::start(dir.path(), &[orders], &[]);
 
     // Authentication: /health is open, everything else needs the token.
     assert_eq!(http(&inst.api, "GET", "/health", None, None).unwrap().0, 200);
@@ -139,20 +136,20 @@ fn every_route_with_its_errors() {
 
     // Invalid specs: 400 naming the field; malformed YAML: 400 with the parse error.
     let audit_out = dir.path().join("audit.jsonl");
-    let bad = pipeline("audit", "id: dg-audit, rate: 100", &file_sink("a", &audit_out))
-        .replace("max_events: 200", "max_events: 0");
+    let bad = audit(&audit_out, json!(100)).batch(0, 20).text();
     let (status, body) = inst.ok("POST", "/pipelines", Some(&bad));
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["detail"]["errors"][0]["field"], "spec.batch.max_events", "{body}");
-    let bad_rate = pipeline("audit", "id: dg-audit, rate: fast", &file_sink("a", &audit_out));
+    let bad_rate = audit(&audit_out, json!("fast")).text();
     let (status, body) = inst.ok("POST", "/pipelines", Some(&bad_rate));
     assert_eq!(status, 400);
     assert_eq!(body["detail"]["errors"][0]["field"], "spec.source.config", "{body}");
     assert!(body["detail"]["errors"][0]["message"].as_str().unwrap().contains("\"fast\""), "{body}");
-    let typo = pipeline("audit", "id: dg-audit, rat: 5", &file_sink("a", &audit_out));
+    let typo = pipeline("audit", json!({ "id": "dg-audit", "rat": 5 })).file_sink("a", &audit_out, Value::Null).text();
     let (status, body) = inst.ok("POST", "/pipelines", Some(&typo));
     assert_eq!(status, 400);
     assert!(body["detail"]["errors"][0]["field"].as_str().unwrap().ends_with("rat"), "{body}");
+    // Literal text on purpose: a malformed YAML body.
     let (status, body) = inst.ok("POST", "/pipelines", Some("apiVersion: [unclosed"));
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("invalid YAML"), "{body}");
@@ -160,19 +157,16 @@ fn every_route_with_its_errors() {
     assert_eq!(status, 413, "{body}");
 
     // Create (YAML), duplicate, create (JSON).
-    let audit = pipeline("audit", "id: dg-audit, rate: 100", &file_sink("a", &audit_out));
-    let (status, body) = inst.ok("POST", "/pipelines", Some(&audit));
+    let audit_yaml = audit_yaml(&audit_out);
+    let (status, body) = inst.ok("POST", "/pipelines", Some(&audit_yaml));
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["name"], "audit");
-    let (status, body) = inst.ok("POST", "/pipelines", Some(&audit));
+    let (status, body) = inst.ok("POST", "/pipelines", Some(&audit_yaml));
     assert_eq!(status, 400);
     assert!(body.to_string().contains("audit"), "{body}");
-    let json_spec = serde_json::json!({
-        "apiVersion": "deltaforge/v1", "kind": "Pipeline", "metadata": { "name": "from-json" },
-        "spec": { "source": { "type": "datagen", "config": { "id": "dg-json", "rate": 10 } },
-                  "sinks": [ { "type": "discard", "config": { "id": "d" } } ] }
-    });
-    let (status, body) = inst.ok("POST", "/pipelines", Some(&json_spec.to_string()));
+    // The builder renders JSON: this body is a JSON document.
+    let json_spec = discard(Pipeline::new("from-json").source("datagen", json!({ "id": "dg-json", "rate": 10 })));
+    let (status, body) = inst.ok("POST", "/pipelines", Some(&json_spec.text()));
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["source_id"], "dg-json");
     wait_for(Duration::from_secs(20), || read_jsonl(&audit_out).len().gt(&0).then_some(()))
@@ -197,7 +191,7 @@ fn every_route_with_its_errors() {
     inst.wait_state("audit", "running");
 
     // Replace: new spec, same checkpoint; name mismatch and unknown name refused.
-    let replaced = audit.replace("rate: 100", "rate: 50");
+    let replaced = audit(&audit_out, json!(50)).text();
     let (status, body) = inst.ok("PUT", "/pipelines/audit", Some(&replaced));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["spec"]["spec"]["source"]["config"]["rate"], 50);
@@ -246,12 +240,15 @@ fn reset_then_start_redelivers_from_the_first_event() {
     const COUNT: u64 = 3000;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let config = format!(
-        "{}---\n{}",
-        pipeline("bounded", &format!("id: dg-bounded, count: {COUNT}, rows_per_tx: 3"), &file_sink("out", &out)),
+    let config = [
+        pipeline("bounded", json!({ "id": "dg-bounded", "count": COUNT, "rows_per_tx": 3 })).file_sink(
+            "out",
+            &out,
+            Value::Null,
+        ),
         // Keeps the process running after the bounded pipeline finishes.
-        pipeline("idle", "id: dg-idle, rate: 1", "{ type: discard, config: { id: d } }"),
-    );
+        discard(pipeline("idle", json!({ "id": "dg-idle", "rate": 1 }))),
+    ];
     let mut inst = Instance::start(dir.path(), &config, &[]);
     inst.wait_state("bounded", "finished");
     let first: Vec<u64> = read_jsonl(&out).iter().map(|e| e["after"]["id"].as_u64().unwrap()).collect();
@@ -283,8 +280,8 @@ fn reset_is_refused_while_the_pipeline_is_still_stopping() {
     let out = dir.path().join("out.jsonl");
     let flag = dir.path().join("sink.down");
     let fp = format!("sink:stuck={}", flag.display());
-    let config = pipeline("stuck", "id: dg-stuck, rate: 200", &file_sink("stuck", &out));
-    let mut inst = Instance::start(dir.path(), &config, &[("DELTAFORGE_FAILPOINTS", &fp)]);
+    let config = pipeline("stuck", json!({ "id": "dg-stuck", "rate": 200 })).file_sink("stuck", &out, Value::Null);
+    let mut inst = Instance::start(dir.path(), &[config], &[("DELTAFORGE_FAILPOINTS", &fp)]);
     wait_for(Duration::from_secs(30), || (!read_jsonl(&out).is_empty()).then_some(())).expect("delivers");
     std::fs::write(&flag, b"down").unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -311,11 +308,10 @@ fn reset_is_refused_while_the_pipeline_is_still_stopping() {
 #[test]
 fn non_loopback_api_without_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("p.yaml");
-    std::fs::write(&cfg, pipeline("x", "id: dg-x, rate: 1", "{ type: discard, config: { id: d } }")).unwrap();
-    let out = std::process::Command::new(crate::support::BIN)
-        .args(["run", "--config", cfg.to_str().unwrap(), "--storage-backend", "memory"])
-        .args(["--api-addr", &format!("0.0.0.0:{}", free_port())])
+    let cfg = discard(pipeline("x", json!({ "id": "dg-x", "rate": 1 }))).write(dir.path().join("p.yaml"));
+    let out = RunArgs::memory(&cfg)
+        .opt("--api-addr", &format!("0.0.0.0:{}", free_port()))
+        .command()
         .env_remove("DELTAFORGE_API_TOKEN")
         .output()
         .unwrap();

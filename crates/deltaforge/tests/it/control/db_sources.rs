@@ -17,11 +17,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::spec::merged;
 use crate::support::{
     free_port, http, http_json, mariadb_sql, metric_value, pg_cleanup, pg_sql, read_jsonl, service, storage,
-    unique_suffix, wait_for, Deltaforge,
+    unique_suffix, wait_for, Deltaforge, Pipeline, RunArgs,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Lag in bytes that counts as "near zero" once caught up: the servers are
 /// shared, so other tests' writes may sit between the checkpoint and the
@@ -45,44 +46,20 @@ struct Instance {
 }
 
 impl Instance {
-    fn start(name: &str, source: &str) -> Instance {
+    fn start(name: &str, source: (&str, Value)) -> Instance {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.jsonl");
         let flag = dir.path().join("out.down");
-        let cfg = dir.path().join("pipeline.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: {name}, tenant: test }}
-spec:
-  source: {source}
-  sinks:
-    - type: file
-      config: {{ id: out, path: {out}, retry_initial_ms: 50, retry_max_ms: 200 }}
-  batch: {{ max_events: 500, max_ms: 20 }}
-"#,
-                out = out.display()
-            ),
-        )
-        .unwrap();
-        let api = format!("127.0.0.1:{}", free_port());
-        let metrics = format!("127.0.0.1:{}", free_port());
+        let cfg = Pipeline::new(name)
+            .tenant("test")
+            .source(source.0, source.1)
+            .file_sink("out", &out, json!({ "retry_initial_ms": 50, "retry_max_ms": 200 }))
+            .batch(500, 20)
+            .write(dir.path().join("pipeline.yaml"));
         let db = dir.path().join("df.db");
+        let (args, api, metrics) = RunArgs::new(&cfg, &db).free_ports();
         let fp = format!("sink:out={}", flag.display());
-        let df = crate::support::start(
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--storage-path",
-                db.to_str().unwrap(),
-                "--api-addr",
-                &api,
-                "--metrics-addr",
-                &metrics,
-            ],
+        let df = args.start(
             &dir.path().join("df.log"),
             &[("DELTAFORGE_FAILPOINTS", &fp), ("RUST_LOG", "info,deltaforge_core=debug")],
         );
@@ -176,15 +153,16 @@ spec:
     }
 }
 
-fn postgres_source(url: &str, id: &str, table: &str) -> String {
-    format!(
-        "{{ type: postgres, config: {{ id: {id}, dsn: '{url}', tables: [public.{table}], slot: {table}, \
-         publication: {table}, status_interval_secs: 1 }} }}"
-    )
+fn postgres_source(url: &str, id: &str, table: &str) -> (&'static str, Value) {
+    let config = json!({
+        "id": id, "dsn": url, "tables": [format!("public.{table}")], "slot": table,
+        "publication": table, "status_interval_secs": 1,
+    });
+    ("postgres", config)
 }
 
-fn mariadb_source(url: &str, id: &str, db: &str) -> String {
-    format!("{{ type: mysql, config: {{ id: {id}, dsn: '{url}', tables: ['{db}.t'], heartbeat_secs: 1 }} }}")
+fn mariadb_source(url: &str, id: &str, db: &str, extra: Value) -> (&'static str, Value) {
+    ("mysql", merged(json!({ "id": id, "dsn": url, "tables": [format!("{db}.t")], "heartbeat_secs": 1 }), extra))
 }
 
 /// Drops what a PostgreSQL test created (the slot may be gone already).
@@ -201,7 +179,7 @@ fn postgres_lag_in_seconds_and_wal_bytes_follows_a_sink_outage() {
     let s = unique_suffix();
     let (table, name) = (format!("ctllag_{s}"), format!("ctllag-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, pad text)"));
-    let inst = Instance::start(&name, &postgres_source(&url, &name, &table));
+    let inst = Instance::start(&name, postgres_source(&url, &name, &table));
     inst.df.wait_pg_streaming();
 
     // Caught up first: a checkpoint exists and the probe measured.
@@ -234,7 +212,7 @@ fn mariadb_lag_in_seconds_and_binlog_bytes_follows_a_sink_outage() {
     let s = unique_suffix();
     let (db, name) = (format!("dft_ctllag_{s}"), format!("ctllag-my-{}", s.replace('_', "-")));
     mariadb_sql(&url, &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, pad TEXT)"));
-    let inst = Instance::start(&name, &mariadb_source(&url, &name, &db));
+    let inst = Instance::start(&name, mariadb_source(&url, &name, &db, Value::Null));
     wait_for(Duration::from_secs(30), || inst.df.log_text().contains("streaming the binlog").then_some(()))
         .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
 
@@ -265,7 +243,7 @@ fn postgres_reset_drops_the_slot_and_a_new_one_streams_later_changes() {
     let s = unique_suffix();
     let (table, name) = (format!("ctlreset_{s}"), format!("ctlreset-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, v text)"));
-    let inst = Instance::start(&name, &postgres_source(&url, &name, &table));
+    let inst = Instance::start(&name, postgres_source(&url, &name, &table));
     inst.df.wait_pg_streaming();
     pg_sql(&url, &format!("INSERT INTO {table} SELECT g, 'before' FROM generate_series(1, 5) g"));
     inst.wait_ids(1..=5, 1, Duration::from_secs(30));
@@ -342,9 +320,8 @@ fn mariadb_reset_rereads_from_the_oldest_binlog(use_gtid: bool) {
     mariadb_sql(&url, &format!("INSERT INTO {db}.t VALUES (0, 'before the first start')"));
     // No snapshot: this test is about what the binlog re-read brings back
     // (a snapshot would deliver the row of id 0 as op `r` on the first start).
-    let source = mariadb_source(&url, &name, &db)
-        .replace("heartbeat_secs: 1", &format!("heartbeat_secs: 1, use_gtid: {use_gtid}, snapshot: {{ mode: never }}"));
-    let inst = Instance::start(&name, &source);
+    let source = mariadb_source(&url, &name, &db, json!({ "use_gtid": use_gtid, "snapshot": { "mode": "never" } }));
+    let inst = Instance::start(&name, source);
     wait_for(Duration::from_secs(30), || inst.df.log_text().contains("streaming the binlog").then_some(()))
         .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
     mariadb_sql(&url, &format!("INSERT INTO {db}.t SELECT seq, 'first run' FROM seq_1_to_5"));
@@ -392,7 +369,7 @@ fn reset_is_refused_and_deletes_nothing_when_the_source_server_is_unreachable() 
     // and the reset cannot drop the slot.
     let url = format!("postgres://postgres@127.0.0.1:{}/deltaforge", free_port());
     let name = format!("ctlreset-down-{}", unique_suffix().replace('_', "-"));
-    let inst = Instance::start(&name, &postgres_source(&url, &name, "ctlreset_down"));
+    let inst = Instance::start(&name, postgres_source(&url, &name, "ctlreset_down"));
     let checkpoint = serde_json::json!({
         "position": { "lsn": "0/16B3748", "tx_id": 7 }, "sinks": {}, "written_at": "2026-11-27T12:00:00Z"
     });

@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, http_json, pg_sql, read_jsonl, service, wait_for, Deltaforge};
-use serde_json::Value;
+use crate::support::spec::write_all;
+use crate::support::{http_json, pg_sql, read_jsonl, service, wait_for, Deltaforge, Pipeline, RunArgs};
+use serde_json::{json, Value};
 
 const TTL_SECS: u64 = 3;
 
@@ -20,28 +21,12 @@ struct Instance {
 }
 
 fn start(dir: &Path, tag: &str, cfg: &Path, dsn: &str) -> Instance {
-    let api = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let (args, api, _metrics) = RunArgs::backend(cfg, "postgres").free_ports();
     let ttl = TTL_SECS.to_string();
-    let df = crate::support::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--storage-backend",
-            "postgres",
-            "--api-addr",
-            &api,
-            "--metrics-addr",
-            &metrics,
-            "--instance-id",
-            tag,
-            "--lease-ttl-secs",
-            &ttl,
-        ],
-        &dir.join(format!("{tag}.log")),
-        &[("DELTAFORGE_STORAGE_DSN", dsn)],
-    );
+    let df = args
+        .opt("--instance-id", tag)
+        .opt("--lease-ttl-secs", &ttl)
+        .start(&dir.join(format!("{tag}.log")), &[("DELTAFORGE_STORAGE_DSN", dsn)]);
     let inst = Instance { df, api };
     wait_for(Duration::from_secs(30), || http_json(&inst.api, "GET", "/health", None, None).ok())
         .unwrap_or_else(|| panic!("{tag} did not come up\n{}", inst.df.log_text()));
@@ -90,18 +75,15 @@ fn each_pipeline_runs_once_and_moves_after_kill_9() {
     let names: Vec<String> = (0..3).map(|i| format!("lease{i}-{suffix}")).collect();
     let sources: Vec<String> = (0..3).map(|i| format!("dg-lease{i}-{suffix}")).collect();
     let files: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("p{i}.jsonl"))).collect();
-    let docs: Vec<String> = (0..3)
+    let docs: Vec<Pipeline> = (0..3)
         .map(|i| {
-            format!(
-                "apiVersion: deltaforge/v1\nkind: Pipeline\nmetadata: {{ name: {} }}\nspec:\n  source: {{ type: datagen, config: {{ id: {}, rate: 400, rows_per_tx: 2 }} }}\n  sinks: [ {{ type: file, config: {{ id: out, path: {} }} }} ]\n  batch: {{ max_events: 100, max_ms: 20 }}\n",
-                names[i],
-                sources[i],
-                files[i].display()
-            )
+            Pipeline::new(&names[i])
+                .source("datagen", json!({ "id": sources[i], "rate": 400, "rows_per_tx": 2 }))
+                .file_sink("out", &files[i], Value::Null)
+                .batch(100, 20)
         })
         .collect();
-    let cfg = dir.path().join("pipelines.yaml");
-    std::fs::write(&cfg, docs.join("---\n")).unwrap();
+    let cfg = write_all(dir.path().join("pipelines.yaml"), &docs);
 
     let mut a = start(dir.path(), "inst-a", &cfg, &dsn);
     wait_for(Duration::from_secs(30), || {

@@ -11,7 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, http, http_json, metric_value, read_jsonl, wait_for};
+use crate::support::spec::write_all;
+use crate::support::{http, http_json, metric_value, read_jsonl, wait_for, Pipeline, RunArgs};
+use serde_json::{json, Value};
 
 const COUNT: u64 = 6000;
 
@@ -32,50 +34,18 @@ fn counters_follow_deliveries_and_lag_rises_during_an_outage() {
     let flaky = dir.path().join("flaky.jsonl");
     let flag = dir.path().join("flaky.down");
     std::fs::write(&flag, b"down").unwrap();
-    let cfg = dir.path().join("p.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: metered }}
-spec:
-  source: {{ type: datagen, config: {{ id: dg-metered, count: {COUNT}, rate: 3000 }} }}
-  sinks:
-    - {{ type: file, config: {{ id: good, path: {good} }} }}
-    - {{ type: file, config: {{ id: flaky, path: {flaky}, retry_initial_ms: 50, retry_max_ms: 200 }} }}
-  batch: {{ max_events: 250, max_ms: 20 }}
----
-apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: keepalive }}
-spec:
-  source: {{ type: datagen, config: {{ id: dg-keepalive, rate: 1 }} }}
-  sinks: [ {{ type: discard, config: {{ id: d }} }} ]
-"#,
-            good = good.display(),
-            flaky = flaky.display()
-        ),
-    )
-    .unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let metered = Pipeline::new("metered")
+        .source("datagen", json!({ "id": "dg-metered", "count": COUNT, "rate": 3000 }))
+        .file_sink("good", &good, Value::Null)
+        .file_sink("flaky", &flaky, json!({ "retry_initial_ms": 50, "retry_max_ms": 200 }))
+        .batch(250, 20);
+    let keepalive = Pipeline::new("keepalive")
+        .source("datagen", json!({ "id": "dg-keepalive", "rate": 1 }))
+        .sink("discard", json!({ "id": "d" }));
+    let cfg = write_all(dir.path().join("p.yaml"), &[metered, keepalive]);
+    let (args, api, metrics) = RunArgs::memory(&cfg).free_ports();
     let fp = format!("sink:flaky={}", flag.display());
-    let mut df = crate::support::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--storage-backend",
-            "memory",
-            "--api-addr",
-            &api,
-            "--metrics-addr",
-            &metrics,
-        ],
-        &dir.path().join("df.log"),
-        &[("DELTAFORGE_FAILPOINTS", &fp)],
-    );
+    let mut df = args.start(&dir.path().join("df.log"), &[("DELTAFORGE_FAILPOINTS", &fp)]);
     let p = [("pipeline", "metered")];
     wait_for(Duration::from_secs(30), || http(&metrics, "GET", "/metrics", None, None).ok())
         .unwrap_or_else(|| panic!("no metrics endpoint\n{}", df.log_text()));

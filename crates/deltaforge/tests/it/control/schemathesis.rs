@@ -9,7 +9,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{free_port, http_json, wait_for};
+use crate::support::{http_json, wait_for, Pipeline, RunArgs};
+use serde_json::json;
 
 const TOKEN: &str = "fuzz-token";
 
@@ -31,29 +32,12 @@ fn schemathesis() -> String {
 fn schemathesis_finds_no_server_errors() {
     let st = schemathesis();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("p.yaml");
-    std::fs::write(
-        &cfg,
-        "apiVersion: deltaforge/v1\nkind: Pipeline\nmetadata: { name: fuzzed }\nspec:\n  source: { type: datagen, config: { id: dg-fuzz, rate: 50 } }\n  sinks: [ { type: discard, config: { id: d } } ]\n",
-    )
-    .unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut df = crate::support::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--storage-backend",
-            "memory",
-            "--api-addr",
-            &api,
-            "--metrics-addr",
-            &metrics,
-        ],
-        &dir.path().join("df.log"),
-        &[("DELTAFORGE_API_TOKEN", TOKEN)],
-    );
+    let cfg = Pipeline::new("fuzzed")
+        .source("datagen", json!({ "id": "dg-fuzz", "rate": 50 }))
+        .sink("discard", json!({ "id": "d" }))
+        .write(dir.path().join("p.yaml"));
+    let (args, api, _metrics) = RunArgs::memory(&cfg).free_ports();
+    let mut df = args.start(&dir.path().join("df.log"), &[("DELTAFORGE_API_TOKEN", TOKEN)]);
     wait_for(Duration::from_secs(30), || {
         http_json(&api, "GET", "/ready", Some(TOKEN), None).ok().filter(|(s, _)| *s == 200)
     })

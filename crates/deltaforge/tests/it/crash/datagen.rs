@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{read_jsonl, storage, wait_for, Rng};
+use crate::support::{read_jsonl, storage, wait_for, Rng, RunArgs};
 
 const TOTAL: u64 = 200_000;
 
@@ -32,12 +32,12 @@ fn kill_9_loses_nothing_and_duplicates_only_after_the_checkpoint() {
     let db = dir.path().join("state/deltaforge.db");
     let out = dir.path().join("out.jsonl");
     let log = dir.path().join("deltaforge.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
+    let args = RunArgs::new(&cfg, &db);
     let mut rng = Rng::from_env();
     // (checkpoint seq at the kill, highest id in the file at the kill)
     let mut kills: Vec<(u64, u64)> = Vec::new();
     for round in 0..6 {
-        let mut df = crate::support::start(&args, &log, &[]);
+        let mut df = args.start(&log, &[]);
         // Wait until this run made progress, then kill at a random moment.
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let before = size(&out);
@@ -54,7 +54,7 @@ fn kill_9_loses_nothing_and_duplicates_only_after_the_checkpoint() {
     assert!(kills.last().unwrap().1 < TOTAL, "the run finished before the kills; raise TOTAL");
 
     // Let the last run finish by itself.
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     let code = df.wait_exit(Duration::from_secs(120));
     assert_eq!(code, Some(0), "final run did not finish cleanly\n{}", df.log_text());
 

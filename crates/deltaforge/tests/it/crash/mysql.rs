@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{mariadb_command, mariadb_sql, read_jsonl, service, storage, wait_for, Rng};
+use crate::support::{mariadb_command, mariadb_sql, read_jsonl, service, storage, wait_for, Rng, RunArgs};
 use serde_json::Value;
 
 /// One committed change, as the model expects it.
@@ -112,11 +112,11 @@ fn kill_9_under_a_writer_loses_no_committed_change() {
         .write(&cfg);
     let store = dir.path().join("state/df.db");
     let log = dir.path().join("df.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()];
+    let args = RunArgs::new(&cfg, &store);
     let mut rng = Rng::from_env();
 
     // First start: wait until the start position is recorded, then write.
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
 
@@ -153,7 +153,7 @@ fn kill_9_under_a_writer_loses_no_committed_change() {
     let mut kills = 0;
     for round in 0..6 {
         if round > 0 {
-            df = crate::support::start(&args, &log, &[]);
+            df = args.start(&log, &[]);
         }
         let before = read_jsonl(&out).len();
         wait_for(Duration::from_secs(30), || (read_jsonl(&out).len() > before).then_some(()))
@@ -170,7 +170,7 @@ fn kill_9_under_a_writer_loses_no_committed_change() {
     assert!(model.committed_tx > 100 && model.rolled_back_tx > 10, "writer did too little");
 
     // Restart and let it catch up with the server.
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     let gtid = mariadb_sql(&url, "SELECT @@gtid_binlog_pos").trim().to_string();
     wait_for(Duration::from_secs(60), || {
         let c = storage::checkpoint(&store, &id)?;

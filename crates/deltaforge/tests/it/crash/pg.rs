@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{pg_command, pg_lsn, pg_sql, read_jsonl, service, storage, wait_for, Rng};
+use crate::support::{pg_command, pg_lsn, pg_sql, read_jsonl, service, storage, wait_for, Rng, RunArgs};
 use serde_json::Value;
 
 /// Ids of rows inserted by rolled-back transactions start here.
@@ -104,11 +104,11 @@ fn kill_9_under_load_loses_nothing_and_never_acknowledges_ahead() {
         .write(&cfg);
     let db = dir.path().join("state/deltaforge.db");
     let log = dir.path().join("deltaforge.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
+    let args = RunArgs::new(&cfg, &db);
     let mut rng = Rng::from_env();
 
     // First start creates the slot; the writer starts once it streams.
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     df.wait_pg_streaming();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -133,7 +133,7 @@ fn kill_9_under_load_loses_nothing_and_never_acknowledges_ahead() {
     };
     for round in 0..6 {
         if round > 0 {
-            df = crate::support::start(&args, &log, &[]);
+            df = args.start(&log, &[]);
         }
         let before = size(&out);
         wait_for(Duration::from_secs(60), || (size(&out) > before).then_some(()))
@@ -152,7 +152,7 @@ fn kill_9_under_load_loses_nothing_and_never_acknowledges_ahead() {
     assert!(committed.len() > 50, "the writer wrote too little: {}", committed.len());
 
     // Final run: everything committed arrives.
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     let last_values = |events: &[Value]| -> HashMap<i64, i64> {
         let mut m = HashMap::new();
         for e in events {

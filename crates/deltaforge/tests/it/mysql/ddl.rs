@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::support::{mariadb_sql, read_jsonl, service, storage, wait_for};
+use crate::support::{mariadb_sql, read_jsonl, service, storage, wait_for, RunArgs};
 use serde_json::{json, Value};
 
 /// A binlog position as a sortable key: the file names share one prefix and
@@ -39,8 +39,8 @@ fn ddl_mid_stream_and_replay_across_it() {
         .write(&cfg);
     let store = dir.path().join("df.db");
     let log = dir.path().join("df.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()];
-    let mut df = crate::support::start(&args, &log, &[]);
+    let args = RunArgs::new(&cfg, &store);
+    let mut df = args.start(&log, &[]);
     let start = wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
 
@@ -118,7 +118,7 @@ fn ddl_mid_stream_and_replay_across_it() {
 
     // Rewind to the start and replay across all three DDLs.
     storage::put_checkpoint(&store, &id, &start);
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     let events = wait_for(Duration::from_secs(30), || {
         let e = read_jsonl(&out);
         (e.len() >= 10).then_some(e)
@@ -174,9 +174,9 @@ fn several_ddls_while_stopped_decode_with_their_own_layout() {
         .write(&cfg);
     let store = dir.path().join("df.db");
     let log = dir.path().join("df.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()];
+    let args = RunArgs::new(&cfg, &store);
     // First run: only records the start position and the table's first version.
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     let start = wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
     wait_for(Duration::from_secs(30), || {
@@ -233,7 +233,7 @@ fn several_ddls_while_stopped_decode_with_their_own_layout() {
             assert_eq!(e["schema_version"], *version, "{what}: {e}");
         }
     };
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     wait_for(Duration::from_secs(30), || (read_jsonl(&out).len() >= expected.len()).then_some(()))
         .unwrap_or_else(|| panic!("events missing: {:#?}\n{}", read_jsonl(&out), df.log_text()));
     std::thread::sleep(Duration::from_millis(300));
@@ -285,7 +285,7 @@ fn several_ddls_while_stopped_decode_with_their_own_layout() {
 
     // Replay from the start across all three DDLs.
     storage::put_checkpoint(&store, &id, &start);
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     let all = wait_for(Duration::from_secs(30), || {
         let e = read_jsonl(&out);
         (e.len() >= 2 * expected.len()).then_some(e)

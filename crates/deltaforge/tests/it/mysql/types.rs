@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{mariadb_sql, read_jsonl, service, storage, unique_suffix, wait_for};
+use crate::support::{mariadb_sql, read_jsonl, service, storage, unique_suffix, wait_for, Pipeline, RunArgs};
 use serde_json::{json, Value};
 
 fn unique(prefix: &str) -> String {
@@ -13,27 +13,12 @@ fn unique(prefix: &str) -> String {
 }
 
 fn config(dir: &Path, id: &str, dsn: &str, tables: &str) -> PathBuf {
-    let path = dir.join("pipeline.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: {id}, tenant: test }}
-spec:
-  source:
-    type: mysql
-    config: {{ id: {id}, dsn: "{dsn}", tables: [{tables}], heartbeat_secs: 2 }}
-  sinks:
-    - type: file
-      config: {{ id: out, path: {out} }}
-  batch: {{ max_events: 500, max_ms: 20 }}
-"#,
-            out = dir.join("out.jsonl").display()
-        ),
-    )
-    .unwrap();
-    path
+    Pipeline::new(id)
+        .tenant("test")
+        .source("mysql", json!({ "id": id, "dsn": dsn, "tables": [tables], "heartbeat_secs": 2 }))
+        .file_sink("out", &dir.join("out.jsonl"), Value::Null)
+        .batch(500, 20)
+        .write(dir.join("pipeline.yaml"))
 }
 
 const CREATE: &str = "CREATE TABLE t (
@@ -95,11 +80,7 @@ fn every_type_arrives_with_exact_values() {
     let store = dir.path().join("df.db");
     let out = dir.path().join("out.jsonl");
     let log = dir.path().join("df.log");
-    let mut df = crate::support::start(
-        &["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()],
-        &log,
-        &[],
-    );
+    let mut df = RunArgs::new(&cfg, &store).start(&log, &[]);
     // The source records its start position at once.
     wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
@@ -171,11 +152,7 @@ fn every_type_arrives_with_exact_values() {
     // `binlog_row_metadata=FULL`) with version 1.
     sql_db(&INSERT.replace("VALUES (1,", "VALUES (2,"));
     sql_db("ALTER TABLE t ADD COLUMN extra INT UNSIGNED; INSERT INTO t (id, extra) VALUES (3, 4294967295)");
-    let mut df = crate::support::start(
-        &["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()],
-        &log,
-        &[],
-    );
+    let mut df = RunArgs::new(&cfg, &store).start(&log, &[]);
     let events = wait_for(Duration::from_secs(30), || {
         let e = read_jsonl(&out);
         (e.len() >= 5).then_some(e)
@@ -209,11 +186,7 @@ fn missing_privileges_and_unreachable_server_are_named() {
     let cfg = config(dir.path(), "my-noprivs", &format!("mysql://{user}:s3cret-pw@{hostport}"), "deltaforge.x");
     let store = dir.path().join("df.db");
     let log = dir.path().join("df.log");
-    let mut df = crate::support::start(
-        &["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()],
-        &log,
-        &[],
-    );
+    let mut df = RunArgs::new(&cfg, &store).start(&log, &[]);
     let code = df.wait_exit(Duration::from_secs(30));
     let text = df.log_text();
     assert_eq!(code, Some(1), "{text}");
@@ -225,11 +198,7 @@ fn missing_privileges_and_unreachable_server_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "my-unreach", "mysql://u:s3cret-pw@127.0.0.1:1/db", "db.t");
     let log = dir.path().join("df.log");
-    let mut df = crate::support::start(
-        &["run", "--config", cfg.to_str().unwrap(), "--storage-path", dir.path().join("df.db").to_str().unwrap()],
-        &log,
-        &[],
-    );
+    let mut df = RunArgs::new(&cfg, &dir.path().join("df.db")).start(&log, &[]);
     let text = wait_for(Duration::from_secs(20), || {
         let t = df.log_text();
         t.contains("connecting").then_some(t)

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{pg_cleanup, pg_sql, service, storage, wait_for};
+use crate::support::{pg_cleanup, pg_sql, service, storage, wait_for, RunArgs};
 
 const ROWS: usize = 1_000_000;
 
@@ -52,8 +52,8 @@ fn a_million_row_transaction_streams_in_bounded_memory() {
         .write(&cfg);
     let db = dir.path().join("df.db");
     let log = dir.path().join("df.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
-    let mut df = crate::support::start(&args, &log, &[]);
+    let args = RunArgs::new(&cfg, &db);
+    let mut df = args.start(&log, &[]);
     // The slot exists once the source has started (it checkpoints the idle WAL end).
     wait_for(Duration::from_secs(60), || storage::checkpoint(&db, &id))
         .unwrap_or_else(|| panic!("no start\n{}", df.log_text()));

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use crate::support::{pg_sql, pg_tls_ca, read_jsonl, service, unique_suffix, wait_for};
-use serde_json::Value;
+use crate::support::{pg_sql, pg_tls_ca, read_jsonl, service, unique_suffix, wait_for, Pipeline, RunArgs};
+use serde_json::{json, Value};
 
 const ROWS: usize = 250;
 
@@ -51,39 +51,20 @@ fn snapshot_over_tls(case: &str, host: &str, tls: &str) {
     let dsn = format!("postgres://{name}@{host}:{port}/deltaforge?{tls}");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let cfg = dir.path().join("p.yaml");
     let db = dir.path().join("state/df.db");
     let log = dir.path().join("df.log");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: {id}, tenant: test }}
-spec:
-  source:
-    type: postgres
-    config: {{ id: {id}, dsn: '{dsn}', tables: ['public.{name}'], slot: {name}, publication: {name}, status_interval_secs: 1, snapshot: {{ mode: initial, chunk_size: 60 }} }}
-  sinks:
-    - type: file
-      config: {{ id: out, path: {out} }}
-"#,
-            out = out.display()
-        ),
-    )
-    .unwrap();
-    let args = [
-        "run",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--storage-path",
-        db.to_str().unwrap(),
-        "--api-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ];
-    let mut df = crate::support::start(&args, &log, &[]);
+    let cfg = Pipeline::new(&id)
+        .tenant("test")
+        .source(
+            "postgres",
+            json!({
+                "id": id, "dsn": dsn, "tables": [format!("public.{name}")], "slot": name, "publication": name,
+                "status_interval_secs": 1, "snapshot": { "mode": "initial", "chunk_size": 60 },
+            }),
+        )
+        .file_sink("out", &out, Value::Null)
+        .write(dir.path().join("p.yaml"));
+    let mut df = RunArgs::new(&cfg, &db).ports("127.0.0.1:0", "127.0.0.1:0").start(&log, &[]);
 
     // While the pipeline runs, watch its connections on the server: the
     // snapshot connection must show up, and always encrypted.

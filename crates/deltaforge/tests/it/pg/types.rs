@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{pg_lsn, pg_sql, read_jsonl, service, storage, unique_suffix, wait_for, Deltaforge};
+use crate::support::{
+    pg_lsn, pg_sql, read_jsonl, service, storage, unique_suffix, wait_for, Deltaforge, Pipeline, RunArgs,
+};
 use serde_json::{json, Value};
 
 struct Setup {
@@ -19,35 +21,20 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(name: &str, source: &str) -> Setup {
+    fn new(name: &str, source: Value) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.jsonl");
-        let cfg = dir.path().join("pipeline.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: {name}, tenant: test }}
-spec:
-  source:
-    type: postgres
-    config: {source}
-  sinks:
-    - type: file
-      config: {{ id: out, path: {out} }}
-  batch: {{ max_events: 500, max_ms: 20 }}
-"#,
-                out = out.display()
-            ),
-        )
-        .unwrap();
+        let cfg = Pipeline::new(name)
+            .tenant("test")
+            .source("postgres", source)
+            .file_sink("out", &out, Value::Null)
+            .batch(500, 20)
+            .write(dir.path().join("pipeline.yaml"));
         Setup { db: dir.path().join("state/deltaforge.db"), log: dir.path().join("deltaforge.log"), cfg, out, dir }
     }
 
     fn start(&self) -> Deltaforge {
-        let args = ["run", "--config", self.cfg.to_str().unwrap(), "--storage-path", self.db.to_str().unwrap()];
-        crate::support::start(&args, &self.log, &[("RUST_LOG", "info")])
+        RunArgs::new(&self.cfg, &self.db).start(&self.log, &[("RUST_LOG", "info")])
     }
 
     fn events(&self) -> Vec<Value> {
@@ -101,7 +88,7 @@ fn every_type_and_op_arrive_with_exact_values() {
     );
     let setup = Setup::new(
         &format!("pgty-{sd}"),
-        &format!("{{ id: pgty-{sd}, dsn: '{url}', tables: ['public.pgty_{s}_*'], slot: {slot}, publication: {publ} }}"),
+        json!({ "id": format!("pgty-{sd}"), "dsn": url, "tables": [format!("public.pgty_{s}_*")], "slot": slot, "publication": publ }),
     );
     let mut df = setup.start();
     df.wait_pg_streaming();
@@ -231,7 +218,7 @@ fn ddl_mid_stream_is_decoded_with_each_schema_version() {
     pg_sql(&url, &format!("CREATE TABLE {t} (id int PRIMARY KEY, a text)"));
     let setup = Setup::new(
         &format!("pgddl-{sd}"),
-        &format!("{{ id: pgddl-{sd}, dsn: '{url}', tables: [public.{t}], slot: {slot} }}"),
+        json!({ "id": format!("pgddl-{sd}"), "dsn": url, "tables": [format!("public.{t}")], "slot": slot }),
     );
     let mut df = setup.start();
     df.wait_pg_streaming();
@@ -294,7 +281,7 @@ fn dropped_slot_stops_with_a_clear_error_and_reads_nothing() {
     pg_sql(&url, &format!("CREATE TABLE {t} (id int PRIMARY KEY)"));
     let setup = Setup::new(
         &format!("pgdrop-{sd}"),
-        &format!("{{ id: pgdrop-{sd}, dsn: '{url}', tables: [public.{t}], slot: {slot}, publication: {slot} }}"),
+        json!({ "id": format!("pgdrop-{sd}"), "dsn": url, "tables": [format!("public.{t}")], "slot": slot, "publication": slot }),
     );
     let mut df = setup.start();
     df.wait_pg_streaming();
@@ -336,7 +323,7 @@ fn setup_errors_are_clear_and_fatal() {
     // Missing publication with create_publication: false → the SQL to run.
     let setup = Setup::new(
         &format!("pgerr-{sd}"),
-        &format!("{{ id: pgerr-{sd}, dsn: '{url}', tables: [public.{t}], slot: {t}, create_publication: false }}"),
+        json!({ "id": format!("pgerr-{sd}"), "dsn": url, "tables": [format!("public.{t}")], "slot": t, "create_publication": false }),
     );
     let mut df = setup.start();
     assert_eq!(df.wait_exit(Duration::from_secs(30)), Some(1), "{}", df.log_text());
@@ -347,15 +334,18 @@ fn setup_errors_are_clear_and_fatal() {
     );
     // Unknown database; the password never appears.
     let bad = url.replace("postgres@", "postgres:hunter2@").replace("/deltaforge", "/no_such_db");
-    let setup =
-        Setup::new(&format!("pgerr2-{sd}"), &format!("{{ id: pgerr2-{sd}, dsn: '{bad}', tables: [public.{t}] }}"));
+    let setup = Setup::new(
+        &format!("pgerr2-{sd}"),
+        json!({ "id": format!("pgerr2-{sd}"), "dsn": bad, "tables": [format!("public.{t}")] }),
+    );
     let mut df = setup.start();
     assert_eq!(df.wait_exit(Duration::from_secs(30)), Some(1), "{}", df.log_text());
     let log = df.log_text();
     assert!(log.contains("no_such_db") && log.contains("does not exist"), "{log}");
     assert!(!log.contains("hunter2"), "password leaked:\n{log}");
     // A bad config is refused before anything runs.
-    let setup = Setup::new(&format!("pgerr3-{sd}"), &format!("{{ id: pgerr3-{sd}, dsn: '{url}', tables: [nodot] }}"));
+    let setup =
+        Setup::new(&format!("pgerr3-{sd}"), json!({ "id": format!("pgerr3-{sd}"), "dsn": url, "tables": ["nodot"] }));
     let mut df = setup.start();
     assert_ne!(df.wait_exit(Duration::from_secs(30)), Some(0));
     assert!(df.log_text().contains("schema.table"), "{}", df.log_text());

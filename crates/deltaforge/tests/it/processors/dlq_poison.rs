@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{read_jsonl, wait_for, Rng};
+use crate::support::{read_jsonl, wait_for, Rng, RunArgs};
 
 fn write_config(dir: &Path, count: u64, rate: u64) -> PathBuf {
     crate::support::Pipeline::new("poison")
@@ -51,8 +51,8 @@ fn poison_events_are_set_aside_exactly_and_redriven_in_order() {
     std::fs::write(&flag, b"on").unwrap();
     let fp = format!("poison:out={}@1000", flag.display());
     let log = dir.path().join("df.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
-    let mut df = crate::support::start(&args, &log, &[("DELTAFORGE_FAILPOINTS", &fp)]);
+    let args = RunArgs::new(&cfg, &db);
+    let mut df = args.start(&log, &[("DELTAFORGE_FAILPOINTS", &fp)]);
     assert_eq!(df.wait_exit(Duration::from_secs(120)), Some(0), "{}", df.log_text());
 
     let poison: Vec<u64> = (1..=total / 1000).map(|i| i * 1000).collect();
@@ -87,10 +87,10 @@ fn kill_9_with_poison_events_loses_nothing() {
     let fp = format!("poison:out={}@1000", flag.display());
     let log = dir.path().join("df.log");
     let out = dir.path().join("out.jsonl");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
+    let args = RunArgs::new(&cfg, &db);
     let mut rng = Rng::from_env();
     for round in 0..3 {
-        let mut df = crate::support::start(&args, &log, &[("DELTAFORGE_FAILPOINTS", &fp)]);
+        let mut df = args.start(&log, &[("DELTAFORGE_FAILPOINTS", &fp)]);
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let before = size(&out);
         wait_for(Duration::from_secs(30), || (size(&out) > before).then_some(()))
@@ -98,7 +98,7 @@ fn kill_9_with_poison_events_loses_nothing() {
         std::thread::sleep(Duration::from_millis(rng.range(100, 800)));
         df.kill9();
     }
-    let mut df = crate::support::start(&args, &log, &[("DELTAFORGE_FAILPOINTS", &fp)]);
+    let mut df = args.start(&log, &[("DELTAFORGE_FAILPOINTS", &fp)]);
     assert_eq!(df.wait_exit(Duration::from_secs(120)), Some(0), "{}", df.log_text());
     let in_sink: BTreeSet<u64> = ids(&out).into_iter().collect();
     let in_dlq: BTreeSet<u64> = dlq_ids(&cfg, &db).into_iter().collect();

@@ -7,45 +7,33 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{mariadb_sql, pg_sql, read_jsonl, service, storage, unique_suffix, wait_for};
+use crate::support::{mariadb_sql, pg_sql, read_jsonl, service, storage, unique_suffix, wait_for, Pipeline, RunArgs};
 use serde_json::{json, Value};
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", unique_suffix())
 }
 
-fn config(dir: &Path, name: &str, source: &str, outbox_table: &str) -> PathBuf {
-    let path = dir.join("pipeline.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: {name}, tenant: test }}
-spec:
-  source:
-{source}
-  processors:
-    - type: outbox
-      config:
-        tables: ["{outbox_table}"]
-        topic_column: aggregate_type
-        topic_prefix: "events."
-        key_column: aggregate_id
-        payload_column: payload
-        headers_column: headers
-        header_columns: [event_type]
-        ops: [c]
-  sinks:
-    - type: file
-      config: {{ id: out, path: {out} }}
-  batch: {{ max_events: 100, max_ms: 20 }}
-"#,
-            out = dir.join("out.jsonl").display()
-        ),
-    )
-    .unwrap();
-    path
+fn config(dir: &Path, name: &str, source: (&str, Value), outbox_table: &str) -> PathBuf {
+    Pipeline::new(name)
+        .tenant("test")
+        .source(source.0, source.1)
+        .processor(json!({
+            "type": "outbox",
+            "config": {
+                "tables": [outbox_table],
+                "topic_column": "aggregate_type",
+                "topic_prefix": "events.",
+                "key_column": "aggregate_id",
+                "payload_column": "payload",
+                "headers_column": "headers",
+                "header_columns": ["event_type"],
+                "ops": ["c"],
+            },
+        }))
+        .file_sink("out", &dir.join("out.jsonl"), Value::Null)
+        .batch(100, 20)
+        .write(dir.join("pipeline.yaml"))
 }
 
 /// Checks the two events: the business insert, then the routed message.
@@ -82,14 +70,14 @@ fn postgres_outbox_rows_become_routed_messages() {
     );
     let dir = tempfile::tempdir().unwrap();
     let id = s.replace('_', "-");
-    let source = format!(
-        "    type: postgres\n    config: {{ id: {id}, dsn: '{url}', tables: [public.{orders}, public.{outbox}], slot: {s}, publication: {s} }}"
-    );
-    let cfg = config(dir.path(), &id, &source, &format!("public.{outbox}"));
+    let source = json!({
+        "id": id, "dsn": url, "tables": [format!("public.{orders}"), format!("public.{outbox}")],
+        "slot": s, "publication": s,
+    });
+    let cfg = config(dir.path(), &id, ("postgres", source), &format!("public.{outbox}"));
     let store = dir.path().join("df.db");
     let log = dir.path().join("df.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()];
-    let df = crate::support::start(&args, &log, &[]);
+    let df = RunArgs::new(&cfg, &store).start(&log, &[]);
     df.wait_pg_streaming();
     pg_sql(
         &url,
@@ -140,13 +128,11 @@ fn mariadb_outbox_rows_become_routed_messages() {
     let dsn = format!("{}/{db}", url.rsplit_once('/').unwrap().0);
     let dir = tempfile::tempdir().unwrap();
     let id = db.replace('_', "-");
-    let source =
-        format!("    type: mysql\n    config: {{ id: {id}, dsn: \"{dsn}\", tables: [{db}.orders, {db}.outbox] }}");
-    let cfg = config(dir.path(), &id, &source, &format!("{db}.outbox"));
+    let source = json!({ "id": id, "dsn": dsn, "tables": [format!("{db}.orders"), format!("{db}.outbox")] });
+    let cfg = config(dir.path(), &id, ("mysql", source), &format!("{db}.outbox"));
     let store = dir.path().join("df.db");
     let log = dir.path().join("df.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", store.to_str().unwrap()];
-    let df = crate::support::start(&args, &log, &[]);
+    let df = RunArgs::new(&cfg, &store).start(&log, &[]);
     wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
     mariadb_sql(

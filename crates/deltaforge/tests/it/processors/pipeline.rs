@@ -3,19 +3,12 @@
 //! runaway JavaScript transform that the time limit interrupts and the
 //! pipeline reports.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::read_jsonl;
+use crate::support::{read_jsonl, Pipeline, RunArgs};
 use deltaforge_processors::mask::hmac_hex;
 use deltaforge_source_datagen::row_for;
 use serde_json::{json, Value};
-
-fn write(dir: &Path, yaml: &str) -> std::path::PathBuf {
-    let path = dir.join("pipeline.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
 
 /// The filter of the pipeline below, written independently in Rust.
 fn kept(id: u64, row: &Value) -> bool {
@@ -31,48 +24,42 @@ fn datagen_filter_mask_file() {
     const SECRET: &str = "proc-test-secret-7f3a";
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let cfg = write(
-        dir.path(),
-        &format!(
-            r#"apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: proc-filter-mask, tenant: test }}
-spec:
-  source:
-    type: datagen
-    config: {{ id: proc-fm, tables: [demo.orders, demo.customers, demo.audit], rows_per_tx: 7, count: {TOTAL} }}
-  processors:
-    - type: filter
-      config:
-        ops: [c]
-        include: ["demo.ord*"]
-        where:
-          all:
-            - {{ field: after.status, in: [paid, shipped] }}
-            - {{ field: after.amount, gte: 250 }}
-            - not: {{ field: after.note, regex: "5$" }}
-    - type: mask
-      config:
-        name: pii
-        hmac_secret: "${{PROC_MASK_SECRET}}"
-        rules:
-          - table: demo.orders
-            columns:
-              note: hash
-              customer_id: drop
-              created_at: {{ truncate: 10 }}
-  sinks:
-    - type: file
-      config: {{ id: out, path: {out} }}
-  batch: {{ max_events: 500, max_ms: 20 }}
-"#,
-            out = out.display()
-        ),
-    );
+    let cfg = Pipeline::new("proc-filter-mask")
+        .tenant("test")
+        .source(
+            "datagen",
+            json!({ "id": "proc-fm", "tables": ["demo.orders", "demo.customers", "demo.audit"], "rows_per_tx": 7, "count": TOTAL }),
+        )
+        .processor(json!({
+            "type": "filter",
+            "config": {
+                "ops": ["c"],
+                "include": ["demo.ord*"],
+                "where": { "all": [
+                    { "field": "after.status", "in": ["paid", "shipped"] },
+                    { "field": "after.amount", "gte": 250 },
+                    { "not": { "field": "after.note", "regex": "5$" } },
+                ] },
+            },
+        }))
+        .processor(json!({
+            "type": "mask",
+            "config": {
+                "name": "pii",
+                // Expanded from the environment by the config loader.
+                "hmac_secret": "${PROC_MASK_SECRET}",
+                "rules": [{
+                    "table": "demo.orders",
+                    "columns": { "note": "hash", "customer_id": "drop", "created_at": { "truncate": 10 } },
+                }],
+            },
+        }))
+        .file_sink("out", &out, Value::Null)
+        .batch(500, 20)
+        .write(dir.path().join("pipeline.yaml"));
     let db = dir.path().join("state.db");
     let log = dir.path().join("deltaforge.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
-    let mut df = crate::support::start(&args, &log, &[("PROC_MASK_SECRET", SECRET)]);
+    let mut df = RunArgs::new(&cfg, &db).start(&log, &[("PROC_MASK_SECRET", SECRET)]);
     let code = df.wait_exit(Duration::from_secs(120));
     assert_eq!(code, Some(0), "run did not finish cleanly\n{}", df.log_text());
 
@@ -103,46 +90,36 @@ spec:
     assert!(!df.log_text().contains(SECRET), "the HMAC secret must never be logged");
 }
 
+/// A transform that loops forever on event 150.
+const RUNAWAY_SCRIPT: &str = "\
+function process(events) {
+  for (const e of events) {
+    if (e.after.id === 150) { while (true) {} }
+    e.after.doubled = e.after.id * 2;
+  }
+  return events;
+}
+";
+
 #[test]
 fn runaway_javascript_is_interrupted_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let cfg = write(
-        dir.path(),
-        &format!(
-            r#"apiVersion: deltaforge/v1
-kind: Pipeline
-metadata: {{ name: proc-js-loop, tenant: test }}
-spec:
-  source:
-    type: datagen
-    config: {{ id: proc-js, count: 200 }}
-  processors:
-    - type: javascript
-      config:
-        name: enrich
-        timeout_ms: 300
-        script: |
-          function process(events) {{
-            for (const e of events) {{
-              if (e.after.id === 150) {{ while (true) {{}} }}
-              e.after.doubled = e.after.id * 2;
-            }}
-            return events;
-          }}
-  sinks:
-    - type: file
-      config: {{ id: out, path: {out} }}
-  batch: {{ max_events: 10, max_ms: 20 }}
-"#,
-            out = out.display()
-        ),
-    );
+    let cfg = Pipeline::new("proc-js-loop")
+        .tenant("test")
+        .source("datagen", json!({ "id": "proc-js", "count": 200 }))
+        .processor(json!({
+            "type": "javascript",
+            "config": { "name": "enrich", "timeout_ms": 300, "script": RUNAWAY_SCRIPT },
+        }))
+        .file_sink("out", &out, Value::Null)
+        .batch(10, 20)
+        .write(dir.path().join("pipeline.yaml"));
     let db = dir.path().join("state.db");
     let log = dir.path().join("deltaforge.log");
-    let args = ["run", "--config", cfg.to_str().unwrap(), "--storage-path", db.to_str().unwrap()];
+    let args = RunArgs::new(&cfg, &db);
     let start = Instant::now();
-    let mut df = crate::support::start(&args, &log, &[]);
+    let mut df = args.start(&log, &[]);
     let code = df.wait_exit(Duration::from_secs(60));
     let text = df.log_text();
     assert_eq!(code, Some(1), "a processor failure stops the pipeline with an error\n{text}");

@@ -24,7 +24,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
-use crate::support::sinks::{kafka_consume, nats_messages, redis_entries, HttpRecorder};
+use crate::support::http_recorder::HttpRecorder;
+use crate::support::sinks::{kafka_consume, nats_messages, redis_entries};
 use crate::support::{pg_command, pg_lsn, pg_sql, service, storage, unique_suffix, wait_for, Pipeline, RunArgs};
 
 const TENANT: &str = "acme";

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use deltaforge_source_datagen::row_for;
 use serde_json::{json, Value};
 
-use crate::support::sinks::{Answer, HttpRecorder as Hook, Received};
+use crate::support::http_recorder::{Answer, HttpRecorder as Hook, Received};
 use crate::support::spec::merged;
 use crate::support::storage::checkpoint_seq as seq;
 use crate::support::{datagen_key as expected_key, datagen_table as table_of, wait_for, Deltaforge, Pipeline, RunArgs};

@@ -4,12 +4,10 @@
 //! the commit policy with an optional sink down. (The broker outage test
 //! is in the `disruptive` binary.)
 //!
-//! Every test here takes one static lock: they run one after another even
-//! when the harness runs tests in parallel. Each test uses its own topics
-//! and source ids.
+//! Each test uses its own topics, source ids and transactional ids, so they
+//! run in parallel with each other and with the rest of the binary.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use deltaforge_source_datagen::row_for;
@@ -19,14 +17,6 @@ use crate::support::sinks::{kafka_consume as consume, kafka_id_counts as id_coun
 use crate::support::spec::write_all;
 use crate::support::storage::{self, checkpoint_seq as seq};
 use crate::support::{service, unique_suffix, wait_for, Pipeline, Rng, RunArgs};
-
-static KAFKA: Mutex<()> = Mutex::new(());
-
-/// Serialises the tests of this module and makes sure the broker is up.
-fn kafka() -> (MutexGuard<'static, ()>, String) {
-    let guard = KAFKA.lock().unwrap_or_else(|p| p.into_inner());
-    (guard, service("kafka"))
-}
 
 /// A topic prefix unique to this test run.
 fn unique(name: &str) -> String {
@@ -39,7 +29,7 @@ fn run_to_end(cfg: &Path, db: &Path, log: &Path, envs: &[(&str, &str)], timeout:
 
 #[test]
 fn kafka_delivers_every_envelope_with_keys_and_routing() {
-    let (_lock, brokers) = kafka();
+    let brokers = service("kafka");
     let dir = tempfile::tempdir().unwrap();
     let p = unique("env");
     const N: u64 = 400;
@@ -135,7 +125,7 @@ fn kafka_delivers_every_envelope_with_keys_and_routing() {
 
 #[test]
 fn kafka_exactly_once_survives_kill_9() {
-    let (_lock, brokers) = kafka();
+    let brokers = service("kafka");
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("eos");
     const N: u64 = 30_000;
@@ -194,7 +184,7 @@ fn kafka_exactly_once_survives_kill_9() {
 
 #[test]
 fn kafka_required_sink_advances_the_checkpoint_under_required_but_not_all() {
-    let (_lock, brokers) = kafka();
+    let brokers = service("kafka");
     let dir = tempfile::tempdir().unwrap();
     let p = unique("policy");
     let pipeline = |name: &str, policy: &str| {
@@ -237,7 +227,7 @@ fn kafka_required_sink_advances_the_checkpoint_under_required_but_not_all() {
 
 #[test]
 fn kafka_exactly_once_second_instance_fences_the_first() {
-    let (_lock, brokers) = kafka();
+    let brokers = service("kafka");
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("fence");
     let cfg = |name: &str| {

@@ -3,11 +3,11 @@
 //! through a JetStream client.
 //!
 //! The outage test (it stops the server) is in the `disruptive` binary.
-//! Each test uses its own stream.
+//! Each test uses its own stream, so they need no lock: they run in
+//! parallel with each other and with the rest of the binary.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use deltaforge_source_datagen::row_for;
@@ -19,13 +19,6 @@ use crate::support::storage::checkpoint_seq as seq;
 use crate::support::{
     datagen_key as expected_key, datagen_table as table_of, service, unique_suffix, Deltaforge, Pipeline, RunArgs,
 };
-
-static SERVER: Mutex<()> = Mutex::new(());
-
-/// Serialises the tests of this module on the shared server.
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERVER.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn unique(tag: &str) -> String {
     format!("rnh{tag}{}", unique_suffix())
@@ -57,7 +50,6 @@ fn start(cfg: &Path, db: &Path, log: &Path) -> Deltaforge {
 
 #[test]
 fn nats_delivers_every_event_once_with_headers_and_routing_and_dedups_replays() {
-    let _g = lock();
     let url = service("nats");
     let dir = tempfile::tempdir().unwrap();
     let name = unique("D");
@@ -104,7 +96,6 @@ fn nats_delivers_every_event_once_with_headers_and_routing_and_dedups_replays() 
 
 #[test]
 fn nats_cloudevents_envelope() {
-    let _g = lock();
     let url = service("nats");
     let dir = tempfile::tempdir().unwrap();
     let name = unique("C");
@@ -140,7 +131,6 @@ fn nats_cloudevents_envelope() {
 
 #[test]
 fn nats_missing_stream_stops_the_pipeline_with_a_clear_error() {
-    let _g = lock();
     let url = service("nats");
     let dir = tempfile::tempdir().unwrap();
     let name = unique("M");
@@ -158,7 +148,6 @@ fn nats_missing_stream_stops_the_pipeline_with_a_clear_error() {
 
 #[test]
 fn nats_subject_outside_the_stream_is_a_clear_error() {
-    let _g = lock();
     let url = service("nats");
     let dir = tempfile::tempdir().unwrap();
     let name = unique("U");

@@ -2,11 +2,11 @@
 //! with the real binary: `datagen` → `redis`, read back with XRANGE.
 //!
 //! The outage test (it stops the server) is in the `disruptive` binary.
-//! Each test uses its own stream names.
+//! Each test uses its own stream names, so they need no lock: they run in
+//! parallel with each other and with the rest of the binary.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use deltaforge_source_datagen::row_for;
@@ -18,14 +18,6 @@ use crate::support::storage::checkpoint_seq as seq;
 use crate::support::{
     datagen_key as expected_key, datagen_table as table_of, service, unique_suffix, Pipeline, RunArgs,
 };
-
-static SERVER: Mutex<()> = Mutex::new(());
-
-/// Serialises the tests of this module on the shared server (as before the
-/// outage test moved out).
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERVER.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn unique(tag: &str) -> String {
     format!("rnh-{tag}-{}", unique_suffix())
@@ -61,7 +53,6 @@ fn run_to_end(cfg: &Path, db: &Path, log: &Path) {
 
 #[test]
 fn redis_delivers_every_event_with_fields_keys_and_routing() {
-    let _g = lock();
     let uri = service("redis");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rd");
@@ -105,7 +96,6 @@ fn redis_delivers_every_event_with_fields_keys_and_routing() {
 
 #[test]
 fn redis_debezium_envelope_and_approximate_maxlen() {
-    let _g = lock();
     let uri = service("redis");
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("rdz");

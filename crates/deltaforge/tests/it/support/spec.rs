@@ -48,6 +48,7 @@ impl Pipeline {
     }
 
     /// Appends a processor (its whole entry, e.g. `{type: filter, ...}`).
+    #[allow(dead_code, reason = "used by the `it` binary only")]
     pub fn processor(mut self, processor: Value) -> Self {
         self.processors.push(processor);
         self

@@ -39,6 +39,7 @@ pub fn checkpoint_seq(db: &Path, source_id: &str) -> u64 {
 /// Overwrites the stored checkpoint of `source_id` with `checkpoint` (the
 /// whole JSON record, as [`checkpoint`] returns it), e.g. to rewind a
 /// pipeline so that it replays part of its log.
+#[allow(dead_code, reason = "used by the `it` binary only")]
 pub fn put_checkpoint(db: &Path, source_id: &str, checkpoint: &Value) {
     open(db)
         .execute(
@@ -51,6 +52,7 @@ pub fn put_checkpoint(db: &Path, source_id: &str, checkpoint: &Value) {
 /// Deletes the stored checkpoint of `source_id`, as the documented operator
 /// command does (`DELETE FROM kv WHERE namespace = 'checkpoints' AND key =
 /// ...`); returns whether a row was deleted.
+#[allow(dead_code, reason = "used by the `it` binary only")]
 pub fn delete_checkpoint(db: &Path, source_id: &str) -> bool {
     open(db)
         .execute("DELETE FROM kv WHERE namespace = 'checkpoints' AND key = ?1", [source_id])
@@ -61,6 +63,7 @@ pub fn delete_checkpoint(db: &Path, source_id: &str) -> bool {
 /// The records of a storage log (`log` table) in `namespace` whose key is
 /// `key`, oldest first, parsed as JSON (e.g. the schema history of one
 /// table: namespace `schemas`, key `{tenant}/{db}/{table}`).
+#[allow(dead_code, reason = "used by the `it` binary only")]
 pub fn log_records(db: &Path, namespace: &str, key: &str) -> Vec<Value> {
     if !db.exists() {
         return Vec::new();
@@ -75,6 +78,7 @@ pub fn log_records(db: &Path, namespace: &str, key: &str) -> Vec<Value> {
 /// The value of a Slot record (`slots` table) as JSON, e.g. a snapshot
 /// progress record (`snapshots`, `{pipeline}/{schema.table}`); `None` when
 /// absent.
+#[allow(dead_code, reason = "used by the `it` binary only")]
 pub fn slot(db: &Path, namespace: &str, key: &str) -> Option<Value> {
     if !db.exists() {
         return None;
