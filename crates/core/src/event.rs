@@ -302,7 +302,7 @@ impl Event {
         let mut parts = id.rsplitn(3, ':');
         let index: u32 = parts.next().and_then(|i| i.parse().ok()).ok_or("envelope `id` has no event index")?;
         let tx_text = parts.next().ok_or("envelope `id` has no transaction position")?;
-        let tx_position = position.from_key(tx_text).map_err(|e| format!("envelope `id`: {e}"))?;
+        let tx_position = position.parse_key(tx_text).map_err(|e| format!("envelope `id`: {e}"))?;
         let connector = position.connector();
         Ok(Event {
             op,

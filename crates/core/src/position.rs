@@ -94,7 +94,7 @@ trait Erased: fmt::Debug + fmt::Display + Send + Sync {
     fn eq_erased(&self, other: &dyn Erased) -> bool;
     fn to_json(&self) -> Value;
     fn write_key(&self, key: &mut String);
-    fn from_key(&self, text: &str) -> Result<Position, String>;
+    fn parse_key(&self, text: &str) -> Result<Position, String>;
     fn debezium_fields(&self, index: u32, block: &mut Map<String, Value>);
 }
 
@@ -114,7 +114,7 @@ impl<P: SourcePosition> Erased for P {
     fn write_key(&self, key: &mut String) {
         SourcePosition::write_key(self, key)
     }
-    fn from_key(&self, text: &str) -> Result<Position, String> {
+    fn parse_key(&self, text: &str) -> Result<Position, String> {
         P::from_key(text, self).map(Position::new)
     }
     fn debezium_fields(&self, index: u32, block: &mut Map<String, Value>) {
@@ -179,8 +179,8 @@ impl Position {
 
     /// Reads a key part written by [`Position::write_key`] for a position of
     /// the same kind as `self`.
-    pub fn from_key(&self, text: &str) -> Result<Position, String> {
-        self.0.from_key(text)
+    pub fn parse_key(&self, text: &str) -> Result<Position, String> {
+        self.0.parse_key(text)
     }
 
     /// Adds the source's own fields to a Debezium `source` block.
@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(a.get::<Seq>(), Some(&Seq(7)));
         let mut key = String::new();
         b.write_key(&mut key);
-        assert_eq!(a.from_key(&key).unwrap(), b);
+        assert_eq!(a.parse_key(&key).unwrap(), b);
     }
 
     #[test]

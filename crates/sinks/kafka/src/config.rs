@@ -133,10 +133,6 @@ fn conf_value(key: &str, v: &Value) -> Result<String, ConfigProblem> {
 }
 
 /// The `(field, message)` pair the producer builder in `sink.rs` still takes.
-fn pair(p: ConfigProblem) -> (String, String) {
-    (p.field, p.message)
-}
-
 impl ComponentConfig for KafkaConfig {
     /// Checks what serde cannot, offline.
     fn check(&self) -> Result<(), ConfigProblem> {
@@ -207,13 +203,6 @@ impl ComponentConfig for KafkaConfig {
 impl KafkaConfig {
     /// [`ComponentConfig::check`] as `Err((field, message))`.
     ///
-    /// Transitional: only `KafkaSink::new` (sink.rs, being split) still
-    /// calls this form; the registry uses [`ComponentConfig::check`]. Remove
-    /// it once sink.rs takes a [`ConfigProblem`].
-    pub fn check(&self) -> Result<(), (String, String)> {
-        <Self as ComponentConfig>::check(self).map_err(pair)
-    }
-
     /// The transactional id: configured, or `deltaforge-{pipeline}-{sink}`.
     pub fn transactional_id(&self, pipeline: &str, sink_id: &str) -> String {
         self.transactional_id.clone().unwrap_or_else(|| format!("deltaforge-{pipeline}-{sink_id}"))
@@ -233,18 +222,18 @@ impl KafkaConfig {
     }
 
     /// The base client config (brokers + `client_conf`), without producer defaults.
-    pub fn base_client_config(&self) -> Result<ClientConfig, (String, String)> {
+    pub fn base_client_config(&self) -> Result<ClientConfig, ConfigProblem> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.joined());
         for (k, v) in &self.client_conf.0 {
-            c.set(k.as_str(), conf_value(k, v).map_err(pair)?);
+            c.set(k.as_str(), conf_value(k, v)?);
         }
         Ok(c)
     }
 
     /// The producer config: defaults, then `client_conf`, then what
     /// `exactly_once` requires.
-    pub fn producer_config(&self, transactional_id: Option<&str>) -> Result<ClientConfig, (String, String)> {
+    pub fn producer_config(&self, transactional_id: Option<&str>) -> Result<ClientConfig, ConfigProblem> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.joined());
         c.set("enable.idempotence", "true");
@@ -254,7 +243,7 @@ impl KafkaConfig {
         c.set("message.timeout.ms", "25000");
         c.set("linger.ms", "5");
         for (k, v) in &self.client_conf.0 {
-            c.set(k.as_str(), conf_value(k, v).map_err(pair)?);
+            c.set(k.as_str(), conf_value(k, v)?);
         }
         if let Some(t) = transactional_id {
             c.set("transactional.id", t);
@@ -322,7 +311,7 @@ mod tests {
         let c = parse(json!({"brokers": "a:1", "topic": "t", "key": "${after.id"})).unwrap();
         assert_eq!(problem(&c).unwrap_err().field, "key");
         // The transitional (field, message) form says the same.
-        assert_eq!(c.check().unwrap_err().0, "key");
+        assert_eq!(ComponentConfig::check(&c).unwrap_err().field, "key");
     }
 
     #[test]

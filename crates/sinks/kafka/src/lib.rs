@@ -24,4 +24,4 @@ pub mod progress;
 pub mod sink;
 
 pub use config::KafkaConfig;
-pub use sink::{BuildError, KafkaSink};
+pub use sink::KafkaSink;

@@ -17,7 +17,9 @@ use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 use tokio::sync::Notify;
 
-use super::errors::{creation_error, own_fault, BuildError};
+use deltaforge_core::BuildError;
+
+use super::errors::{creation_error, own_fault};
 
 /// Delivery state of the batch in flight.
 #[derive(Default)]

@@ -1,53 +1,25 @@
 //! What can go wrong, and what the coordinator should do about it:
-//! [`BuildError`] for a sink that cannot be built, [`classify`] for Kafka
+//! The [`BuildError`] of a client that cannot be created, [`classify`] for Kafka
 //! errors (fatal with a fix, retryable, or the message's own fault).
 //!
 //! It must never show a client property's value (it may be a secret) and
 //! never act on an error: callers decide.
 
-use deltaforge_core::SinkError;
+use deltaforge_core::{BuildError, SinkError};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::is_secret;
-
-/// Why a Kafka sink could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The config is invalid.
-    #[error("kafka sink config: {field}: {message}")]
-    Config {
-        /// The field at fault.
-        field: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-    /// librdkafka refused a property (its value is never shown: it may be a secret).
-    #[error("kafka sink: librdkafka rejected client property `{property}`: {reason}; fix it in client_conf")]
-    Property {
-        /// The property name.
-        property: String,
-        /// librdkafka's reason.
-        reason: String,
-    },
-    /// The client could not be created.
-    #[error("kafka sink: cannot create the Kafka client: {0}")]
-    Client(String),
-}
-
-impl From<BuildError> for SinkError {
-    fn from(e: BuildError) -> Self {
-        SinkError::Fatal(e.to_string())
-    }
-}
 
 /// A client-creation error as a [`BuildError`], naming a rejected property but not its value.
 pub(super) fn creation_error(e: KafkaError) -> BuildError {
     match e {
         KafkaError::ClientConfig(_, reason, property, _value) => {
             let reason = if is_secret(&property) { "invalid value".to_string() } else { reason };
-            BuildError::Property { property, reason }
+            BuildError::other(format!(
+                "kafka sink: librdkafka rejected client property `{property}`: {reason}; fix it in client_conf"
+            ))
         }
-        other => BuildError::Client(other.to_string()),
+        other => BuildError::other(format!("kafka sink: cannot create the Kafka client: {other}")),
     }
 }
 

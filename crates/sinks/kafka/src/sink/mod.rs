@@ -45,7 +45,7 @@ mod send;
 mod transaction;
 
 pub use delivery::Context;
-pub use errors::{classify, BuildError};
+pub use errors::classify;
 pub use producer::KafkaSink;
 pub use send::ID_HEADER;
 

@@ -12,10 +12,10 @@ use deltaforge_encoding::{Envelope, Template};
 use rdkafka::ClientConfig;
 
 use super::delivery::{create_producer, KafkaProducer};
-use super::errors::BuildError;
 use super::transaction::{Eos, Phase, TxnState};
 use crate::config::KafkaConfig;
 use crate::message::{Encoded, MessageBuilder};
+use deltaforge_core::{BuildError, ComponentConfig};
 
 /// A Kafka sink (`type: kafka`).
 pub struct KafkaSink {
@@ -38,11 +38,8 @@ impl KafkaSink {
     ///
     /// `pipeline` and `sink_id` name the default transactional id.
     pub fn new(cfg: KafkaConfig, pipeline: &str, sink_id: &str) -> Result<Self, BuildError> {
-        let conf_err = |(field, message): (String, String)| BuildError::Config { field, message };
-        cfg.check().map_err(conf_err)?;
-        let tpl = |field: &str, t: &str| {
-            Template::parse(t).map_err(|e| BuildError::Config { field: field.into(), message: e.0 })
-        };
+        ComponentConfig::check(&cfg)?;
+        let tpl = |field: &str, t: &str| Template::parse(t).map_err(|e| e.at(field));
         let builder = MessageBuilder {
             topic: tpl("topic", &cfg.topic)?,
             key: cfg.key.as_deref().map(|k| tpl("key", k)).transpose()?,
@@ -65,9 +62,8 @@ impl KafkaSink {
                 })),
             }
         });
-        let producer_config =
-            cfg.producer_config(eos.as_ref().map(|e| e.transactional_id.as_str())).map_err(conf_err)?;
-        let base_config = cfg.base_client_config().map_err(conf_err)?;
+        let producer_config = cfg.producer_config(eos.as_ref().map(|e| e.transactional_id.as_str()))?;
+        let base_config = cfg.base_client_config()?;
         let producer = Arc::new(create_producer(&producer_config)?);
         Ok(KafkaSink { builder, producer_config, base_config, producer, enc: Encoded::default(), eos })
     }
