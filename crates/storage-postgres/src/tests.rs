@@ -8,7 +8,7 @@ use std::sync::Arc;
 use deltaforge_storage::{StorageBackend, StorageError};
 
 use crate::PostgresBackend;
-use deltaforge_common::redact_dsn as redact_pg_dsn;
+use deltaforge_common::redact_dsn;
 
 /// The test server's DSN, starting it through the repository script.
 fn dsn() -> String {
@@ -93,7 +93,7 @@ async fn unreachable_server_names_the_redacted_dsn() {
 
 #[test]
 fn redaction() {
-    assert_eq!(redact_pg_dsn("postgres://u@h/d"), "postgres://u@h/d");
-    assert_eq!(redact_pg_dsn("postgresql://u:p%40x@h:1/d?sslmode=disable"), "postgresql://u:***@h:1/d?sslmode=disable");
-    assert_eq!(redact_pg_dsn("postgres://h/d?user=u&password=p"), "postgres://h/d?user=u&password=***");
+    assert_eq!(redact_dsn("postgres://u@h/d"), "postgres://u@h/d");
+    assert_eq!(redact_dsn("postgresql://u:p%40x@h:1/d?sslmode=disable"), "postgresql://u:***@h:1/d?sslmode=disable");
+    assert_eq!(redact_dsn("postgres://h/d?user=u&password=p"), "postgres://h/d?user=u&password=***");
 }
