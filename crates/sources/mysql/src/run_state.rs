@@ -77,8 +77,9 @@ pub(crate) struct Run<'a> {
     pub schema_cache: HashMap<(String, String, u64), Arc<TableSchema>>,
     /// Collation ids to charsets, for TABLE_MAP metadata.
     pub collations: schema::Collations,
-    /// The snapshot reader's link and the open watermark windows.
-    pub snap: Option<StreamSide>,
+    /// The snapshot's stream side: the watermark table and the core side
+    /// (the reader's link and the open watermark windows).
+    pub snap: StreamSide,
 }
 
 /// The start offset of an event, when its header has a position.

@@ -33,18 +33,23 @@
 //! binlog was purged while the pipeline was down stops the source at start
 //! with the purge error (see the crate docs), never a silent gap.
 //!
+//! It also defines what the stream holds of a reader run: [`ChunkMsg`] (a
+//! core [`SnapshotChunk`]) and [`StreamSide`]; windows, verdicts and
+//! progress hand-over are the core `StreamSide`'s, driven by the crate's
+//! `snapshot_side` module.
+//!
 //! This module must never lock a table, never hold a transaction across
 //! chunks and never store progress itself (the stream hands each chunk's
 //! record to the progress writer with the durable position it needs).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use deltaforge_core::snapshot::{
-    key_string, PendingProgress, Schedule, SnapshotBackend, SnapshotConfig, SnapshotJob as Job, SnapshotMetrics,
-    SnapshotStore, TableProgress, TableReader, TableState, Watermark, WatermarkKind, Window,
+    key_string, PendingProgress, Schedule, SnapshotBackend, SnapshotChunk, SnapshotConfig, SnapshotJob as Job,
+    SnapshotMetrics, SnapshotStore, StreamSide as CoreStreamSide, TableProgress, TableReader, TableState, Watermark,
+    WatermarkKind,
 };
 use deltaforge_core::{Columns, Row, SourceError};
 use mysql_async::prelude::Queryable;
@@ -83,54 +88,56 @@ pub struct ChunkMsg {
     pub rows: ConvertingRows,
     /// The table's record once this chunk is delivered.
     pub progress: TableProgress,
-    /// Sent when the stream reached the chunk's high watermark.
-    pub verdict: oneshot::Sender<()>,
+    /// Sent when the stream reached the chunk's high watermark (taken
+    /// when sent).
+    pub verdict: Option<oneshot::Sender<()>>,
 }
 
-/// A window between a chunk's watermarks.
-pub struct OpenWindow {
-    /// `db.table`.
-    pub table: String,
-    /// Key column names (empty: whole row).
-    pub key: Vec<String>,
-    /// Keys touched.
-    pub window: Window,
-}
+#[async_trait]
+impl SnapshotChunk for ChunkMsg {
+    /// MySQL's chunks never race a commit (transactions become visible in
+    /// binlog order), so a window records nothing at its low watermark.
+    type Opened = ();
 
-impl OpenWindow {
-    /// Records the key of one streamed row image.
-    pub fn touch(&mut self, row: &Row) {
-        if self.key.is_empty() {
-            self.window.touch(key_string(row.values()));
-            return;
+    fn id(&self) -> u64 {
+        self.chunk
+    }
+
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn progress(&self) -> &TableProgress {
+        &self.progress
+    }
+
+    /// Always an acceptance (see [`Self::Opened`]): the reader may read the
+    /// next chunk while this one is delivered.
+    fn send_verdict(&mut self, accepted: bool) {
+        debug_assert!(accepted, "a MySQL chunk never races");
+        if let Some(v) = self.verdict.take().filter(|_| accepted) {
+            let _ = v.send(());
         }
-        let vals: Option<Vec<&Value>> = self.key.iter().map(|k| row.get(k)).collect();
-        if let Some(vals) = vals {
-            self.window.touch(key_string(vals));
-        }
+    }
+
+    /// Awaits the conversion task (called at most once, as the trait says).
+    async fn take_rows(&mut self) -> Result<Vec<(String, Row)>, SourceError> {
+        (&mut self.rows).await.map_err(|e| {
+            SourceError::Retryable(format!("snapshot: converting chunk {} of {} failed: {e}", self.chunk, self.table))
+        })?
     }
 }
 
-/// The stream's side of the snapshot.
+/// The stream's side of the snapshot: what is MySQL's (the watermark
+/// table, whose row changes carry the watermarks) beside the core
+/// [`deltaforge_core::snapshot::StreamSide`], which owns the windows and
+/// the chunks.
+#[derive(Default)]
 pub struct StreamSide {
-    /// This run's watermark id.
-    pub run: String,
-    /// The watermark table `(db, table)`.
-    pub watermark_table: (String, String),
-    /// Chunks, each sent before its high watermark.
-    pub chunks: mpsc::Receiver<ChunkMsg>,
-    /// The reader's outcome (`Ok(true)`: stop the source).
-    pub outcome: oneshot::Receiver<Result<bool, SourceError>>,
-    /// Open windows by chunk id.
-    pub windows: HashMap<u64, OpenWindow>,
-    /// Chunks received before their high watermark.
-    pub pending: HashMap<u64, ChunkMsg>,
-    /// Metrics.
-    pub metrics: SnapshotMetrics,
-    /// Progress records waiting for the commit of their watermark's transaction.
-    pub to_commit: Vec<(String, TableProgress)>,
-    /// Where committed progress goes.
-    pub progress: mpsc::UnboundedSender<PendingProgress>,
+    /// The watermark table `(db, table)` (`None`: no snapshot runs).
+    pub watermark_table: Option<(String, String)>,
+    /// The link to the reader; `None` once it ended (or without one).
+    pub side: Option<CoreStreamSide<ChunkMsg>>,
 }
 
 /// Opens a connection for the reader.
@@ -188,15 +195,14 @@ impl Reader {
         let (tx, chunks) = mpsc::channel(self.cfg.max_parallel_tables.max(1));
         let (otx, outcome) = oneshot::channel();
         let side = StreamSide {
-            run: run.clone(),
-            watermark_table: self.watermark_table.clone(),
-            chunks,
-            outcome,
-            windows: HashMap::new(),
-            pending: HashMap::new(),
-            metrics: SnapshotMetrics::new(&self.pipeline),
-            to_commit: Vec::new(),
-            progress,
+            watermark_table: Some(self.watermark_table.clone()),
+            side: Some(CoreStreamSide::new(
+                run.clone(),
+                chunks,
+                outcome,
+                SnapshotMetrics::new(&self.pipeline),
+                progress,
+            )),
         };
         tokio::spawn(async move {
             let r = self.run(run, tx).await;
@@ -473,7 +479,7 @@ impl Worker {
                 key_columns,
                 rows,
                 progress: next.clone(),
-                verdict,
+                verdict: Some(verdict),
             };
             if self.tx.send(msg).await.is_err() {
                 return Ok(false);

@@ -1,22 +1,22 @@
-//! The stream's side of the snapshot: starting the reader, noticing its
-//! end, opening and closing watermark windows as the watermark table's row
-//! changes stream by, emitting each closed chunk's remaining rows as `r`
-//! events, marking streamed keys in open windows, and releasing progress
-//! once its watermark's transaction commits.
+//! The stream's side of the snapshot, MySQL's part: starting the reader,
+//! recognising the watermark table's row changes and reading the
+//! watermarks they carry, emitting each closed chunk's remaining rows as
+//! `r` events inside the high watermark's transaction, and naming the
+//! streamed row images and commits for the core.
 //!
-//! `reader_outcome`, `reader_outcome_now`, `Run::reader_finished` and
-//! `Run::close_window` are near-copies of the PostgreSQL source's; they are
-//! kept together here so that a shared core implementation can replace them.
-//! This module must never store progress itself (the progress writer does,
-//! with the durable position) and never read the captured tables (the
-//! reader in [`crate::snapshot`] does).
+//! The source-neutral rules (the reader's outcome, windows, verdicts,
+//! reconciliation, holding progress until the commit) are the core's
+//! [`deltaforge_core::snapshot::StreamSide`]; this module only drives it.
+//! It must never store progress itself (the progress writer does, with the
+//! durable position) and never read the captured tables (the reader in
+//! [`crate::snapshot`] does).
 
 use std::sync::Arc;
 
 use mysql_async::binlog::events::{Event as BinlogEvent, RowsEventData, TableMapEvent};
 use serde_json::Value;
 
-use deltaforge_core::snapshot::{PendingProgress, ProgressWriter, SnapshotMode, Watermark, WatermarkKind};
+use deltaforge_core::snapshot::{reader_finished, ClosedChunk, ProgressWriter, SnapshotMode, Watermark, WatermarkKind};
 use deltaforge_core::{Event, Op, Position, SourceContext, SourceError, SourceMeta};
 
 use crate::config::TablePattern;
@@ -24,68 +24,52 @@ use crate::decode::{decode_rows, TableDecoder};
 use crate::error::{MysqlSourceError, Result};
 use crate::run_state::{event_start, Run};
 use crate::server::Server;
-use crate::snapshot::{Connector, OpenWindow, Reader, StreamSide};
+use crate::snapshot::{Connector, Reader, StreamSide};
 
 /// The reader's outcome: `Ok(true)` when the source must stop, `None` when
 /// the reader went away without one.
 pub(crate) type ReaderOutcome = Option<std::result::Result<bool, SourceError>>;
 
-/// Waits for the snapshot reader's end (forever when there is none).
-pub(crate) async fn reader_outcome(snap: &mut Option<StreamSide>) -> ReaderOutcome {
-    match snap {
-        Some(side) => (&mut side.outcome).await.ok(),
-        None => std::future::pending().await,
-    }
-}
-
-/// The snapshot reader's end when it has already come, without waiting
-/// (`None`: no reader, or it is still running).
-pub(crate) fn reader_outcome_now(snap: &mut Option<StreamSide>) -> Option<ReaderOutcome> {
-    match snap.as_mut().map(|s| s.outcome.try_recv()) {
-        Some(Ok(r)) => Some(Some(r)),
-        Some(Err(tokio::sync::oneshot::error::TryRecvError::Closed)) => Some(None),
-        _ => None,
-    }
-}
-
 /// Hands the progress records waiting for this commit to the progress
 /// writer, with the commit's position (stored once it is durable).
-pub(crate) fn progress_committed(snap: &mut Option<StreamSide>, position: &Position) {
-    if let Some(side) = snap.as_mut() {
-        for (table, progress) in side.to_commit.drain(..) {
-            let _ = side.progress.send(PendingProgress { position: position.clone(), table, progress });
-        }
+pub(crate) fn progress_committed(snap: &mut StreamSide, position: &Position) {
+    if let Some(side) = snap.side.as_mut() {
+        side.release_progress(position);
     }
 }
 
 /// Marks the keys of streamed row images of `db.table` in the open
 /// windows on that table (those rows are newer than the chunk's read).
-pub(crate) fn touch_windows(snap: &mut Option<StreamSide>, db: &str, table: &str, events: &[Event]) {
-    if let Some(side) = snap.as_mut().filter(|s| !s.windows.is_empty()) {
+pub(crate) fn touch_windows(snap: &mut StreamSide, db: &str, table: &str, events: &[Event]) {
+    if let Some(side) = snap.side.as_mut().filter(|s| s.has_open_windows()) {
         let name = format!("{db}.{table}");
-        for w in side.windows.values_mut().filter(|w| w.table == name) {
-            for e in events {
-                for row in [&e.before, &e.after].into_iter().flatten() {
-                    w.touch(row);
-                }
+        for e in events {
+            for row in [&e.before, &e.after].into_iter().flatten() {
+                side.touch(&name, row);
             }
         }
     }
 }
 
-/// Whether `tme` is the watermark table's TABLE_MAP.
-pub(crate) fn is_watermark_table(snap: &Option<StreamSide>, tme: &TableMapEvent<'_>) -> bool {
-    snap.as_ref().is_some_and(|s| s.watermark_table.0 == tme.database_name() && s.watermark_table.1 == tme.table_name())
+/// Whether `tme` is the watermark table's TABLE_MAP while the reader runs.
+pub(crate) fn is_watermark_table(snap: &StreamSide, tme: &TableMapEvent<'_>) -> bool {
+    snap.side.is_some()
+        && snap
+            .watermark_table
+            .as_ref()
+            .is_some_and(|(db, t)| db.as_str() == tme.database_name() && t.as_str() == tme.table_name())
 }
 
 impl Server {
     /// Starts the progress writer and the snapshot reader (which also serves
     /// backfills, so it runs in every mode).
-    pub fn start_snapshot(&self, ctx: &SourceContext, mariadb: bool, fresh: bool) -> Result<Option<StreamSide>> {
+    /// Without a watermark table (and `snapshot.mode: never`) no reader
+    /// runs and the side stays empty.
+    pub fn start_snapshot(&self, ctx: &SourceContext, mariadb: bool, fresh: bool) -> Result<StreamSide> {
         let Some(wm) = self.cfg.watermark_table() else {
             if self.cfg.snapshot.mode == SnapshotMode::Never {
                 tracing::warn!(source = %self.source_id, "no database in the dsn and no `watermark_table`: backfills are unavailable");
-                return Ok(None);
+                return Ok(StreamSide::default());
             }
             return Err(MysqlSourceError::Config {
                 id: self.cfg.id.clone(),
@@ -127,21 +111,14 @@ impl Server {
             fresh,
             stored: stored_rx,
         };
-        Ok(Some(reader.spawn(progress_tx)))
+        Ok(reader.spawn(progress_tx))
     }
 }
 
 impl Run<'_> {
     /// Handles the snapshot reader's end: true when the source must stop.
     pub fn reader_finished(&mut self, outcome: ReaderOutcome) -> Result<bool> {
-        self.snap = None;
-        match outcome {
-            Some(Ok(stop)) => Ok(stop),
-            Some(Err(e)) => Err(MysqlSourceError::Snapshot(e)),
-            None => Err(MysqlSourceError::Snapshot(SourceError::Retryable(
-                "the snapshot reader stopped unexpectedly".into(),
-            ))),
-        }
+        reader_finished(&mut self.snap.side, outcome).map_err(MysqlSourceError::Snapshot)
     }
 
     /// A row change of the watermark table: this run's watermarks open and
@@ -166,19 +143,16 @@ impl Run<'_> {
             msg,
         })?;
         for (_, _, after) in decoded {
-            let Some(side) = self.snap.as_mut() else { return Ok(()) };
+            let Some(side) = self.snap.side.as_mut() else { return Ok(()) };
             let text = after.as_ref().and_then(|r| r.values().get(1)).and_then(Value::as_str);
             let Some(wm) = text.and_then(|t| serde_json::from_str::<Watermark>(t).ok()) else {
                 continue;
             };
-            if wm.run != side.run {
+            if !side.is_ours(&wm) {
                 continue;
             }
             match wm.kind {
-                WatermarkKind::Low => {
-                    side.windows
-                        .insert(wm.chunk, OpenWindow { table: wm.table, key: wm.key, window: Default::default() });
-                }
+                WatermarkKind::Low => side.open_window(wm, ()),
                 WatermarkKind::High => self.close_window(wm.chunk, &at, ev).await?,
             }
         }
@@ -188,31 +162,12 @@ impl Run<'_> {
     /// A chunk's high watermark: closes its window and emits the chunk's
     /// rows that the window did not see change, inside the open transaction.
     async fn close_window(&mut self, chunk: u64, at: &Position, ev: &BinlogEvent) -> Result<()> {
-        let side = self.snap.as_mut().expect("called with a reader");
-        let Some(win) = side.windows.remove(&chunk) else { return Ok(()) };
-        while let Ok(c) = side.chunks.try_recv() {
-            side.pending.insert(c.chunk, c);
-        }
-        let Some(msg) = side.pending.remove(&chunk) else {
-            return Err(MysqlSourceError::Snapshot(SourceError::Retryable(format!(
-                "snapshot: chunk {chunk} reached its high watermark but was never read"
-            ))));
+        let side = self.snap.side.as_mut().expect("called with a reader");
+        let Some(ClosedChunk { chunk: msg, rows, .. }) =
+            side.close_window(chunk).await.map_err(MysqlSourceError::Snapshot)?
+        else {
+            return Ok(());
         };
-        // The reader may read the next chunk while this one is delivered.
-        let _ = msg.verdict.send(());
-        let converted = msg
-            .rows
-            .await
-            .map_err(|e| {
-                SourceError::Retryable(format!("snapshot: converting chunk {chunk} of {} failed: {e}", msg.table))
-            })
-            .and_then(|r| r)
-            .map_err(MysqlSourceError::Snapshot)?;
-        let side = self.snap.as_mut().expect("called with a reader");
-        let rows = win.window.reconcile(converted);
-        let emitted = rows.len() as u64;
-        side.metrics.rows(&msg.table, emitted);
-        side.to_commit.push((msg.table.clone(), msg.progress));
         let tx_start = *self.tx.start.get_or_insert(event_start(ev).unwrap_or(0));
         let tx_position = self.pos(tx_start);
         let ts_ms = ev.header().timestamp() as i64 * 1000;

@@ -17,6 +17,7 @@ use mysql_async::binlog::events::Event as BinlogEvent;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 
+use deltaforge_core::snapshot::{reader_outcome, try_reader_outcome};
 use deltaforge_core::{Position, SourceContext};
 
 use crate::config::TablePattern;
@@ -27,7 +28,6 @@ use crate::preflight::ServerInfo;
 use crate::run_state::{Run, TxState};
 use crate::schema;
 use crate::server::Server;
-use crate::snapshot_side::{reader_outcome, reader_outcome_now};
 
 /// Where this run starts reading, and how.
 struct Start {
@@ -115,7 +115,7 @@ pub(crate) async fn run(src: &Server, mut ctx: SourceContext) -> Result<()> {
         pending_ddl: HashMap::new(),
         schema_cache: HashMap::new(),
         collations,
-        snap: None,
+        snap: Default::default(),
     };
     run.snap = src.start_snapshot(&run.ctx, run.info.mariadb, start.fresh)?;
     let silence = hb * 3 + Duration::from_secs(2);
@@ -290,7 +290,7 @@ impl Run<'_> {
             if self.ctx.shutdown.is_cancelled() {
                 return Ok(());
             }
-            if let Some(outcome) = reader_outcome_now(&mut self.snap) {
+            if let Some(outcome) = try_reader_outcome(&mut self.snap.side) {
                 if self.reader_finished(outcome)? {
                     return Ok(());
                 }
@@ -329,7 +329,7 @@ impl Run<'_> {
         self.ctx.sender.flush().await?;
         tokio::select! {
             n = stream.next() => Ok(Next::Event(n)),
-            outcome = reader_outcome(&mut self.snap) => {
+            outcome = reader_outcome(&mut self.snap.side) => {
                 Ok(if self.reader_finished(outcome)? { Next::Stop } else { Next::Again })
             }
             _ = self.ctx.shutdown.cancelled() => Ok(Next::Stop),
