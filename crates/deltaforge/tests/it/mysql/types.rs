@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{mariadb_sql, read_jsonl, service, storage, unique_suffix, wait_for, Pipeline, RunArgs};
+use crate::support::{
+    gtid_reached, mariadb_sql, read_jsonl, service, storage, unique_suffix, wait_for, Pipeline, RunArgs,
+};
 use serde_json::{json, Value};
 
 fn unique(prefix: &str) -> String {
@@ -132,17 +134,19 @@ fn every_type_arrives_with_exact_values() {
     assert_eq!(delete["after"], Value::Null);
     assert_eq!(delete["before"], update["after"]);
 
-    // The checkpoint is the end of the last transaction, with the GTID state.
+    // The checkpoint is the end of a transaction, with the GTID state at
+    // that offset. Other tests write to the same server meanwhile, so wait
+    // until the checkpoint covers this test's writes, then ask the server
+    // for the GTID state at the checkpoint's own file and offset.
     let gtid = mariadb_sql(&url, "SELECT @@gtid_binlog_pos").trim().to_string();
     let ck = wait_for(Duration::from_secs(10), || {
         let c = storage::checkpoint(&store, &id)?;
-        (c["position"]["gtid_set"] == gtid.as_str()).then_some(c)
+        gtid_reached(c["position"]["gtid_set"].as_str()?, &gtid).then_some(c)
     })
     .unwrap_or_else(|| panic!("checkpoint never reached {gtid}: {:?}", storage::checkpoint(&store, &id)));
-    let status = mariadb_sql(&url, "SHOW MASTER STATUS");
-    let mut cols = status.split('\t');
-    assert_eq!(ck["position"]["file"], cols.next().unwrap());
-    assert_eq!(ck["position"]["pos"].as_u64().unwrap(), cols.next().unwrap().trim().parse::<u64>().unwrap());
+    let (file, pos) = (ck["position"]["file"].as_str().unwrap(), ck["position"]["pos"].as_u64().unwrap());
+    let at = mariadb_sql(&url, &format!("SELECT BINLOG_GTID_POS('{file}', {pos})"));
+    assert_eq!(ck["position"]["gtid_set"], at.trim(), "the checkpoint's GTID state is the server's at {file}:{pos}");
     df.terminate();
     assert_eq!(df.wait_exit(Duration::from_secs(20)), Some(0), "{}", df.log_text());
 

@@ -121,3 +121,39 @@ pub fn datagen_table(id: u64) -> &'static str {
         "items"
     }
 }
+
+/// Whether a MariaDB GTID position (`0-1-42`, or several domains joined by
+/// `,`) has reached `target` in every domain `target` names.
+///
+/// Tests share one server and run concurrently, so a checkpoint may be past
+/// the server's position read after a test's own writes: compare by
+/// sequence number, never by equality with the server's current position.
+pub fn gtid_reached(position: &str, target: &str) -> bool {
+    let seqs = |s: &str| -> Vec<(String, u64)> {
+        s.split(',')
+            .filter_map(|g| {
+                let mut parts = g.trim().rsplitn(2, '-');
+                let seq = parts.next()?.parse().ok()?;
+                let domain = parts.next()?.split('-').next()?.to_string();
+                Some((domain, seq))
+            })
+            .collect()
+    };
+    let have = seqs(position);
+    seqs(target).iter().all(|(d, n)| have.iter().any(|(hd, hn)| hd == d && hn >= n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gtid_reached;
+
+    #[test]
+    fn gtid_positions_compare_by_sequence_per_domain() {
+        assert!(gtid_reached("0-1-10", "0-1-10"));
+        assert!(gtid_reached("0-1-11", "0-1-10"));
+        assert!(!gtid_reached("0-1-9", "0-1-10"));
+        assert!(gtid_reached("0-1-5,1-2-7", "1-2-7"));
+        assert!(!gtid_reached("0-1-50", "1-2-7"));
+        assert!(!gtid_reached("", "0-1-1"));
+    }
+}
