@@ -8,8 +8,8 @@
 //! therefore holds one more walsender (`max_wal_senders`) while the
 //! pipeline runs. It must never report or advance anything on the server.
 
-use async_trait::async_trait;
 use crate::position::Lsn;
+use async_trait::async_trait;
 use deltaforge_core::{LagProbe, Position, SourceError};
 
 use crate::config::Dsn;

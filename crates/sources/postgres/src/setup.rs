@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crate::position::Lsn;
-use deltaforge_core::{SourceError};
+use deltaforge_core::SourceError;
 
 use crate::config::TablePattern;
 use crate::transport::{source_error, Transport};
