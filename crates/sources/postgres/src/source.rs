@@ -13,14 +13,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::position::Lsn;
 use async_trait::async_trait;
 use deltaforge_core::snapshot::{ProgressWriter, SnapshotMetrics, StreamSide};
 use deltaforge_core::{LagProbe, Position, Source, SourceContext, SourceError};
 use tokio::sync::mpsc;
 
 use crate::config::{Dsn, PostgresConfig, TablePattern};
-use crate::position::Resume;
+use crate::position::{Lsn, Resume};
 use crate::stream::Streamer;
 use crate::transport::{source_error, PgWire, SessionParams, Transport};
 use crate::{lag, setup, snapshot};

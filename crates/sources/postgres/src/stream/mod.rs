@@ -36,8 +36,7 @@ use self::snapshot_rows::{emit_rows, own_watermark, RecentXids};
 use self::transaction::Tx;
 use crate::config::TablePattern;
 use crate::pgoutput::{self, Message};
-use crate::position::Lsn;
-use crate::position::{position, Resume};
+use crate::position::{position, Lsn, Resume};
 use crate::snapshot::ChunkMsg;
 use crate::transport::{source_error, Transport, WireEvent};
 
@@ -166,7 +165,8 @@ impl Streamer {
 
     async fn commit(&mut self, commit_lsn: u64, ctx: &mut SourceContext) -> Result<(), SourceError> {
         let tx = self.tx.take();
-        if let (Some(_), Some(tx)) = (self.snap.as_ref(), tx.as_ref()) {
+        // Remembered only while a reader runs (no window opens afterwards).
+        if let Some(tx) = tx.as_ref().filter(|_| self.snap.is_some()) {
             self.recent.remember(tx.xid);
         }
         match tx {
