@@ -78,7 +78,8 @@
 //! fail (409) with nothing deleted.
 //!
 //! Modules: [`source`] assembles a run; [`stream`] decodes the stream
-//! (its stream-side snapshot logic in [`stream::snapshot_windows`]);
+//! (driving the core's stream side of snapshots, its PostgreSQL part in
+//! [`stream::snapshot_rows`]);
 //! [`snapshot`] reads tables; [`position`] is the only place that builds or
 //! reads a PostgreSQL `Position`.
 //!

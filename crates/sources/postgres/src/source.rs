@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use crate::position::Lsn;
 use async_trait::async_trait;
-use deltaforge_core::snapshot::{ProgressWriter, SnapshotMetrics};
+use deltaforge_core::snapshot::{ProgressWriter, SnapshotMetrics, StreamSide};
 use deltaforge_core::{LagProbe, Position, Source, SourceContext, SourceError};
 use tokio::sync::mpsc;
 
 use crate::config::{Dsn, PostgresConfig, TablePattern};
-use crate::position::Resume;
-use crate::stream::{StreamSide, Streamer};
+use crate::position::{Lsn, Resume};
+use crate::stream::Streamer;
 use crate::transport::{source_error, PgWire, SessionParams, Transport};
 use crate::{lag, setup, snapshot};
 
@@ -121,7 +121,8 @@ impl Source for PostgresSource {
             stored: stored_rx,
         };
         let link = reader.spawn();
-        streamer.attach_snapshot(StreamSide::new(link, SnapshotMetrics::new(&ctx.pipeline)), progress_tx);
+        let metrics = SnapshotMetrics::new(&ctx.pipeline);
+        streamer.attach_snapshot(StreamSide::new(link.run, link.chunks, link.outcome, metrics, progress_tx));
         streamer.run(&mut wire, ctx).await
     }
 

@@ -108,7 +108,7 @@ impl Worker {
                 rows,
                 snapshot,
                 progress: next.clone(),
-                verdict,
+                verdict: Some(verdict),
             };
             if self.tx.send(msg).await.is_err() {
                 return Ok(false); // The stream stopped.

@@ -1,15 +1,20 @@
 //! What the snapshot reader hands the streamer: the watermark prefix, the
 //! chunks with their transaction snapshot and verdict channel, and the
-//! reader's outcome. A leaf: both the reader ([`crate::snapshot`]) and the
-//! stream side ([`crate::stream::snapshot_windows`]) import it, and it
-//! imports neither.
+//! reader's outcome. [`ChunkMsg`] is PostgreSQL's
+//! [`SnapshotChunk`] for the core's stream side
+//! ([`deltaforge_core::snapshot::StreamSide`]): a window records the xids
+//! the stream delivered before its low watermark, and the chunk raced a
+//! commit when one of them was invisible to its select. A leaf: both the
+//! reader ([`crate::snapshot`]) and the streamer ([`crate::stream`])
+//! import it, and it imports neither.
 //!
 //! This module owns only the contract between the two sides; it must never
 //! read tables or emit events.
 
 use std::sync::Arc;
 
-use deltaforge_core::snapshot::TableProgress;
+use async_trait::async_trait;
+use deltaforge_core::snapshot::{SnapshotChunk, TableProgress};
 use deltaforge_core::{Row, SourceError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,8 +74,47 @@ pub struct ChunkMsg {
     /// The table's record once this chunk is delivered.
     pub progress: TableProgress,
     /// The verdict: `true` (accepted: its rows are emitted at the high
-    /// watermark) or `false` (it raced a commit: read the chunk again).
-    pub verdict: oneshot::Sender<bool>,
+    /// watermark) or `false` (it raced a commit: read the chunk again);
+    /// taken when sent.
+    pub verdict: Option<oneshot::Sender<bool>>,
+}
+
+#[async_trait]
+impl SnapshotChunk for ChunkMsg {
+    /// The xids of the transactions the stream delivered before the low
+    /// watermark (the most recent ones).
+    type Opened = Vec<u32>;
+
+    fn id(&self) -> u64 {
+        self.chunk
+    }
+
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn progress(&self) -> &TableProgress {
+        &self.progress
+    }
+
+    /// A transaction delivered before the low watermark that the select's
+    /// snapshot could not see yet (PostgreSQL writes a commit record
+    /// before it makes the transaction visible).
+    fn raced(&self, opened: &Vec<u32>) -> bool {
+        opened.iter().any(|x| self.snapshot.invisible(*x))
+    }
+
+    fn send_verdict(&mut self, accepted: bool) {
+        if let Some(verdict) = self.verdict.take() {
+            let _ = verdict.send(accepted);
+        }
+    }
+
+    async fn take_rows(&mut self) -> Result<Vec<(String, Row)>, SourceError> {
+        (&mut self.rows).await.map_err(|e| {
+            SourceError::Retryable(format!("snapshot: converting chunk {} of {} failed: {e}", self.chunk, self.table))
+        })
+    }
 }
 
 /// What the reader hands the streamer.

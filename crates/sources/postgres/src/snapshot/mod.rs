@@ -53,7 +53,8 @@
 //! table chunk by chunk; `watermarks` writes the watermarks; [`layout`]
 //! reads a table's columns and key and checks the slot; `convert` turns
 //! a chunk's text into values; `sql` holds the connection and quoting.
-//! The stream's side lives in [`crate::stream::snapshot_windows`].
+//! The stream's side is the core's [`StreamSide`](deltaforge_core::snapshot::StreamSide),
+//! driven by [`crate::stream`] (PostgreSQL's part in `stream::snapshot_rows`).
 //!
 //! This module must never hold a transaction open across chunks, never take
 //! an explicit lock, and never store progress itself: the streamer hands

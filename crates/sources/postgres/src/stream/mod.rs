@@ -8,7 +8,9 @@
 //! - `relations`: Relation/Type messages, schema versions, tuple → row;
 //! - `transaction`: the open transaction's xid, commit time and index;
 //! - `feedback`: received/durable positions and the idle checkpoint rule;
-//! - [`snapshot_windows`]: the stream side of snapshots (watermark windows).
+//! - [`snapshot_rows`]: PostgreSQL's part of the stream side of snapshots
+//!   (its watermarks, the recent xids, a chunk's `r` events); the windows
+//!   themselves are the core's [`StreamSide`].
 //!
 //! This module owns the order in which things happen on the stream. It
 //! must never report a position that is not durable (only `feedback`
@@ -17,7 +19,7 @@
 
 mod feedback;
 mod relations;
-pub mod snapshot_windows;
+pub mod snapshot_rows;
 #[cfg(test)]
 mod tests;
 mod transaction;
@@ -25,18 +27,18 @@ mod transaction;
 use std::sync::Arc;
 
 use crate::position::Lsn;
-use deltaforge_core::snapshot::{PendingProgress, WatermarkKind};
+use deltaforge_core::snapshot::{reader_finished, reader_outcome, try_reader_outcome, StreamSide, WatermarkKind};
 use deltaforge_core::{Event, Op, Row, SourceContext, SourceError, SourceMeta};
-use tokio::sync::mpsc;
 
 use self::feedback::Feedback;
 use self::relations::{Relation, Relations};
-use self::snapshot_windows::{close_window, own_watermark, reader_finished, reader_outcome};
-pub use self::snapshot_windows::{OpenWindow, StreamSide, RECENT_XIDS};
+pub use self::snapshot_rows::RECENT_XIDS;
+use self::snapshot_rows::{emit_rows, own_watermark, RecentXids};
 use self::transaction::Tx;
 use crate::config::TablePattern;
 use crate::pgoutput::{self, Message};
-use crate::position::{position, Resume};
+use crate::position::{position, Lsn, Resume};
+use crate::snapshot::ChunkMsg;
 use crate::transport::{source_error, Transport, WireEvent};
 
 /// The decoding state machine of one streaming session, generic over the
@@ -49,10 +51,12 @@ pub struct Streamer {
     tx: Option<Tx>,
     /// What was handed to the pipeline and what is durable.
     feedback: Feedback,
-    /// The snapshot reader's link and the open watermark windows.
-    snap: Option<StreamSide>,
-    /// Progress records to store once their chunk is durable.
-    progress: Option<mpsc::UnboundedSender<PendingProgress>>,
+    /// The stream's side of the snapshot reader: its link, the open
+    /// watermark windows and the progress records awaiting a commit.
+    snap: Option<StreamSide<ChunkMsg>>,
+    /// Transactions delivered while a reader runs, for the chunks' race
+    /// check.
+    recent: RecentXids,
 }
 
 impl Streamer {
@@ -65,15 +69,14 @@ impl Streamer {
             tx: None,
             feedback: Feedback::new(checkpoint.map(|r| r.lsn)),
             snap: None,
-            progress: None,
+            recent: RecentXids::default(),
         }
     }
 
-    /// Attaches the snapshot reader's stream side, and where chunk progress
-    /// goes once emitted.
-    pub fn attach_snapshot(&mut self, side: StreamSide, progress: mpsc::UnboundedSender<PendingProgress>) {
+    /// Attaches the snapshot reader's stream side (which hands chunk
+    /// progress to the progress writer once emitted).
+    pub fn attach_snapshot(&mut self, side: StreamSide<ChunkMsg>) {
         self.snap = Some(side);
-        self.progress = Some(progress);
     }
 
     /// Reads until shutdown or failure.
@@ -87,13 +90,7 @@ impl Streamer {
                 let d = ctx.durable.borrow_and_update().clone();
                 self.feedback.on_durable(d, wire);
             }
-            let polled = self.snap.as_mut().map(|s| s.link.outcome.try_recv());
-            let outcome = match polled {
-                Some(Ok(r)) => Some(Some(r)),
-                Some(Err(tokio::sync::oneshot::error::TryRecvError::Closed)) => Some(None),
-                _ => None,
-            };
-            if let Some(outcome) = outcome {
+            if let Some(outcome) = try_reader_outcome(&mut self.snap) {
                 if reader_finished(&mut self.snap, outcome)? {
                     let _ = ctx.sender.flush().await;
                     return Ok(());
@@ -169,8 +166,9 @@ impl Streamer {
 
     async fn commit(&mut self, commit_lsn: u64, ctx: &mut SourceContext) -> Result<(), SourceError> {
         let tx = self.tx.take();
-        if let (Some(side), Some(tx)) = (self.snap.as_mut(), tx.as_ref()) {
-            side.remember_commit(tx.xid);
+        // Remembered only while a reader runs (no window opens afterwards).
+        if let Some(tx) = tx.as_ref().filter(|_| self.snap.is_some()) {
+            self.recent.remember(tx.xid);
         }
         match tx {
             Some(tx) if !tx.skip => {
@@ -270,9 +268,14 @@ impl Streamer {
         let xid = self.tx.as_ref().map(|t| u64::from(t.xid));
         self.relations.ensure_version(relation, lsn, xid, ctx).await?;
         let rel = self.relations.get(relation).expect("checked by row_target");
-        if let Some(side) = self.snap.as_mut().filter(|s| !s.windows.is_empty()) {
+        if let Some(side) = self.snap.as_mut().filter(|s| s.has_open_windows()) {
             let name = format!("{}.{}", rel.schema, rel.table);
-            side.touch(&name, op, [&before, &after]);
+            if op == Op::Truncate {
+                side.truncate(&name);
+            }
+            for row in [&before, &after].into_iter().flatten() {
+                side.touch(&name, row);
+            }
         }
         let tx = self.tx.as_mut().ok_or_else(|| {
             SourceError::Retryable(format!("protocol error: change at {} outside a transaction", Lsn(lsn)))
@@ -324,10 +327,13 @@ impl Streamer {
         }
         let side = self.snap.as_mut().expect("checked above");
         match wm.kind {
-            WatermarkKind::Low => side.open_window(wm),
+            WatermarkKind::Low => side.open_window(wm, self.recent.to_vec()),
             WatermarkKind::High => {
-                let progress = self.progress.as_ref();
-                if close_window(side, &mut self.relations, progress, &self.source_id, lsn, wm, ctx).await? {
+                // `None`: no window (its low watermark came before the
+                // position this run resumed at), or read the chunk again.
+                if let Some(closed) = side.close_window(wm.chunk).await? {
+                    let position = emit_rows(closed, &mut self.relations, &self.source_id, lsn, ctx).await?;
+                    side.release_progress(&position);
                     self.feedback.note_received(lsn);
                 }
             }

@@ -2,24 +2,25 @@
 //! which rows a chunk emits, at which position, and when its progress may
 //! be stored.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use deltaforge_core::snapshot::{
-    key_string, PendingProgress, ReadKind, SnapshotMetrics, TableProgress, Watermark, WatermarkKind,
+    key_string, OpenWindow, PendingProgress, ReadKind, SnapshotMetrics, StreamSide, TableProgress, Watermark,
+    WatermarkKind,
 };
 use deltaforge_core::{ChunkSender, Op, Position, Row, SchemaRegistry, SnapshotStore, SourceChunk, SourceContext};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{StreamSide, Streamer};
+use super::Streamer;
 use crate::config::TablePattern;
 use crate::position::{lsn_of, position};
-use crate::snapshot::{ChunkMsg, SnapshotLink, XidSnapshot, WATERMARK_PREFIX};
+use crate::snapshot::{ChunkMsg, XidSnapshot, WATERMARK_PREFIX};
 use crate::transport::{Transport, TransportError, WireEvent};
 
 struct FakeWire(VecDeque<WireEvent>);
@@ -118,20 +119,13 @@ async fn drive(
             rows,
             snapshot,
             progress,
-            verdict,
+            verdict: Some(verdict),
         })
         .await
         .unwrap();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let mut streamer = Streamer::new("src".into(), vec![TablePattern::parse("public.t").unwrap()], None);
-    streamer.snap = Some(StreamSide {
-        link: SnapshotLink { run, chunks, outcome },
-        windows: HashMap::new(),
-        pending: HashMap::new(),
-        recent: VecDeque::new(),
-        metrics: SnapshotMetrics::new("p"),
-    });
-    streamer.progress = Some(ptx);
+    streamer.snap = Some(StreamSide::new(run, chunks, outcome, SnapshotMetrics::new("p"), ptx));
     let storage = Arc::new(deltaforge_storage::MemoryBackend::new());
     let (tx, mut rx) = mpsc::channel::<SourceChunk>(64);
     let (_dtx, durable) = watch::channel(None);
@@ -202,4 +196,25 @@ async fn a_commit_before_the_low_watermark_not_yet_visible_makes_the_chunk_read_
     assert!(events.iter().all(|e| e.op != Op::Read), "a stale chunk was emitted");
     assert_eq!(verdict, Some(false));
     assert!(stored.is_empty());
+}
+
+#[test]
+fn windows_touch_by_key_columns_or_whole_row() {
+    let row = Row::from_pairs([("id", serde_json::json!(3)), ("v", serde_json::json!("x"))]);
+    let wm = Watermark {
+        run: "r".into(),
+        chunk: 1,
+        kind: WatermarkKind::Low,
+        table: "public.t".into(),
+        key: vec!["id".into()],
+    };
+    let mut w = OpenWindow::new(wm.clone(), Vec::<u32>::new());
+    w.touch(&row);
+    assert_eq!(
+        w.window.reconcile(vec![(key_string(&[serde_json::json!(3)]), 1), (key_string(&[serde_json::json!(4)]), 2)]),
+        vec![2]
+    );
+    let mut whole = OpenWindow::new(Watermark { key: vec![], ..wm }, Vec::<u32>::new());
+    whole.touch(&row);
+    assert!(whole.window.reconcile(vec![(key_string(row.values()), 1)]).is_empty());
 }
