@@ -7,11 +7,14 @@
 //! - [`table_pattern`]: the one `db.table` wildcard pattern that sources
 //!   and processors select tables with.
 //! - [`time`]: calendar arithmetic for formatting timestamps on hot paths.
+//! - [`synthetic`]: the deterministic synthetic rows of the datagen source
+//!   and the benchmarks.
 //!
 //! This crate must never depend on another DeltaForge crate: it sits at the
 //! bottom of the dependency graph.
 
 pub mod redact;
+pub mod synthetic;
 pub mod table_pattern;
 pub mod time;
 

@@ -163,6 +163,7 @@ pub fn load_path(
 ///
 /// ```
 /// use deltaforge_config::{parse_str, Catalog};
+/// use deltaforge_core::ConfigProblem;
 /// use serde_json::{Map, Value};
 ///
 /// struct Demo;
@@ -170,9 +171,9 @@ pub fn load_path(
 ///     fn source_types(&self) -> Vec<&'static str> { vec!["datagen"] }
 ///     fn sink_types(&self) -> Vec<&'static str> { vec!["stdout"] }
 ///     fn processor_types(&self) -> Vec<&'static str> { vec![] }
-///     fn check_source(&self, _: &str, _: &Map<String, Value>) -> Result<(), (String, String)> { Ok(()) }
-///     fn check_sink(&self, _: &str, _: &Map<String, Value>) -> Result<(), (String, String)> { Ok(()) }
-///     fn check_processor(&self, _: &str, _: &Map<String, Value>) -> Result<(), (String, String)> { Ok(()) }
+///     fn check_source(&self, _: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> { Ok(()) }
+///     fn check_sink(&self, _: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> { Ok(()) }
+///     fn check_processor(&self, _: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> { Ok(()) }
 /// }
 ///
 /// let yaml = "

@@ -5,6 +5,7 @@
 //! expand or validate text (the `load` and `validate` modules do).
 
 use deltaforge_common::redact;
+use deltaforge_core::ConfigProblem;
 use serde_json::{Map, Value};
 
 /// One validated pipeline.
@@ -89,12 +90,12 @@ pub trait Catalog {
     fn sink_types(&self) -> Vec<&'static str>;
     /// Known processor `type`s.
     fn processor_types(&self) -> Vec<&'static str>;
-    /// Checks a source config (including `id`).
-    /// Err((field_within_config, message)) e.g. ("rate", "invalid type: string \"x\", expected u64");
-    /// an empty field points at the config itself.
-    fn check_source(&self, kind: &str, config: &Map<String, Value>) -> Result<(), (String, String)>;
+    /// Checks a source config (including `id`). The problem's field is a
+    /// path within the config, e.g. `rate` with "invalid type: string
+    /// \"x\", expected u64"; an empty field points at the config itself.
+    fn check_source(&self, kind: &str, config: &Map<String, Value>) -> Result<(), ConfigProblem>;
     /// Checks a sink config, without the [`SINK_COMMON_KEYS`]. Err as for [`Catalog::check_source`].
-    fn check_sink(&self, kind: &str, config: &Map<String, Value>) -> Result<(), (String, String)>;
+    fn check_sink(&self, kind: &str, config: &Map<String, Value>) -> Result<(), ConfigProblem>;
     /// Checks a processor config. Err as for [`Catalog::check_source`].
-    fn check_processor(&self, kind: &str, config: &Map<String, Value>) -> Result<(), (String, String)>;
+    fn check_processor(&self, kind: &str, config: &Map<String, Value>) -> Result<(), ConfigProblem>;
 }

@@ -1,11 +1,12 @@
 //! A small fake [`Catalog`] for the tests.
 
+use deltaforge_core::ConfigProblem;
 use serde_json::{Map, Value};
 
 use crate::Catalog;
 
 type Config = Map<String, Value>;
-type Check = Result<(), (String, String)>;
+type Check = Result<(), ConfigProblem>;
 
 /// Known keys and a type check per key: `u` = unsigned integer, `s` =
 /// string, `l` = list of strings. Keys in `required` must be present.
@@ -13,7 +14,7 @@ fn check(config: &Config, keys: &[(&str, char)], required: &[&str]) -> Check {
     for (k, v) in config {
         let Some((_, t)) = keys.iter().find(|(name, _)| name == k) else {
             let allowed: Vec<String> = keys.iter().map(|(n, _)| format!("`{n}`")).collect();
-            return Err((k.clone(), format!("unknown field `{k}`, expected one of {}", allowed.join(", "))));
+            return Err(ConfigProblem::new(k, format!("unknown field `{k}`, expected one of {}", allowed.join(", "))));
         };
         let ok = match t {
             'u' => v.is_u64(),
@@ -27,12 +28,12 @@ fn check(config: &Config, keys: &[(&str, char)], required: &[&str]) -> Check {
                 's' => "a string",
                 _ => "a sequence of strings",
             };
-            return Err((k.clone(), format!("invalid type: {v}, expected {expected}")));
+            return Err(ConfigProblem::new(k, format!("invalid type: {v}, expected {expected}")));
         }
     }
     for r in required {
         if !config.contains_key(*r) {
-            return Err(((*r).to_string(), format!("missing field `{r}`")));
+            return Err(ConfigProblem::new(*r, format!("missing field `{r}`")));
         }
     }
     Ok(())
@@ -60,24 +61,24 @@ impl Catalog for FakeCatalog {
                 &["id"],
             ),
             "postgres" => check(config, &[("id", 's'), ("dsn", 's'), ("tables", 'l')], &["id", "dsn"]),
-            _ => Err((String::new(), format!("unknown source type {kind:?}"))),
+            _ => Err(ConfigProblem::new("", format!("unknown source type {kind:?}"))),
         }
     }
     fn check_sink(&self, kind: &str, config: &Config) -> Check {
         if config.contains_key("id") || config.contains_key("required") {
-            return Err(("id".into(), "common keys must not reach the catalog".into()));
+            return Err(ConfigProblem::new("id", "common keys must not reach the catalog"));
         }
         match kind {
             "file" => check(config, &[("path", 's'), ("max_bytes", 'u')], &["path"]),
             "stdout" => check(config, &[("format", 's')], &[]),
             "discard" => check(config, &[], &[]),
-            _ => Err((String::new(), format!("unknown sink type {kind:?}"))),
+            _ => Err(ConfigProblem::new("", format!("unknown sink type {kind:?}"))),
         }
     }
     fn check_processor(&self, kind: &str, config: &Config) -> Check {
         match kind {
             "filter" => check(config, &[("expr", 's')], &["expr"]),
-            _ => Err((String::new(), format!("unknown processor type {kind:?}"))),
+            _ => Err(ConfigProblem::new("", format!("unknown processor type {kind:?}"))),
         }
     }
 }

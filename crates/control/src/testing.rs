@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deltaforge_config::{Catalog, PipelineSpec};
-use deltaforge_core::{Pipeline, PipelineError, SourceError};
+use deltaforge_core::{ConfigProblem, Pipeline, PipelineError, SourceError};
 use deltaforge_storage::{MemoryBackend, StorageBackend};
 use serde_json::{Map, Value};
 
@@ -22,14 +22,14 @@ impl Catalog for Nothing {
     fn processor_types(&self) -> Vec<&'static str> {
         vec![]
     }
-    fn check_source(&self, kind: &str, _: &Map<String, Value>) -> Result<(), (String, String)> {
-        Err((String::new(), format!("unknown source type {kind:?}")))
+    fn check_source(&self, kind: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> {
+        Err(ConfigProblem::new("", format!("unknown source type {kind:?}")))
     }
-    fn check_sink(&self, kind: &str, _: &Map<String, Value>) -> Result<(), (String, String)> {
-        Err((String::new(), format!("unknown sink type {kind:?}")))
+    fn check_sink(&self, kind: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> {
+        Err(ConfigProblem::new("", format!("unknown sink type {kind:?}")))
     }
-    fn check_processor(&self, kind: &str, _: &Map<String, Value>) -> Result<(), (String, String)> {
-        Err((String::new(), format!("unknown processor type {kind:?}")))
+    fn check_processor(&self, kind: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> {
+        Err(ConfigProblem::new("", format!("unknown processor type {kind:?}")))
     }
 }
 

@@ -10,9 +10,12 @@
 //! This module must never open a connection while validating.
 
 use deltaforge_config::{Catalog, ComponentSpec, PipelineSpec, SinkSpec};
-use deltaforge_core::component::{check_config, parse_config};
+use deltaforge_core::component::{check_config, parse_config, BuildError};
 use deltaforge_core::{ComponentConfig, ConfigProblem, Processor, Sink, SinkError, Source, SourceError};
-use deltaforge_processors::{FilterConfig, FlattenConfig, JavascriptConfig, MaskConfig, OutboxConfig};
+use deltaforge_processors::{
+    metered, FilterConfig, FilterProcessor, FlattenConfig, FlattenProcessor, JavascriptConfig, JavascriptProcessor,
+    MaskConfig, MaskProcessor, OutboxConfig, OutboxProcessor,
+};
 use deltaforge_sink_http::{HttpConfig, HttpSink};
 use deltaforge_sink_kafka::{KafkaConfig, KafkaSink};
 use deltaforge_sink_nats::{NatsConfig, NatsSink};
@@ -21,7 +24,6 @@ use deltaforge_sinks_basic::{DiscardConfig, DiscardSink, FileConfig, FileSink, S
 use deltaforge_source_datagen::{DatagenConfig, DatagenSource};
 use deltaforge_source_mysql::{MysqlConfig, MysqlSource};
 use deltaforge_source_postgres::{PostgresConfig, PostgresSource};
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::failpoint::FailpointSink;
@@ -46,20 +48,6 @@ fn check<C: ComponentConfig>(c: &Config) -> Result<(), ConfigProblem> {
     check_config::<C>(c).map(|_| ())
 }
 
-/// A `(field, message)` pair from a crate not yet on the component contract.
-fn problem((field, message): (String, String)) -> ConfigProblem {
-    ConfigProblem::new(field, message)
-}
-
-/// The offline check of a component whose `check` still returns
-/// `(field, message)`: parsed like every other config, then its check.
-fn check_pair<C: DeserializeOwned, T>(
-    c: &Config,
-    check: fn(&C) -> Result<T, (String, String)>,
-) -> Result<(), ConfigProblem> {
-    check(&parse_config::<C>(c)?).map(|_| ()).map_err(problem)
-}
-
 struct SourceEntry {
     kind: &'static str,
     check: Check,
@@ -75,7 +63,7 @@ struct SinkEntry {
 struct ProcessorEntry {
     kind: &'static str,
     check: Check,
-    build: fn(&Config) -> Result<Box<dyn Processor>, String>,
+    build: fn(&Config) -> Result<Box<dyn Processor>, BuildError>,
 }
 
 const SOURCES: &[SourceEntry] = &[
@@ -86,12 +74,12 @@ const SOURCES: &[SourceEntry] = &[
     },
     SourceEntry {
         kind: "mysql",
-        check: |c| check_pair(c, MysqlConfig::check),
+        check: check::<MysqlConfig>,
         build: |c| Ok(Box::new(MysqlSource::new(parse_config(c)?)?)),
     },
     SourceEntry {
         kind: "postgres",
-        check: |c| check_pair(c, PostgresConfig::check),
+        check: check::<PostgresConfig>,
         build: |c| Ok(Box::new(PostgresSource::new(parse_config(c)?)?)),
     },
 ];
@@ -134,39 +122,44 @@ const SINKS: &[SinkEntry] = &[
     },
 ];
 
-// Processors are built by their crate (which wraps each in its metrics);
-// their configs are checked here like every other component's.
+// Every processor runs wrapped in its metrics (`metered`).
 const PROCESSORS: &[ProcessorEntry] = &[
     ProcessorEntry {
         kind: "filter",
-        check: |c| check_pair(c, FilterConfig::check),
-        build: |c| deltaforge_processors::build("filter", c),
+        check: check::<FilterConfig>,
+        build: |c| Ok(metered(FilterProcessor::new(parse_config(c)?)?)),
     },
     ProcessorEntry {
         kind: "mask",
-        check: |c| check_pair(c, MaskConfig::check),
-        build: |c| deltaforge_processors::build("mask", c),
+        check: check::<MaskConfig>,
+        build: |c| Ok(metered(MaskProcessor::new(parse_config(c)?)?)),
     },
     ProcessorEntry {
         kind: "flatten",
-        check: |c| check_pair(c, FlattenConfig::check),
-        build: |c| deltaforge_processors::build("flatten", c),
+        check: check::<FlattenConfig>,
+        build: |c| Ok(metered(FlattenProcessor::new(parse_config(c)?)?)),
     },
     ProcessorEntry {
         kind: "javascript",
-        check: |c| check_pair(c, JavascriptConfig::check),
-        build: |c| deltaforge_processors::build("javascript", c),
+        check: check::<JavascriptConfig>,
+        build: |c| Ok(metered(JavascriptProcessor::new(parse_config(c)?)?)),
     },
     ProcessorEntry {
         kind: "outbox",
-        check: |c| check_pair(c, OutboxConfig::check),
-        build: |c| deltaforge_processors::build("outbox", c),
+        check: check::<OutboxConfig>,
+        build: |c| Ok(metered(OutboxProcessor::new(parse_config(c)?)?)),
     },
 ];
 
-/// A config problem as the `(field, message)` pair [`Catalog`] reports.
-fn pair(p: ConfigProblem) -> (String, String) {
-    (p.field, p.message)
+/// A processor build error as the message the pipeline reports:
+/// `processor KIND: config.FIELD: MESSAGE` (the field path is within the
+/// processor's `config:` block).
+fn processor_build_error(kind: &str, e: BuildError) -> String {
+    match e {
+        BuildError::Config(p) if !p.field.is_empty() => format!("processor {kind}: config.{}: {}", p.field, p.message),
+        BuildError::Config(p) => format!("processor {kind}: {}", p.message),
+        BuildError::Other(m) => format!("processor {kind}: {m}"),
+    }
 }
 
 /// The registry of every built-in component.
@@ -183,22 +176,22 @@ impl Catalog for Registry {
     fn processor_types(&self) -> Vec<&'static str> {
         PROCESSORS.iter().map(|e| e.kind).collect()
     }
-    fn check_source(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
+    fn check_source(&self, kind: &str, config: &Config) -> Result<(), ConfigProblem> {
         match SOURCES.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config).map_err(pair),
-            None => Err((String::new(), format!("unknown source type {kind:?}"))),
+            Some(e) => (e.check)(config),
+            None => Err(ConfigProblem::new("", format!("unknown source type {kind:?}"))),
         }
     }
-    fn check_sink(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
+    fn check_sink(&self, kind: &str, config: &Config) -> Result<(), ConfigProblem> {
         match SINKS.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config).map_err(pair),
-            None => Err((String::new(), format!("unknown sink type {kind:?}"))),
+            Some(e) => (e.check)(config),
+            None => Err(ConfigProblem::new("", format!("unknown sink type {kind:?}"))),
         }
     }
-    fn check_processor(&self, kind: &str, config: &Config) -> Result<(), (String, String)> {
+    fn check_processor(&self, kind: &str, config: &Config) -> Result<(), ConfigProblem> {
         match PROCESSORS.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config).map_err(pair),
-            None => Err((String::new(), format!("unknown processor type {kind:?}"))),
+            Some(e) => (e.check)(config),
+            None => Err(ConfigProblem::new("", format!("unknown processor type {kind:?}"))),
         }
     }
 }
@@ -226,13 +219,14 @@ impl Registry {
         Ok(if hooks.is_empty() { sink } else { Box::new(FailpointSink::new(sink, hooks)) })
     }
 
-    /// Builds one processor.
+    /// Builds one processor, wrapped in its metrics; the error names the
+    /// processor and the field at fault.
     pub fn build_processor(&self, spec: &ComponentSpec) -> Result<Box<dyn Processor>, String> {
         let entry = PROCESSORS
             .iter()
             .find(|e| e.kind == spec.kind)
             .ok_or_else(|| format!("unknown processor type {:?}", spec.kind))?;
-        (entry.build)(&spec.config)
+        (entry.build)(&spec.config).map_err(|e| processor_build_error(entry.kind, e))
     }
 }
 
@@ -241,26 +235,50 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn sink(kind: &str, v: Value) -> Result<(), (String, String)> {
+    fn sink(kind: &str, v: Value) -> Result<(), ConfigProblem> {
         Registry.check_sink(kind, v.as_object().unwrap())
     }
 
     #[test]
     fn checks_name_the_field_once() {
-        let (field, message) = sink("http", json!({"url": "ftp://h/"})).unwrap_err();
+        let ConfigProblem { field, message } = sink("http", json!({"url": "ftp://h/"})).unwrap_err();
         assert_eq!(field, "url");
         assert!(message.starts_with("ftp://h/ must start with http://"), "{message}");
-        assert_eq!(sink("redis", json!({"uri": "redis://h", "stream": "s", "max_len": 1})).unwrap_err().0, "max_len");
         assert_eq!(
-            sink("nats", json!({"url": "nats://h:4222", "subject": "s", "stream": "a.b"})).unwrap_err().0,
+            sink("redis", json!({"uri": "redis://h", "stream": "s", "max_len": 1})).unwrap_err().field,
+            "max_len"
+        );
+        assert_eq!(
+            sink("nats", json!({"url": "nats://h:4222", "subject": "s", "stream": "a.b"})).unwrap_err().field,
             "stream"
         );
-        assert_eq!(sink("kafka", json!({"brokers": "a:1", "topic": "${nope}"})).unwrap_err().0, "topic");
-        assert_eq!(sink("file", json!({"path": 3})).unwrap_err().0, "path");
+        assert_eq!(sink("kafka", json!({"brokers": "a:1", "topic": "${nope}"})).unwrap_err().field, "topic");
+        assert_eq!(sink("file", json!({"path": 3})).unwrap_err().field, "path");
         assert!(sink("stdout", json!({})).is_ok());
         let source = json!({"id": "d", "rows_per_tx": 0});
-        assert_eq!(Registry.check_source("datagen", source.as_object().unwrap()).unwrap_err().0, "rows_per_tx");
-        assert_eq!(sink("smtp", json!({})).unwrap_err().1, "unknown sink type \"smtp\"");
+        assert_eq!(Registry.check_source("datagen", source.as_object().unwrap()).unwrap_err().field, "rows_per_tx");
+        assert_eq!(sink("smtp", json!({})).unwrap_err().message, "unknown sink type \"smtp\"");
+    }
+
+    #[test]
+    fn processor_checks_name_the_field_and_reject_unknown_kinds() {
+        let check = |kind: &str, v: Value| Registry.check_processor(kind, v.as_object().unwrap()).unwrap_err();
+        let ConfigProblem { field, message } =
+            check("mask", json!({"rules": [{"table": "a.b", "columns": {"x": "hsh"}}]}));
+        assert_eq!(field, "rules[0].columns.x");
+        assert!(message.contains("hsh"), "{message}");
+        assert_eq!(check("filter", json!({"opz": ["c"]})).field, "opz");
+        assert_eq!(check("outbox", json!({"tables": ["a.b"], "topic": "x", "ops": ["x"]})).field, "ops[0]");
+        assert_eq!(check("nope", json!({})).message, "unknown processor type \"nope\"");
+    }
+
+    #[test]
+    fn processors_are_built_metered_and_errors_name_the_field() {
+        let spec = |kind: &str, v: Value| ComponentSpec { kind: kind.into(), config: v.as_object().unwrap().clone() };
+        let p = Registry.build_processor(&spec("filter", json!({"name": "only-inserts", "ops": ["c"]}))).unwrap();
+        assert_eq!(p.name(), "only-inserts");
+        let err = Registry.build_processor(&spec("flatten", json!({"max_depth": 0}))).err().unwrap();
+        assert!(err.starts_with("processor flatten: config.max_depth: must be between 1 and 64"), "{err}");
     }
 
     #[test]

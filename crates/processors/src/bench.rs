@@ -7,7 +7,9 @@
 //!
 //! Each test builds one batch of 8192 events exactly as the datagen source
 //! does (one shared column list, shared `db`/`table` names, two tables
-//! rotating, values from the same formulas), then times, per round, cloning
+//! rotating, values from the same formulas in
+//! `deltaforge_common::synthetic`; a test position stands in for datagen's),
+//! then times, per round, cloning
 //! the batch (the baseline: what the pipeline's own handling of an event
 //! costs is not in here) and the processor's `process` call alone. The
 //! figures are the medians over the rounds, in ns per event.
@@ -19,7 +21,8 @@ use deltaforge_core::{Columns, Event, Op, Processor, Row, SourceMeta};
 use serde_json::{json, Value};
 
 use crate::{FilterProcessor, MaskProcessor};
-use deltaforge_source_datagen::{values_for, DatagenPosition, COLUMNS};
+use deltaforge_common::synthetic::{values_for, COLUMNS, EPOCH_MS};
+use deltaforge_core::testing::Seq;
 
 const BATCH: u64 = 8192;
 const ROUNDS: usize = 41;
@@ -45,11 +48,11 @@ pub(crate) fn datagen_batch() -> Vec<Event> {
                     tenant: tenant.clone(),
                     db: db.clone(),
                     table: table.clone(),
-                    position: DatagenPosition::at(id),
-                    ts_ms: 1_767_225_600_000 + id as i64,
+                    position: Seq::at(id),
+                    ts_ms: EPOCH_MS + id as i64,
                 },
                 tx_id: Some(id.to_string().into()),
-                tx_position: DatagenPosition::at(id),
+                tx_position: Seq::at(id),
                 index: 0,
                 schema_version: Some(1),
                 key_columns: Some(key.clone()),

@@ -40,13 +40,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Processor, ProcessorError, Row};
+use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Processor, ProcessorError, Row};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::pattern::TablePattern;
 use crate::value::error;
-use crate::ConfigProblem;
 
 /// What to do when a lifted column name is already taken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -88,14 +87,14 @@ pub struct FlattenConfig {
     pub on_collision: OnCollision,
 }
 
-impl FlattenConfig {
+impl ComponentConfig for FlattenConfig {
     /// Checks the depth and separator.
-    pub fn check(&self) -> Result<(), ConfigProblem> {
+    fn check(&self) -> Result<(), ConfigProblem> {
         if !(1..=64).contains(&self.max_depth) {
-            return Err(("max_depth".into(), format!("must be between 1 and 64, got {}", self.max_depth)));
+            return Err(ConfigProblem::new("max_depth", format!("must be between 1 and 64, got {}", self.max_depth)));
         }
         if self.separator.is_empty() {
-            return Err(("separator".into(), "must not be empty (default \"__\")".into()));
+            return Err(ConfigProblem::new("separator", "must not be empty (default \"__\")"));
         }
         Ok(())
     }
@@ -152,7 +151,7 @@ impl Flattener<'_> {
 
 impl FlattenProcessor {
     /// Builds the processor; errors as [`FlattenConfig::check`].
-    pub fn new(cfg: FlattenConfig) -> Result<Self, ConfigProblem> {
+    pub fn new(cfg: FlattenConfig) -> Result<Self, BuildError> {
         cfg.check()?;
         Ok(FlattenProcessor { name: cfg.name.clone().unwrap_or_else(|| "flatten".into()), cfg })
     }
@@ -301,7 +300,7 @@ mod tests {
             (json!({"separator": ""}), "separator"),
         ] {
             let c: FlattenConfig = serde_json::from_value(cfg).unwrap();
-            assert_eq!(c.check().unwrap_err().0, field);
+            assert_eq!(c.check().unwrap_err().field, field);
         }
         assert!(serde_json::from_value::<FlattenConfig>(json!({"on_collision": "rename"})).is_err());
     }

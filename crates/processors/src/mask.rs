@@ -42,14 +42,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deltaforge_core::{Columns, Event, Processor, ProcessorError, Row};
+use deltaforge_core::{BuildError, Columns, ComponentConfig, ConfigProblem, Event, Processor, ProcessorError, Row};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
 use crate::pattern::TablePattern;
-use crate::ConfigProblem;
 
 /// A secret string whose `Debug` output never shows it.
 #[derive(Clone, Deserialize, Default)]
@@ -107,27 +106,26 @@ pub struct MaskConfig {
     pub rules: Vec<MaskRule>,
 }
 
-impl MaskConfig {
+impl ComponentConfig for MaskConfig {
     /// Checks what serde cannot: a secret when hashing, non-empty rules.
-    pub fn check(&self) -> Result<(), ConfigProblem> {
+    fn check(&self) -> Result<(), ConfigProblem> {
         if self.rules.is_empty() {
-            return Err((
-                "rules".into(),
-                "give at least one rule: `- { table: db.table, columns: { col: drop } }`".into(),
+            return Err(ConfigProblem::new(
+                "rules",
+                "give at least one rule: `- { table: db.table, columns: { col: drop } }`",
             ));
         }
         for (i, r) in self.rules.iter().enumerate() {
             if r.columns.is_empty() {
-                return Err((format!("rules[{i}].columns"), "name at least one column and its mode".into()));
+                return Err(ConfigProblem::new(format!("rules[{i}].columns"), "name at least one column and its mode"));
             }
         }
         let hashes = self.rules.iter().any(|r| r.columns.values().any(|m| *m == MaskMode::Hash));
         if hashes && self.hmac_secret.as_ref().is_none_or(|s| s.0.is_empty()) {
-            return Err((
-                "hmac_secret".into(),
+            return Err(ConfigProblem::new(
+                "hmac_secret",
                 "a rule uses `hash` but no secret is set: add `hmac_secret: \"${MASK_SECRET}\"` and export \
-                 MASK_SECRET (32+ random bytes recommended); keep it stable so hashes stay joinable"
-                    .into(),
+                 MASK_SECRET (32+ random bytes recommended); keep it stable so hashes stay joinable",
             ));
         }
         Ok(())
@@ -301,7 +299,7 @@ impl fmt::Debug for MaskProcessor {
 
 impl MaskProcessor {
     /// Builds the processor; errors as [`MaskConfig::check`].
-    pub fn new(cfg: MaskConfig) -> Result<Self, ConfigProblem> {
+    pub fn new(cfg: MaskConfig) -> Result<Self, BuildError> {
         cfg.check()?;
         Ok(MaskProcessor {
             name: cfg.name.unwrap_or_else(|| "mask".into()),
@@ -502,15 +500,15 @@ mod tests {
     fn config_errors() {
         let no_secret: MaskConfig =
             serde_json::from_value(json!({"rules": [{"table": "a.b", "columns": {"e": "hash"}}]})).unwrap();
-        let (field, msg) = no_secret.check().unwrap_err();
+        let ConfigProblem { field, message: msg } = no_secret.check().unwrap_err();
         assert_eq!(field, "hmac_secret");
         assert!(msg.contains("MASK_SECRET"), "{msg}");
         let empty: MaskConfig =
             serde_json::from_value(json!({"hmac_secret": "", "rules": [{"table": "a.b", "columns": {"e": "hash"}}]}))
                 .unwrap();
-        assert_eq!(empty.check().unwrap_err().0, "hmac_secret");
+        assert_eq!(empty.check().unwrap_err().field, "hmac_secret");
         let none: MaskConfig = serde_json::from_value(json!({"rules": []})).unwrap();
-        assert_eq!(none.check().unwrap_err().0, "rules");
+        assert_eq!(none.check().unwrap_err().field, "rules");
         assert!(serde_json::from_value::<MaskConfig>(
             json!({"rules": [{"table": "a.b", "columns": {"e": {"truncate": -1}}}]})
         )

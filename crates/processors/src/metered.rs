@@ -31,6 +31,12 @@ pub struct Metered {
     handles: Option<Handles>,
 }
 
+/// `p` wrapped in [`Metered`], boxed: how the registry builds every
+/// built-in processor.
+pub fn metered(p: impl Processor + 'static) -> Box<dyn Processor> {
+    Box::new(Metered::new(Box::new(p)))
+}
+
 impl Metered {
     /// Wraps `inner`.
     pub fn new(inner: Box<dyn Processor>) -> Self {

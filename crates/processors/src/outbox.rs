@@ -65,13 +65,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Op, Processor, ProcessorError, Row};
+use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Op, Processor, ProcessorError, Row};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::pattern::TablePattern;
 use crate::value::{error, scalar_text};
-use crate::ConfigProblem;
 
 fn default_payload() -> String {
     "payload".into()
@@ -130,26 +129,35 @@ pub struct OutboxConfig {
     pub forward_raw: bool,
 }
 
+impl ComponentConfig for OutboxConfig {
+    /// Checks what serde cannot (see [`OutboxConfig::parsed_ops`]).
+    fn check(&self) -> Result<(), ConfigProblem> {
+        self.parsed_ops().map(|_| ())
+    }
+}
+
 impl OutboxConfig {
     /// Checks what serde cannot; returns the parsed ops.
-    pub fn check(&self) -> Result<Vec<Op>, ConfigProblem> {
+    pub fn parsed_ops(&self) -> Result<Vec<Op>, ConfigProblem> {
         if self.tables.is_empty() {
-            return Err(("tables".into(), "name the outbox table(s), e.g. `tables: [shop.outbox]`".into()));
+            return Err(ConfigProblem::new("tables", "name the outbox table(s), e.g. `tables: [shop.outbox]`"));
         }
         if self.topic_column.is_none() && self.topic.is_none() {
-            return Err(("topic_column".into(), "set `topic_column` (per-row topic) or `topic` (fixed)".into()));
+            return Err(ConfigProblem::new("topic_column", "set `topic_column` (per-row topic) or `topic` (fixed)"));
         }
         if self.topic.as_deref() == Some("") {
-            return Err(("topic".into(), "must not be empty".into()));
+            return Err(ConfigProblem::new("topic", "must not be empty"));
         }
         if self.ops.is_empty() {
-            return Err(("ops".into(), "give at least one op, e.g. [c]".into()));
+            return Err(ConfigProblem::new("ops", "give at least one op, e.g. [c]"));
         }
         self.ops
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                Op::from_code(s).ok_or_else(|| (format!("ops[{i}]"), format!("unknown op {s:?}; use c, u, d or r")))
+                Op::from_code(s).ok_or_else(|| {
+                    ConfigProblem::new(format!("ops[{i}]"), format!("unknown op {s:?}; use c, u, d or r"))
+                })
             })
             .collect()
     }
@@ -165,9 +173,9 @@ pub struct OutboxProcessor {
 }
 
 impl OutboxProcessor {
-    /// Builds the processor; errors as [`OutboxConfig::check`].
-    pub fn new(cfg: OutboxConfig) -> Result<Self, ConfigProblem> {
-        let ops = cfg.check()?;
+    /// Builds the processor; errors as [`OutboxConfig::parsed_ops`].
+    pub fn new(cfg: OutboxConfig) -> Result<Self, BuildError> {
+        let ops = cfg.parsed_ops()?;
         let key_columns = match (&cfg.key_column, &cfg.key_field) {
             (Some(_), Some(f)) => Some(vec![Arc::<str>::from(f.as_str())].into()),
             _ => None,
@@ -377,7 +385,7 @@ mod tests {
 
     #[test]
     fn config_checks() {
-        let c = |v: Value| serde_json::from_value::<OutboxConfig>(v).unwrap().check().unwrap_err().0;
+        let c = |v: Value| serde_json::from_value::<OutboxConfig>(v).unwrap().check().unwrap_err().field;
         assert_eq!(c(json!({"tables": [], "topic": "x"})), "tables");
         assert_eq!(c(json!({"tables": ["a.b"]})), "topic_column");
         assert_eq!(c(json!({"tables": ["a.b"], "topic": "x", "ops": ["x"]})), "ops[0]");

@@ -5,6 +5,7 @@
 //! A component's own config keys are the [`Catalog`]'s business: this
 //! module must never interpret them beyond `id`.
 
+use deltaforge_core::ConfigProblem;
 use serde_json::{Map, Value};
 
 use super::collect::{describe, join, list, Ctx};
@@ -67,7 +68,8 @@ impl Ctx<'_> {
     }
 
     /// Reports a catalog error under `base` (a `...config` path).
-    pub(super) fn catalog_err(&mut self, base: &str, what: &str, kind: &str, (field, msg): (String, String)) {
+    pub(super) fn catalog_err(&mut self, base: &str, what: &str, kind: &str, problem: ConfigProblem) {
+        let ConfigProblem { field, message: msg } = problem;
         let path = join(base, &field);
         self.err(
             path.clone(),

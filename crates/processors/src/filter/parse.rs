@@ -6,7 +6,7 @@
 
 use std::cmp::Ordering;
 
-use deltaforge_core::Op;
+use deltaforge_core::{ComponentConfig, ConfigProblem, Op};
 use regex::Regex;
 use serde_json::Value;
 
@@ -14,7 +14,6 @@ use super::config::{Action, FilterConfig};
 use super::eval::CompiledFilter;
 use super::predicate::{Field, Pred, Test, OPERATORS};
 use crate::value::FieldPath;
-use crate::ConfigProblem;
 
 /// The op named `s`: a code (`c`) or a long name (`insert`).
 fn parse_op(s: &str) -> Option<Op> {
@@ -30,7 +29,7 @@ fn parse_op(s: &str) -> Option<Op> {
 
 /// Compiles a predicate; `columns` collects the column names the leaves read.
 fn compile(v: &Value, path: &str, columns: &mut Vec<String>) -> Result<Pred, ConfigProblem> {
-    let err = |msg: String| (path.to_string(), msg);
+    let err = |msg: String| ConfigProblem::new(path, msg);
     let m = v.as_object().ok_or_else(|| {
         err("a predicate must be a mapping: `{ field: after.x, eq: 1 }`, `all: [..]`, `any: [..]` or `not: {..}`"
             .into())
@@ -44,8 +43,9 @@ fn compile(v: &Value, path: &str, columns: &mut Vec<String>) -> Result<Pred, Con
             if comb == "not" {
                 return Ok(Pred::Not(Box::new(compile(inner, &inner_path, columns)?)));
             }
-            let list =
-                inner.as_array().ok_or_else(|| (inner_path.clone(), format!("`{comb}` takes a list of predicates")))?;
+            let list = inner
+                .as_array()
+                .ok_or_else(|| ConfigProblem::new(&inner_path, format!("`{comb}` takes a list of predicates")))?;
             let preds = list
                 .iter()
                 .enumerate()
@@ -64,7 +64,7 @@ fn compile(v: &Value, path: &str, columns: &mut Vec<String>) -> Result<Pred, Con
         }
     };
     let field =
-        FieldPath::parse(field).map_err(|m| (format!("{path}.field").trim_start_matches('.').to_string(), m))?;
+        FieldPath::parse(field).map_err(|m| ConfigProblem::new(format!("{path}.field").trim_start_matches('.'), m))?;
     let ops: Vec<(&String, &Value)> = m.iter().filter(|(k, _)| k.as_str() != "field").collect();
     let [(op, operand)] = ops.as_slice() else {
         return Err(err(format!(
@@ -77,7 +77,7 @@ fn compile(v: &Value, path: &str, columns: &mut Vec<String>) -> Result<Pred, Con
         )));
     };
     let op_path = if path.is_empty() { op.to_string() } else { format!("{path}.{op}") };
-    let op_err = |msg: &str| (op_path.clone(), msg.to_string());
+    let op_err = |msg: &str| ConfigProblem::new(&op_path, msg);
     let ordered = |o: &Value| match o {
         Value::Number(_) | Value::String(_) => Ok(o.clone()),
         _ => Err(op_err("operand must be a number or a string")),
@@ -97,7 +97,7 @@ fn compile(v: &Value, path: &str, columns: &mut Vec<String>) -> Result<Pred, Con
         }
         "regex" => {
             let s = operand.as_str().ok_or_else(|| op_err("operand must be a regular expression string"))?;
-            Test::Regex(Regex::new(s).map_err(|e| (op_path.clone(), format!("invalid regex: {e}")))?)
+            Test::Regex(Regex::new(s).map_err(|e| ConfigProblem::new(&op_path, format!("invalid regex: {e}")))?)
         }
         "exists" => Test::Exists(operand.as_bool().ok_or_else(|| op_err("operand must be true or false"))?),
         "changed" => Test::Changed(operand.as_bool().ok_or_else(|| op_err("operand must be true or false"))?),
@@ -113,9 +113,16 @@ fn compile(v: &Value, path: &str, columns: &mut Vec<String>) -> Result<Pred, Con
     Ok(Pred::Leaf(Field { path: field, slot }, test))
 }
 
+impl ComponentConfig for FilterConfig {
+    /// Validates the config by compiling it (see [`FilterConfig::compile`]).
+    fn check(&self) -> Result<(), ConfigProblem> {
+        self.compile().map(|_| ())
+    }
+}
+
 impl FilterConfig {
     /// Validates and compiles the config; errors name the field path.
-    pub fn check(&self) -> Result<CompiledFilter, ConfigProblem> {
+    pub fn compile(&self) -> Result<CompiledFilter, ConfigProblem> {
         let ops = match &self.ops {
             None => None,
             Some(list) => Some(
@@ -123,7 +130,7 @@ impl FilterConfig {
                     .enumerate()
                     .map(|(i, s)| {
                         parse_op(s).ok_or_else(|| {
-                            (
+                            ConfigProblem::new(
                                 format!("ops[{i}]"),
                                 format!("unknown op {s:?}; use c, u, d, r, t (insert, update, delete, read, truncate)"),
                             )

@@ -4,11 +4,10 @@
 //! It must never reorder events: it only removes the ones that do not go on.
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Processor, ProcessorError};
+use deltaforge_core::{BuildError, Event, Processor, ProcessorError};
 
 use super::config::FilterConfig;
 use super::eval::{Cache, CompiledFilter};
-use crate::ConfigProblem;
 
 /// The `filter` processor.
 #[derive(Debug)]
@@ -19,9 +18,9 @@ pub struct FilterProcessor {
 }
 
 impl FilterProcessor {
-    /// Builds the processor; errors as [`FilterConfig::check`].
-    pub fn new(cfg: FilterConfig) -> Result<Self, ConfigProblem> {
-        let filter = cfg.check()?;
+    /// Builds the processor; errors as [`FilterConfig::compile`].
+    pub fn new(cfg: FilterConfig) -> Result<Self, BuildError> {
+        let filter = cfg.compile()?;
         Ok(FilterProcessor { name: cfg.name.unwrap_or_else(|| "filter".into()), filter, cache: Cache::default() })
     }
 }

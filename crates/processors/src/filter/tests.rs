@@ -3,22 +3,25 @@
 
 use std::sync::Arc;
 
-use deltaforge_core::{Columns, Event, Op, Processor, Row};
+use deltaforge_core::{Columns, ComponentConfig, ConfigProblem, Event, Op, Processor, Row};
 use serde_json::Value;
 
 use super::*;
 use crate::testutil::{event, insert};
-use crate::ConfigProblem;
 use serde_json::json;
 
 fn filter(cfg: Value) -> CompiledFilter {
-    serde_json::from_value::<FilterConfig>(cfg).unwrap().check().unwrap()
+    serde_json::from_value::<FilterConfig>(cfg).unwrap().compile().unwrap()
 }
 
 fn config_error(cfg: Value) -> ConfigProblem {
     match serde_json::from_value::<FilterConfig>(cfg) {
-        Ok(c) => c.check().unwrap_err(),
-        Err(e) => (String::new(), e.to_string()),
+        Ok(c) => {
+            let problem = c.compile().unwrap_err();
+            assert_eq!(c.check(), Err(problem.clone()), "check reports what compile does");
+            problem
+        }
+        Err(e) => ConfigProblem::new("", e.to_string()),
     }
 }
 
@@ -235,12 +238,12 @@ fn config_errors_name_the_path() {
         (json!({"ops": ["c", "upsert"]}), "ops[1]", "unknown op"),
     ];
     for (cfg, field, msg) in cases {
-        let (f, m) = config_error(cfg.clone());
+        let ConfigProblem { field: f, message: m } = config_error(cfg.clone());
         assert_eq!(f, field, "{cfg}: {m}");
         assert!(m.contains(msg), "{cfg}: {m}");
     }
-    let (_, m) = config_error(json!({"include": ["orders"]}));
+    let m = config_error(json!({"include": ["orders"]})).message;
     assert!(m.contains("db.table"), "{m}");
-    let (_, m) = config_error(json!({"action": "maybe"}));
+    let m = config_error(json!({"action": "maybe"})).message;
     assert!(m.contains("keep") && m.contains("drop"), "{m}");
 }

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::ConfigProblem;
+use deltaforge_core::ConfigProblem;
 
 fn default_timeout() -> u64 {
     1000
@@ -43,17 +43,20 @@ impl JavascriptConfig {
     /// The ranges of `timeout_ms`, `memory_limit_mb` and `stack_limit_kb`.
     pub(super) fn check_limits(&self) -> Result<(), ConfigProblem> {
         if !(1..=600_000).contains(&self.timeout_ms) {
-            return Err(("timeout_ms".into(), format!("must be between 1 and 600000, got {}", self.timeout_ms)));
+            return Err(ConfigProblem::new(
+                "timeout_ms",
+                format!("must be between 1 and 600000, got {}", self.timeout_ms),
+            ));
         }
         if !(1..=16_384).contains(&self.memory_limit_mb) {
-            return Err((
-                "memory_limit_mb".into(),
+            return Err(ConfigProblem::new(
+                "memory_limit_mb",
                 format!("must be between 1 and 16384, got {}", self.memory_limit_mb),
             ));
         }
         if !(64..=65_536).contains(&self.stack_limit_kb) {
-            return Err((
-                "stack_limit_kb".into(),
+            return Err(ConfigProblem::new(
+                "stack_limit_kb",
                 format!("must be between 64 and 65536, got {}", self.stack_limit_kb),
             ));
         }

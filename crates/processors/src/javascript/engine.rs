@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 
 use rquickjs::{CatchResultExt, CaughtError, Context, Function, Runtime};
 
-use super::config::JavascriptConfig;
-use crate::ConfigProblem;
+use deltaforge_core::{ComponentConfig, ConfigProblem};
 
-impl JavascriptConfig {
+use super::config::JavascriptConfig;
+
+impl ComponentConfig for JavascriptConfig {
     /// Checks the limits and compiles the script in a throw-away engine,
     /// so a syntax error or a missing `process` function is reported at
     /// validation time.
-    pub fn check(&self) -> Result<(), ConfigProblem> {
+    fn check(&self) -> Result<(), ConfigProblem> {
         self.check_limits()?;
         Engine::new(self, Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false))).map(|_| ())
     }
@@ -71,9 +72,9 @@ impl Engine {
         deadline: Arc<AtomicU64>,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self, ConfigProblem> {
-        let script_err = |m: String| ("script".to_string(), m);
+        let script_err = |m: String| ConfigProblem::new("script", m);
         let runtime =
-            Runtime::new().map_err(|e| (String::new(), format!("cannot start the JavaScript engine: {e}")))?;
+            Runtime::new().map_err(|e| ConfigProblem::new("", format!("cannot start the JavaScript engine: {e}")))?;
         runtime.set_memory_limit((cfg.memory_limit_mb as usize) << 20);
         runtime.set_max_stack_size((cfg.stack_limit_kb as usize) << 10);
         let epoch = Instant::now();
@@ -90,8 +91,8 @@ impl Engine {
                 }
             })));
         }
-        let context =
-            Context::full(&runtime).map_err(|e| (String::new(), format!("cannot create a JavaScript context: {e}")))?;
+        let context = Context::full(&runtime)
+            .map_err(|e| ConfigProblem::new("", format!("cannot create a JavaScript context: {e}")))?;
         let engine = Engine {
             context,
             _runtime: runtime,

@@ -10,14 +10,13 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deltaforge_core::{Event, Processor, ProcessorError};
+use deltaforge_core::{BuildError, ConfigProblem, Event, Processor, ProcessorError};
 use tokio::sync::oneshot;
 
 use super::config::JavascriptConfig;
 use super::engine::Engine;
 use super::worker::{Job, Worker};
 use crate::value::error;
-use crate::ConfigProblem;
 
 /// The `javascript` processor: a handle to its engine thread.
 pub struct JavascriptProcessor {
@@ -33,9 +32,9 @@ impl std::fmt::Debug for JavascriptProcessor {
 }
 
 impl JavascriptProcessor {
-    /// Starts the engine thread and loads the script; errors name the
-    /// config field (`script` for syntax errors and a missing `process`).
-    pub fn new(cfg: JavascriptConfig) -> Result<Self, ConfigProblem> {
+    /// Starts the engine thread and loads the script; config errors name
+    /// the field (`script` for syntax errors and a missing `process`).
+    pub fn new(cfg: JavascriptConfig) -> Result<Self, BuildError> {
         cfg.check_limits()?;
         let name = cfg.name.clone().unwrap_or_else(|| "javascript".into());
         let (jobs, rx) = mpsc::channel::<Job>();
@@ -62,10 +61,8 @@ impl JavascriptProcessor {
                     let _ = job.reply.send(result);
                 }
             })
-            .map_err(|e| (String::new(), format!("cannot start the JavaScript thread: {e}")))?;
-        ready_rx
-            .recv()
-            .map_err(|_| (String::new(), "the JavaScript thread ended while loading the script".to_string()))??;
+            .map_err(|e| BuildError::other(format!("cannot start the JavaScript thread: {e}")))?;
+        ready_rx.recv().map_err(|_| BuildError::other("the JavaScript thread ended while loading the script"))??;
         Ok(JavascriptProcessor { name, jobs, timeout })
     }
 }

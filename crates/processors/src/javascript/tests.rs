@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltaforge_core::{Event, Op, Processor};
+use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Op, Processor};
 use serde_json::Value;
 
 use super::engine::Engine;
@@ -17,6 +17,15 @@ use serde_json::json;
 
 fn cfg(script: &str) -> JavascriptConfig {
     JavascriptConfig { name: None, script: script.into(), timeout_ms: 1000, memory_limit_mb: 32, stack_limit_kb: 512 }
+}
+
+/// The config problem a constructor failed with.
+fn build_problem(built: Result<JavascriptProcessor, BuildError>) -> ConfigProblem {
+    match built {
+        Err(BuildError::Config(p)) => p,
+        Err(e) => panic!("expected a config problem, got {e}"),
+        Ok(_) => panic!("expected a config problem"),
+    }
 }
 
 fn js(script: &str) -> JavascriptProcessor {
@@ -129,7 +138,7 @@ async fn infinite_loop_is_interrupted_within_the_time_limit() {
     // Top-level code is bounded too.
     let mut c = cfg("while (true) {} function process(e) { return e; }");
     c.timeout_ms = 100;
-    let (field, msg) = JavascriptProcessor::new(c).unwrap_err();
+    let ConfigProblem { field, message: msg } = build_problem(JavascriptProcessor::new(c));
     assert_eq!(field, "script");
     assert!(msg.contains("time limit"), "{msg}");
 }
@@ -188,8 +197,8 @@ async fn no_file_network_or_process_access() {
     assert_eq!(eval("typeof process").await, json!("function"));
     assert_eq!(eval("typeof globalThis.process.env").await, json!("undefined"));
     // No module loader: std/os cannot be imported.
-    let (field, msg) =
-        JavascriptProcessor::new(cfg("import * as os from 'os'; function process(e) { return e; }")).unwrap_err();
+    let ConfigProblem { field, message: msg } =
+        build_problem(JavascriptProcessor::new(cfg("import * as os from 'os'; function process(e) { return e; }")));
     assert_eq!(field, "script");
     assert!(msg.contains("SyntaxError"), "{msg}");
     // Dynamic import is refused (no module loader), even once its
@@ -242,16 +251,16 @@ async fn bad_results_are_clear_errors() {
 #[test]
 fn config_check_compiles_the_script() {
     assert!(cfg("function process(e) { return e; }").check().is_ok());
-    let (field, msg) = cfg("function process(e) { return e; ").check().unwrap_err();
+    let ConfigProblem { field, message: msg } = cfg("function process(e) { return e; ").check().unwrap_err();
     assert_eq!(field, "script");
     assert!(msg.contains("SyntaxError"), "{msg}");
-    let (field, msg) = cfg("function transform(e) { return e; }").check().unwrap_err();
+    let ConfigProblem { field, message: msg } = cfg("function transform(e) { return e; }").check().unwrap_err();
     assert_eq!(field, "script");
     assert!(msg.contains("global function `process(events)`"), "{msg}");
     let mut c = cfg("function process(e) { return e; }");
     c.timeout_ms = 0;
-    assert_eq!(c.check().unwrap_err().0, "timeout_ms");
+    assert_eq!(c.check().unwrap_err().field, "timeout_ms");
     c.timeout_ms = 10;
     c.memory_limit_mb = 0;
-    assert_eq!(c.check().unwrap_err().0, "memory_limit_mb");
+    assert_eq!(c.check().unwrap_err().field, "memory_limit_mb");
 }

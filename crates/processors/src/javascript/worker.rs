@@ -52,7 +52,7 @@ impl Worker {
     fn engine(&mut self) -> Result<&Engine, ProcessorError> {
         if self.engine.is_none() {
             let e = Engine::new(&self.cfg, self.deadline.clone(), self.interrupted.clone())
-                .map_err(|(_, m)| error(&self.name, None, m))?;
+                .map_err(|p| error(&self.name, None, p.message))?;
             self.engine = Some(e);
         }
         Ok(self.engine.as_ref().unwrap_or_else(|| unreachable!("set above")))

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use deltaforge_core::SnapshotConfig;
+use deltaforge_core::{ComponentConfig, ConfigProblem, SnapshotConfig};
 use serde::Deserialize;
 
 /// Server flavour: chosen automatically from the version string, or forced.
@@ -106,32 +106,36 @@ fn ten() -> u64 {
     10
 }
 
-impl MysqlConfig {
-    /// Checks what serde cannot; returns `(field, message)`.
-    pub fn check(&self) -> Result<(), (String, String)> {
+impl ComponentConfig for MysqlConfig {
+    /// Checks what serde cannot, offline.
+    fn check(&self) -> Result<(), ConfigProblem> {
         if self.id.trim().is_empty() {
-            return Err(("id".into(), "must not be empty".into()));
+            return Err(ConfigProblem::new("id", "must not be empty"));
         }
-        parse_dsn(&self.dsn).map_err(|m| ("dsn".to_string(), m))?;
+        parse_dsn(&self.dsn).map_err(|m| ConfigProblem::new("dsn", m))?;
         if self.tables.is_empty() {
-            return Err((
-                "tables".into(),
-                "must list at least one pattern (`db.table`, `db.*`, `db.prefix%`, `%.table`)".into(),
+            return Err(ConfigProblem::new(
+                "tables",
+                "must list at least one pattern (`db.table`, `db.*`, `db.prefix%`, `%.table`)",
             ));
         }
         for t in &self.tables {
-            TablePattern::parse(t).map_err(|m| ("tables".to_string(), m))?;
+            TablePattern::parse(t).map_err(|m| ConfigProblem::new("tables", m))?;
         }
         if self.server_id == Some(0) {
-            return Err(("server_id".into(), "must be between 1 and 4294967295 (0 is not a valid replica id)".into()));
+            return Err(ConfigProblem::new(
+                "server_id",
+                "must be between 1 and 4294967295 (0 is not a valid replica id)",
+            ));
         }
         if self.heartbeat_secs == 0 || self.heartbeat_secs > 3600 {
-            return Err(("heartbeat_secs".into(), "must be between 1 and 3600".into()));
+            return Err(ConfigProblem::new("heartbeat_secs", "must be between 1 and 3600"));
         }
         if self.connect_timeout_secs == 0 {
-            return Err(("connect_timeout_secs".into(), "must be at least 1".into()));
+            return Err(ConfigProblem::new("connect_timeout_secs", "must be at least 1"));
         }
-        self.snapshot.check()?;
+        // Its fields already carry the `snapshot.` prefix.
+        self.snapshot.check().map_err(|(field, message)| ConfigProblem::new(field, message))?;
         if let Some(w) = &self.watermark_table {
             let ok = w.split_once('.').is_some_and(|(d, t)| {
                 [d, t]
@@ -139,18 +143,21 @@ impl MysqlConfig {
                     .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
             });
             if !ok {
-                return Err(("watermark_table".into(), "must be `db.table` (letters, digits, `_` and `$`)".into()));
+                return Err(ConfigProblem::new("watermark_table", "must be `db.table` (letters, digits, `_` and `$`)"));
             }
         }
         if self.tls.ca_file.is_some() && self.tls.mode == TlsMode::Disabled {
-            return Err((
-                "tls.ca_file".into(),
-                "is set but tls.mode is `disabled`; set tls.mode to `verify_ca`".into(),
-            ));
+            return Err(ConfigProblem::new(
+                "ca_file",
+                "is set but tls.mode is `disabled`; set tls.mode to `verify_ca`",
+            )
+            .within("tls"));
         }
         Ok(())
     }
+}
 
+impl MysqlConfig {
     /// The replica id: the configured one, or a stable FNV-1a hash of the
     /// source id folded into `1000..=4_294_967_294` (so that it stays clear
     /// of the small ids operators give their servers).
@@ -344,13 +351,13 @@ mod tests {
         assert!(derive_server_id("x") >= 1000);
         let mut c2 = c.clone();
         c2.tables = vec!["bad".into()];
-        assert_eq!(c2.check().unwrap_err().0, "tables");
+        assert_eq!(c2.check().unwrap_err().field, "tables");
         let mut c3 = c.clone();
         c3.dsn = "nope".into();
-        assert_eq!(c3.check().unwrap_err().0, "dsn");
+        assert_eq!(c3.check().unwrap_err().field, "dsn");
         let mut c4 = c.clone();
         c4.server_id = Some(0);
-        assert_eq!(c4.check().unwrap_err().0, "server_id");
+        assert_eq!(c4.check().unwrap_err().field, "server_id");
         let mut bad = base.clone();
         bad["bogus"] = json!(1);
         assert!(serde_json::from_value::<MysqlConfig>(bad).is_err());

@@ -32,8 +32,8 @@ impl Server {
     pub fn new(cfg: MysqlConfig) -> std::result::Result<Self, SourceError> {
         let source_id: Arc<str> = cfg.id.clone().into();
         let err = |msg: String| MysqlSourceError::Config { id: cfg.id.clone(), msg }.into_source_error();
-        if let Err((field, msg)) = cfg.check() {
-            return Err(err(format!("{field}: {msg}")));
+        if let Err(problem) = deltaforge_core::ComponentConfig::check(&cfg) {
+            return Err(err(problem.to_string()));
         }
         let patterns = cfg.patterns().map_err(err)?;
         let dsn_shown = redact_dsn(&cfg.dsn);

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 
-use deltaforge_core::{LagProbe, Position, Source, SourceContext, SourceError};
+use deltaforge_core::{BuildError, LagProbe, Position, Source, SourceContext, SourceError};
 
 use crate::config::MysqlConfig;
 use crate::error::MysqlSourceError;
@@ -22,8 +22,12 @@ pub struct MysqlSource {
 
 impl MysqlSource {
     /// Builds the source from a validated configuration.
-    pub fn new(cfg: MysqlConfig) -> Result<Self, SourceError> {
-        Ok(MysqlSource { server: Server::new(cfg)? })
+    pub fn new(cfg: MysqlConfig) -> Result<Self, BuildError> {
+        let server = Server::new(cfg).map_err(|e| match e {
+            SourceError::Fatal(m) => BuildError::Other(m),
+            e => BuildError::other(e.to_string()),
+        })?;
+        Ok(MysqlSource { server })
     }
 }
 

@@ -11,7 +11,7 @@
 //! libpq forms, while a libpq binding would add a C dependency and the
 //! `tokio-postgres` parser cannot be reused without its client.
 
-use deltaforge_core::SnapshotConfig;
+use deltaforge_core::{ComponentConfig, ConfigProblem, SnapshotConfig};
 use serde::Deserialize;
 
 /// Configuration of a `postgres` source. Its `Debug` form redacts the
@@ -74,21 +74,21 @@ fn five() -> u64 {
     5
 }
 
-impl PostgresConfig {
-    /// Checks what serde cannot, offline: returns `(field, message)`.
-    pub fn check(&self) -> Result<(), (String, String)> {
+impl ComponentConfig for PostgresConfig {
+    /// Checks what serde cannot, offline.
+    fn check(&self) -> Result<(), ConfigProblem> {
         if self.id.trim().is_empty() {
-            return Err(("id".into(), "must not be empty".into()));
+            return Err(ConfigProblem::new("id", "must not be empty"));
         }
-        Dsn::parse(&self.dsn).map_err(|e| ("dsn".to_string(), e.to_string()))?;
+        Dsn::parse(&self.dsn).map_err(|e| ConfigProblem::new("dsn", e.to_string()))?;
         if self.tables.is_empty() {
-            return Err((
-                "tables".into(),
-                "must list at least one table as schema.table (patterns with * or % allowed)".into(),
+            return Err(ConfigProblem::new(
+                "tables",
+                "must list at least one table as schema.table (patterns with * or % allowed)",
             ));
         }
         for t in &self.tables {
-            TablePattern::parse(t).map_err(|m| ("tables".to_string(), m))?;
+            TablePattern::parse(t).map_err(|m| ConfigProblem::new("tables", m))?;
         }
         if let Some(s) = &self.slot {
             check_name("slot", s)?;
@@ -97,12 +97,15 @@ impl PostgresConfig {
             check_name("publication", p)?;
         }
         if !(1..=60).contains(&self.status_interval_secs) {
-            return Err(("status_interval_secs".into(), "must be between 1 and 60".into()));
+            return Err(ConfigProblem::new("status_interval_secs", "must be between 1 and 60"));
         }
-        self.snapshot.check()?;
+        // Its fields already carry the `snapshot.` prefix.
+        self.snapshot.check().map_err(|(field, message)| ConfigProblem::new(field, message))?;
         Ok(())
     }
+}
 
+impl PostgresConfig {
     /// The slot name: the configured one, or derived from the pipeline name.
     pub fn slot_name(&self, pipeline: &str) -> String {
         self.slot.clone().unwrap_or_else(|| derived_name(pipeline))
@@ -138,14 +141,17 @@ pub fn derived_name(pipeline: &str) -> String {
 /// Slot names may hold only lower-case letters, digits and `_` (a
 /// PostgreSQL rule); publication names are held to the same rule so that
 /// they never need quoting in replication commands.
-fn check_name(field: &str, name: &str) -> Result<(), (String, String)> {
+fn check_name(field: &str, name: &str) -> Result<(), ConfigProblem> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
-        Err((field.into(), format!("{name:?} is not a valid name: use 1 to 63 lower-case letters, digits and _")))
+        Err(ConfigProblem::new(
+            field,
+            format!("{name:?} is not a valid name: use 1 to 63 lower-case letters, digits and _"),
+        ))
     }
 }
 
@@ -477,13 +483,13 @@ mod tests {
         assert_eq!(c.publication_name("Orders-CDC"), "deltaforge_orders_cdc");
         let mut bad = c.clone();
         bad.slot = Some("Bad-Name".into());
-        assert_eq!(bad.check().unwrap_err().0, "slot");
+        assert_eq!(bad.check().unwrap_err().field, "slot");
         let mut bad = c.clone();
         bad.tables = vec!["orders".into()];
-        assert_eq!(bad.check().unwrap_err().0, "tables");
+        assert_eq!(bad.check().unwrap_err().field, "tables");
         let mut bad = c.clone();
         bad.dsn = "postgres://x:pw@h:notaport/db".into();
-        assert_eq!(bad.check().unwrap_err().0, "dsn");
+        assert_eq!(bad.check().unwrap_err().field, "dsn");
         assert!(serde_json::from_value::<PostgresConfig>(
             serde_json::json!({"id": "x", "dsn": "d", "tables": [], "bogus": 1})
         )

@@ -13,10 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::position::Lsn;
 use async_trait::async_trait;
 use deltaforge_core::snapshot::{ProgressWriter, SnapshotMetrics, StreamSide};
-use deltaforge_core::{LagProbe, Position, Source, SourceContext, SourceError};
+use deltaforge_core::{BuildError, ComponentConfig, LagProbe, Position, Source, SourceContext, SourceError};
 use tokio::sync::mpsc;
 
 use crate::config::{Dsn, PostgresConfig, TablePattern};
@@ -38,10 +37,10 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     /// Builds the source from a checked config.
-    pub fn new(cfg: PostgresConfig) -> Result<Self, SourceError> {
-        cfg.check().map_err(|(f, m)| SourceError::Fatal(format!("postgres source config: {f}: {m}")))?;
-        let dsn = Dsn::parse(&cfg.dsn).map_err(|e| SourceError::Fatal(e.to_string()))?;
-        let patterns = cfg.patterns().map_err(SourceError::Fatal)?;
+    pub fn new(cfg: PostgresConfig) -> Result<Self, BuildError> {
+        cfg.check()?;
+        let dsn = Dsn::parse(&cfg.dsn).map_err(|e| BuildError::other(e.to_string()))?;
+        let patterns = cfg.patterns().map_err(BuildError::other)?;
         let source_id = cfg.id.clone().into();
         Ok(PostgresSource { cfg, dsn, patterns, source_id })
     }
