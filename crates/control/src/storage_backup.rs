@@ -12,16 +12,15 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use std::sync::Arc;
+
 use axum::http::StatusCode;
-use axum::Json;
-use deltaforge_storage::StorageError;
+use deltaforge_storage::{StorageBackend, StorageError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{body_text, ApiError, ApiResult, ApiState};
+/// A refusal as the API answers it: status, message, detail.
+pub(crate) type Failure = (StatusCode, String, Value);
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -81,24 +80,22 @@ pub(crate) fn resolve_under(data_dir: &Path, to: &str) -> Result<PathBuf, Refuse
     Ok(dest)
 }
 
-/// `POST /storage/backup`.
-pub(super) async fn backup(State(st): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
-    let text = body_text(body)?;
-    let req: BackupRequest = serde_json::from_str(&text).map_err(|e| {
-        ApiError::new(
+/// `POST /storage/backup` with body `text`: the answer's JSON, or the refusal.
+pub(crate) async fn backup(storage: Arc<dyn StorageBackend>, text: &str) -> Result<Value, Failure> {
+    let req: BackupRequest = serde_json::from_str(text).map_err(|e| {
+        (
             StatusCode::BAD_REQUEST,
             format!("invalid backup request: {e}"),
             json!({ "field": "to", "fix": "send {\"to\": \"name.db\"}" }),
         )
     })?;
-    let storage = st.manager.storage();
     let Some(data_dir) = storage.data_dir() else {
         return Err(unsupported(storage.kind()));
     };
     let dest = match resolve_under(&data_dir, &req.to) {
         Ok(dest) => dest,
         Err(Refused::Invalid(m)) => {
-            return Err(ApiError::new(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 m,
                 json!({ "field": "to", "data_dir": data_dir.display().to_string() }),
@@ -107,33 +104,33 @@ pub(super) async fn backup(State(st): State<ApiState>, body: Result<Bytes, Bytes
         Err(Refused::Exists(p)) => return Err(exists(&p)),
     };
     match storage.backup_to(&dest).await {
-        Ok(s) => Ok(Json(json!({
+        Ok(s) => Ok(json!({
             "path": s.path.display().to_string(),
             "bytes": s.bytes,
             "schema_version": s.schema_version,
             "checkpoints": s.checkpoints,
             "integrity_check": "ok",
-        }))),
+        })),
         Err(StorageError::Unsupported { backend, .. }) => Err(unsupported(backend)),
         Err(e) if e.to_string().contains("already exists") => Err(exists(&dest)),
-        Err(e) => Err(ApiError::new(
+        Err(e) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
-            "backup failed",
+            "backup failed".to_owned(),
             json!({ "reason": e.to_string(), "fix": "check the storage and the free space in the data directory" }),
         )),
     }
 }
 
-fn exists(path: &Path) -> ApiError {
-    ApiError::new(
+fn exists(path: &Path) -> Failure {
+    (
         StatusCode::CONFLICT,
         format!("{} already exists; backups never replace a file", path.display()),
         json!({ "field": "to", "fix": "choose another name" }),
     )
 }
 
-fn unsupported(kind: &str) -> ApiError {
-    ApiError::new(
+fn unsupported(kind: &str) -> Failure {
+    (
         StatusCode::CONFLICT,
         format!("the {kind} storage backend does not support online backups"),
         json!({ "fix": "back up the postgres backend with pg_dump --schema=deltaforge; the memory backend has nothing to keep" }),
