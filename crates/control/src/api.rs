@@ -1,7 +1,8 @@
 //! The REST API (axum): JSON in and out, errors as
 //! `{"error": "...", "detail": ...}` with the right status code.
 //!
-//! This module owns the routes, their request and response shapes, bearer
+//! This module owns the routes (the logic of `POST /storage/backup` is in
+//! [`crate::storage_backup`]), their request and response shapes, bearer
 //! authentication and the body size limit; every decision about pipelines
 //! is the [`PipelineManager`]'s. It must never show a spec unredacted, never
 //! accept a spec the config file would refuse, and never answer 5xx for bad
@@ -143,6 +144,7 @@ pub fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<ApiS
         ("/pipelines/{name}/backfill", &["post"], post(backfill)),
         ("/pipelines/{name}/schemas", &["get"], get(schemas)),
         ("/pipelines/{name}/schemas/{db}/{table}/versions", &["get"], get(schema_versions)),
+        ("/storage/backup", &["post"], post(storage_backup)),
     ]
 }
 
@@ -381,4 +383,12 @@ async fn schema_versions(
         ));
     }
     Ok(Json(json!({ "pipeline": name, "db": db, "table": table, "versions": versions })))
+}
+
+async fn storage_backup(State(st): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<Value>> {
+    let text = body_text(body)?;
+    crate::storage_backup::backup(st.manager.storage(), &text)
+        .await
+        .map(Json)
+        .map_err(|(status, error, detail)| ApiError::new(status, error, detail))
 }

@@ -8,7 +8,8 @@
 //! * [`lease`] makes each pipeline run on exactly one instance when the
 //!   storage is shared, and fences checkpoint writes of an instance that
 //!   lost its lease.
-//! * [`api`] maps HTTP routes to manager commands; [`openapi`] documents them.
+//! * [`api`] maps HTTP routes to manager commands; [`openapi`] documents them;
+//!   `storage_backup` checks where `POST /storage/backup` may write.
 //! * [`metrics`] installs the Prometheus recorder and serves `/metrics`
 //!   (its module docs list every metric and the lag-bytes contract for sources).
 //!
@@ -26,6 +27,7 @@ pub mod lease;
 pub mod manager;
 pub mod metrics;
 pub mod openapi;
+mod storage_backup;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -140,6 +140,29 @@ pub fn document() -> Value {
                     ],
                     "responses": ok("Versions", json!({ "type": "object" }), &["400", "401", "404", "503"])
                 }
+            },
+            "/storage/backup": {
+                "post": {
+                    "summary": "Write an online, integrity-checked copy of the storage to a new file under the data directory (SQLite backend only)",
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": {
+                            "type": "object",
+                            "required": ["to"],
+                            "additionalProperties": false,
+                            "properties": {
+                                "to": { "type": "string", "description": "file name (or path) under the SQLite file's directory; no `..`, no existing file" }
+                            }
+                        } } }
+                    },
+                    "responses": {
+                        "200": { "description": "Written: path, bytes, schema_version, checkpoints, integrity_check", "content": { "application/json": { "schema": { "type": "object" } } } },
+                        "400": error_responses(&["400"])["400"], "401": error_responses(&["401"])["401"],
+                        "409": { "description": "The file exists, or the storage backend has no online backups (postgres: use pg_dump)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                        "413": error_responses(&["413"])["413"],
+                        "500": { "description": "The copy failed (I/O, damaged store)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+                    }
+                }
             }
         },
         "components": {

@@ -70,6 +70,30 @@ pub enum Command {
         #[command(flatten)]
         storage: StorageArgs,
     },
+    /// Write an online, checked copy of the SQLite storage (safe while
+    /// pipelines run).
+    Backup {
+        /// The copy to write (must not exist unless --force).
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace an existing file at --to.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Put a backup in place of the SQLite storage (engine stopped); the
+    /// current file is kept as <name>.before-restore-<time>.
+    Restore {
+        /// The backup to restore.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing storage file (it is kept, renamed).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Inspect or reset stored checkpoints (offline).
     Checkpoints {
         #[command(subcommand)]
@@ -189,6 +213,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 DlqAction::Redrive { pipeline, .. } => crate::dlq_cmd::redrive(&specs, &pipeline, store).await,
             }
         }
+        Command::Backup { to, force, storage } => crate::backup_cmd::backup(&storage, &to, force).await,
+        Command::Restore { from, force, storage } => crate::backup_cmd::restore(&storage, &from, force).await,
         Command::Checkpoints { action, storage } => {
             let store = CheckpointStore::new(crate::storage::open(&storage).await?);
             match action {

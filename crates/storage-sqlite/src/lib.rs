@@ -15,7 +15,10 @@
 //! * `kv`, `log`, `slot`, `queue`: the SQL of each primitive, one table each;
 //! * `store`: the [`StorageBackend`](deltaforge_storage::StorageBackend)
 //!   implementation that ties them together;
-//! * `clock`: wall-clock milliseconds for TTLs and `created_at`.
+//! * `clock`: wall-clock milliseconds for TTLs and `created_at`;
+//! * [`backup`]: online, checked copies of the file (`VACUUM INTO`), also
+//!   behind [`StorageBackend::backup_to`](deltaforge_storage::StorageBackend::backup_to);
+//! * [`restore`]: putting a copy in place offline, refusing a file in use.
 //!
 //! It must never return from a mutating call before the write is durable
 //! (`synchronous=FULL`), never run SQLite on an async worker thread (every
@@ -25,10 +28,14 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+pub mod backup;
+#[cfg(test)]
+mod backup_tests;
 mod clock;
 mod kv;
 mod log;
 mod queue;
+pub mod restore;
 mod schema;
 mod slot;
 mod store;
@@ -36,3 +43,5 @@ mod store;
 mod tests;
 
 pub use backend::SqliteBackend;
+pub use backup::{backup_file, inspect_copy, CopyInfo};
+pub use restore::{ensure_not_in_use, restore_file, RestoreReport};

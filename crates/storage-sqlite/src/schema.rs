@@ -18,10 +18,10 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 use crate::clock::now_millis;
 
 /// The schema version this code writes and understands (`meta.schema_version`).
-const SCHEMA_VERSION: &str = "1";
+pub(crate) const SCHEMA_VERSION: &str = "1";
 
 /// How long a call waits for a lock held by another connection before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tables every version-1 store has.
 const TABLES: [&str; 5] = ["kv", "log", "slots", "queue", "meta"];
@@ -71,7 +71,7 @@ pub(crate) const FIX_RESTORE: &str =
      (every pipeline then re-reads from its beginning)";
 
 /// Converts an error raised while opening or inspecting the file.
-fn open_error(location: &str, step: &str, err: rusqlite::Error) -> StorageError {
+pub(crate) fn open_error(location: &str, step: &str, err: rusqlite::Error) -> StorageError {
     match err.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StorageError::Unusable {
             location: location.to_owned(),
@@ -90,7 +90,7 @@ fn open_error(location: &str, step: &str, err: rusqlite::Error) -> StorageError 
 }
 
 /// What [`inspect`] found in the file.
-enum Layout {
+pub(crate) enum Layout {
     /// No tables at all: a new (or empty) file.
     Empty,
     /// A complete store of [`SCHEMA_VERSION`].
@@ -98,7 +98,7 @@ enum Layout {
 }
 
 /// Reads the file's layout without modifying it.
-fn inspect(conn: &Connection, location: &str) -> Result<Layout> {
+pub(crate) fn inspect(conn: &Connection, location: &str) -> Result<Layout> {
     let unusable = |reason: String, fix: &str| StorageError::Unusable {
         location: location.to_owned(),
         reason,

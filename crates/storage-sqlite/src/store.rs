@@ -4,15 +4,20 @@
 //! names its operation for errors, and runs the SQL of its primitive
 //! (modules `kv`, `log`, `slot`, `queue`) through [`SqliteBackend::run`] on a
 //! blocking thread. It must never write SQL itself and never call SQLite
-//! outside [`SqliteBackend::run`].
+//! outside [`SqliteBackend::run`], except that an online backup runs
+//! [`crate::backup`] on a blocking thread with a connection of its own (so
+//! that checkpoint writes go on during the copy).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deltaforge_storage::{CasOutcome, LogEntry, QueueItem, Result, StorageBackend, StorageError, Versioned};
+use deltaforge_storage::{
+    BackupSummary, CasOutcome, LogEntry, QueueItem, Result, StorageBackend, StorageError, Versioned,
+};
 
 use crate::backend::SqliteBackend;
-use crate::{kv, log, queue, slot};
+use crate::{backup, kv, log, queue, slot};
 
 #[async_trait]
 impl StorageBackend for SqliteBackend {
@@ -99,5 +104,20 @@ impl StorageBackend for SqliteBackend {
     async fn queue_len(&self, namespace: &str, key: &str) -> Result<u64> {
         let (ns, k) = (namespace.to_owned(), key.to_owned());
         self.run(|| format!("queue_len {namespace}/{key}"), move |conn| queue::len(conn, &ns, &k)).await
+    }
+
+    fn data_dir(&self) -> Option<PathBuf> {
+        let dir = match self.path().parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Some(dir.canonicalize().unwrap_or(dir))
+    }
+
+    async fn backup_to(&self, path: &Path) -> Result<BackupSummary> {
+        let (src, dest) = (self.path().to_path_buf(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || backup::backup_file(&src, &dest, false))
+            .await
+            .map_err(|err| StorageError::backend(format!("backup to {}", path.display()), err))?
     }
 }

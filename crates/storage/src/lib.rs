@@ -31,6 +31,7 @@
 pub mod conformance;
 mod memory;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,6 +62,17 @@ pub enum StorageError {
         /// Configured capacity.
         capacity: u64,
     },
+    /// The backend does not offer this capability (e.g. an online backup of
+    /// the `memory` or `postgres` backend).
+    #[error("the {backend} storage backend does not support {operation}. {fix}")]
+    Unsupported {
+        /// The backend's [`StorageBackend::kind`].
+        backend: &'static str,
+        /// What was asked, e.g. `online backups`.
+        operation: String,
+        /// What the operator can do instead.
+        fix: String,
+    },
     /// Any other failure of the underlying store (I/O, lock, connection).
     #[error("storage operation {op} failed: {source}")]
     Backend {
@@ -81,6 +93,19 @@ impl StorageError {
 
 /// Result alias for storage operations.
 pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// What an online backup ([`StorageBackend::backup_to`]) wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// The file written.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The storage schema version of the copy (SQLite: `meta.schema_version`).
+    pub schema_version: String,
+    /// Number of checkpoints (namespace `checkpoints`) in the copy.
+    pub checkpoints: u64,
+}
 
 /// One record of a [`StorageBackend`] log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,4 +197,24 @@ pub trait StorageBackend: Send + Sync + 'static {
     async fn queue_ack(&self, namespace: &str, key: &str, id: u64) -> Result<bool>;
     /// Number of unacknowledged items.
     async fn queue_len(&self, namespace: &str, key: &str) -> Result<u64>;
+
+    /// The local directory that holds this backend's files (SQLite: the
+    /// database file's directory), `None` for a backend without one. The
+    /// control plane only lets [`backup_to`](Self::backup_to) write under it.
+    fn data_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Writes a consistent copy of the whole store to the new file `path`
+    /// while the store stays in use, checks the copy's integrity and makes it
+    /// durable; never overwrites an existing file. An optional capability:
+    /// backends without it answer [`StorageError::Unsupported`].
+    async fn backup_to(&self, path: &Path) -> Result<BackupSummary> {
+        Err(StorageError::Unsupported {
+            backend: self.kind(),
+            operation: format!("online backups (asked to write {})", path.display()),
+            fix: "Back up the storage with the database's own tools (PostgreSQL: pg_dump --schema=deltaforge)"
+                .to_owned(),
+        })
+    }
 }
