@@ -2,9 +2,12 @@
 //! storage, and hands pipelines to the runner. All engine logic lives in the
 //! library crates; this crate only wires them together.
 
+mod api_client;
 mod cli;
 mod dlq_cmd;
 mod failpoint;
+mod help_cmd;
+mod ops_cmd;
 mod registry;
 mod runner;
 mod storage;
