@@ -214,8 +214,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { api } => crate::ops_cmd::status(&api).await,
         Command::Pipelines { action, api } => crate::ops_cmd::pipelines(action, &api).await,
-        Command::Completions { shell } => crate::help_cmd::completions(shell),
-        Command::Man { out_dir } => crate::help_cmd::man(out_dir.as_deref()),
+        Command::Completions { shell } => crate::help_cmd::completions(shell, <Cli as clap::CommandFactory>::command()),
+        Command::Man { out_dir } => crate::help_cmd::man(out_dir.as_deref(), <Cli as clap::CommandFactory>::command()),
         Command::Checkpoints { action, storage } => {
             let store = CheckpointStore::new(crate::storage::open(&storage).await?);
             match action {

@@ -1,29 +1,26 @@
 //! `deltaforge completions SHELL` and `deltaforge man`: shell completion
 //! scripts (`clap_complete`) and the man page (`clap_mangen`), both
-//! generated from the command-line definition in `cli`, so they never go
-//! out of date. It writes to standard output (or `--out-dir`) only.
+//! generated from the command-line definition `cli` hands in, so they never
+//! go out of date. It writes to standard output (or `--out-dir`) only.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::cli::Cli;
-
-/// Prints the completion script for `shell`.
-pub fn completions(shell: Shell) -> anyhow::Result<ExitCode> {
+/// Prints the completion script of `cmd` (the whole command line) for `shell`.
+pub fn completions(shell: Shell, mut cmd: clap::Command) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "deltaforge", &mut out);
+    clap_complete::generate(shell, &mut cmd, "deltaforge", &mut out);
     print_all(&out)
 }
 
-/// Prints the man page (roff), or writes one page per command
+/// Prints the man page of `cmd` (roff), or writes one page per command
 /// (`deltaforge.1`, `deltaforge-run.1`, ...) into `out_dir`.
-pub fn man(out_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let cmd = Cli::command().about(ABOUT);
+pub fn man(out_dir: Option<&Path>, cmd: clap::Command) -> anyhow::Result<ExitCode> {
+    let cmd = cmd.about(ABOUT);
     match out_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -58,7 +55,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::*;
-    use crate::cli::Command;
+    use crate::cli::{Cli, Command};
 
     #[test]
     fn completions_parse_the_shell_and_name_the_subcommands() {
