@@ -17,7 +17,7 @@ use crate::storage::StorageArgs;
 /// files, Kafka, Redis, NATS and HTTP, with checkpoints saved only after
 /// delivery.
 #[derive(Debug, Parser)]
-#[command(name = "deltaforge", version, about)]
+#[command(name = "deltaforge", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DELTAFORGE_GIT_COMMIT"), ")"), about)]
 pub struct Cli {
     /// Log level (overridden by RUST_LOG).
     #[arg(long, global = true, default_value = "info", env = "DELTAFORGE_LOG_LEVEL")]
@@ -100,6 +100,29 @@ pub enum Command {
         action: CheckpointAction,
         #[command(flatten)]
         storage: StorageArgs,
+    },
+    /// Show a running instance's health, readiness and pipelines (REST API client).
+    Status {
+        #[command(flatten)]
+        api: crate::ops_cmd::ApiArgs,
+    },
+    /// List, show, pause, resume, restart or reset pipelines of a running instance (REST API client).
+    Pipelines {
+        #[command(subcommand)]
+        action: crate::ops_cmd::PipelinesAction,
+        #[command(flatten)]
+        api: crate::ops_cmd::ApiArgs,
+    },
+    /// Print a shell completion script (e.g. `deltaforge completions bash > /etc/bash_completion.d/deltaforge`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `deltaforge man | man -l -`).
+    Man {
+        /// Write one page per command into this directory instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -215,6 +238,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { to, force, storage } => crate::backup_cmd::backup(&storage, &to, force).await,
         Command::Restore { from, force, storage } => crate::backup_cmd::restore(&storage, &from, force).await,
+        Command::Status { api } => crate::ops_cmd::status(&api).await,
+        Command::Pipelines { action, api } => crate::ops_cmd::pipelines(action, &api).await,
+        Command::Completions { shell } => crate::help_cmd::completions(shell, <Cli as clap::CommandFactory>::command()),
+        Command::Man { out_dir } => crate::help_cmd::man(out_dir.as_deref(), <Cli as clap::CommandFactory>::command()),
         Command::Checkpoints { action, storage } => {
             let store = CheckpointStore::new(crate::storage::open(&storage).await?);
             match action {

@@ -3,9 +3,12 @@
 //! library crates; this crate only wires them together.
 
 mod backup_cmd;
+mod api_client;
 mod cli;
 mod dlq_cmd;
 mod failpoint;
+mod help_cmd;
+mod ops_cmd;
 mod registry;
 mod runner;
 mod storage;

@@ -1,4 +1,8 @@
-//! Operations on a running or stopped engine: online backups of the SQLite
-//! storage, restores, and the `POST /storage/backup` route.
+//! Operating the engine: online backups of the SQLite storage, restores
+//! and the `POST /storage/backup` route; the command-line client of the
+//! REST API, completions, the man page, the version, and the shipped
+//! examples.
 
 mod backup;
+mod cli;
+mod examples;
