@@ -48,7 +48,7 @@ impl TablePattern {
                 Ok(TablePattern { text: text.to_string(), db: db.to_string(), table: table.to_string() })
             }
             _ => Err(format!(
-                "table pattern {text:?} is not of the form db.table (use `*` as a wildcard, e.g. `shop.order_*` or `*.orders`)"
+                "table pattern {text:?} is not of the form db.table (schema.table for PostgreSQL; use `*` as a wildcard, e.g. `shop.order_*` or `*.orders`)"
             )),
         }
     }

@@ -2,8 +2,8 @@
 //! storage, and hands pipelines to the runner. All engine logic lives in the
 //! library crates; this crate only wires them together.
 
-mod backup_cmd;
 mod api_client;
+mod backup_cmd;
 mod cli;
 mod dlq_cmd;
 mod failpoint;
