@@ -12,6 +12,7 @@ mod support;
 mod control;
 mod crash;
 mod mysql;
+mod ops;
 mod pg;
 mod processors;
 mod sinks;
