@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR=never
 started=$(date +%s)
 
 echo "== starting services (scripts/services/all.sh)" >&2
-bash scripts/services/all.sh start postgres mariadb redis nats kafka >&2
+bash scripts/services/all.sh start postgres mariadb redis nats kafka prometheus >&2
 
 echo "== architecture rules (scripts/check_architecture.py)" >&2
 python3 scripts/check_architecture.py

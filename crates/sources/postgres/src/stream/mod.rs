@@ -26,7 +26,6 @@ mod transaction;
 
 use std::sync::Arc;
 
-use crate::position::Lsn;
 use deltaforge_core::snapshot::{reader_finished, reader_outcome, try_reader_outcome, StreamSide, WatermarkKind};
 use deltaforge_core::{Event, Op, Row, SourceContext, SourceError, SourceMeta};
 
