@@ -113,9 +113,13 @@ impl SourcePosition for PgPosition {
     fn debezium_fields(&self, _index: u32, block: &mut Map<String, Value>) {
         // Debezium's PostgreSQL connector: DeltaForge does not know the
         // database name, so `db` carries the schema name, like `schema`.
+        // Debezium orders `schema` before `table`; consumers that compare
+        // blocks textually expect that order.
         block.insert("connector".into(), "postgresql".into());
         let schema = block.get("db").cloned().unwrap_or(Value::Null);
+        let table = block.shift_remove("table");
         block.insert("schema".into(), schema);
+        block.insert("table".into(), table.unwrap_or(Value::Null));
         block.insert("txId".into(), self.tx_id.into());
         block.insert("lsn".into(), self.lsn.0.into());
         block.insert("xmin".into(), Value::Null);
@@ -251,6 +255,9 @@ mod tests {
         assert_eq!(ours["source"]["txId"], 555);
         assert_eq!(ours["source"]["connector"], "postgresql");
         assert_eq!(ours["source"]["schema"], "public");
+        let keys: Vec<&str> = ours["source"].as_object().unwrap().keys().map(String::as_str).collect();
+        let golden_keys: Vec<&str> = golden["source"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, golden_keys, "Debezium's field order");
     }
 
     #[test]

@@ -143,7 +143,8 @@ fn every_route_with_its_errors() {
     let bad_rate = audit(&audit_out, json!("fast")).text();
     let (status, body) = inst.ok("POST", "/pipelines", Some(&bad_rate));
     assert_eq!(status, 400);
-    assert_eq!(body["detail"]["errors"][0]["field"], "spec.source.config", "{body}");
+    // Component configs are parsed with their field paths: the field itself is named.
+    assert_eq!(body["detail"]["errors"][0]["field"], "spec.source.config.rate", "{body}");
     assert!(body["detail"]["errors"][0]["message"].as_str().unwrap().contains("\"fast\""), "{body}");
     let typo = pipeline("audit", json!({ "id": "dg-audit", "rat": 5 })).file_sink("a", &audit_out, Value::Null).text();
     let (status, body) = inst.ok("POST", "/pipelines", Some(&typo));
