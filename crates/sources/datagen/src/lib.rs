@@ -161,7 +161,9 @@ impl Source for DatagenSource {
                         tenant: ctx.tenant.clone(),
                         db: db.clone(),
                         table: table.clone(),
-                        position: DatagenPosition::at(id),
+                        // The last event of a transaction sits at the transaction's
+                        // own position: share it rather than allocate another.
+                        position: if id == tx_end { tx_position.clone() } else { DatagenPosition::at(id) },
                         ts_ms: EPOCH_MS + id as i64,
                     },
                     tx_id: Some(tx_id.clone()),
