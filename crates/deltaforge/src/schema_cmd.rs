@@ -238,10 +238,13 @@ fn sink_common_key(key: &str) -> Value {
 }
 
 fn processor_entry(kind: &str, config: Schema) -> Value {
-    let config = config.to_value();
-    // Validation reads an absent config as `{}`: it is required only when
-    // some of its keys are.
+    let mut config = config.to_value();
+    // Validation reads an absent (or null) config as `{}`: it is required
+    // only when some of its keys are.
     let needs_config = config.get("required").and_then(Value::as_array).is_some_and(|r| !r.is_empty());
+    if !needs_config && config["type"] == "object" {
+        config["type"] = json!(["object", "null"]);
+    }
     component_entry(kind, "processor", config, needs_config)
 }
 
