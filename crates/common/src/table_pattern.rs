@@ -86,6 +86,23 @@ impl TryFrom<String> for TablePattern {
     }
 }
 
+/// In a JSON Schema a pattern is a `db.table` string: both parts
+/// non-empty, split at the first `.` (what [`TablePattern::parse`] accepts).
+impl schemars::JsonSchema for TablePattern {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TablePattern".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[^.]+[.].+$",
+            "description": "A table pattern `db.table` (`schema.table` for PostgreSQL); `*` and `%` match any run of characters within a part, e.g. `shop.order_*`, `*.orders`.",
+            "examples": ["shop.orders", "shop.order_*", "*.audit_log"]
+        })
+    }
+}
+
 impl fmt::Display for TablePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)

@@ -41,7 +41,9 @@ pub use error::{ConfigError, ConfigErrors};
 pub use load::{check_unique, load_path, parse_str};
 pub use spec::{Catalog, ComponentSpec, PipelineSpec, SinkSpec, SourceSpec};
 pub use validate::{
-    API_VERSION, DEFAULT_TENANT, KIND, MAX_BATCH_EVENTS, MAX_BATCH_MS, MAX_INFLIGHT, MIN_BATCH_BYTES, SINK_COMMON_KEYS,
+    API_VERSION, BATCH_KEYS, COMPONENT_KEYS, DEFAULT_TENANT, DLQ_KEYS, KIND, MAX_BATCH_EVENTS, MAX_BATCH_MS,
+    MAX_DLQ_CAPACITY, MAX_INFLIGHT, METADATA_KEYS, MIN_BATCH_BYTES, PIPELINE_NAME_PATTERN, SINK_COMMON_KEYS, SPEC_KEYS,
+    TOP_KEYS,
 };
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! checks and builds from its `config:` block.
 //!
 //! - A component's config is a `serde` type implementing
-//!   [`ComponentConfig`]; [`parse_config`] reads it from the spec's JSON
+//!   [`ComponentConfig`] and `schemars::JsonSchema` (derived: the JSON
+//!   Schema of the spec, `deltaforge schema`, is generated from the same
+//!   types that validate it); [`parse_config`] reads it from the spec's JSON
 //!   object and names the field path at fault (`rules[0].columns.email`),
 //!   nested paths included.
 //! - [`ComponentConfig::check`] does the offline checks serde cannot
@@ -65,8 +67,10 @@ impl ConfigProblem {
     }
 }
 
-/// What every component's config type implements.
-pub trait ComponentConfig: DeserializeOwned {
+/// What every component's config type implements. `JsonSchema` is derived
+/// beside `Deserialize`, so that doc comments become the schema's
+/// descriptions and `deny_unknown_fields` its `additionalProperties: false`.
+pub trait ComponentConfig: DeserializeOwned + schemars::JsonSchema {
     /// Offline checks beyond what deserialisation enforces. Must never
     /// connect anywhere or touch files.
     fn check(&self) -> Result<(), ConfigProblem> {
@@ -176,7 +180,7 @@ mod tests {
     use serde::Deserialize;
     use serde_json::json;
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Rule {
@@ -184,7 +188,7 @@ mod tests {
         columns: Vec<String>,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Cfg {

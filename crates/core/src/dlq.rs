@@ -24,7 +24,7 @@ use crate::position::Position;
 pub const NAMESPACE: &str = "dlq";
 
 /// What to do when the queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DlqOverflow {
     /// Wait (retrying) until an operator redrives or drains the queue; the

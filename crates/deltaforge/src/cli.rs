@@ -118,6 +118,9 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print the JSON Schema of a pipeline spec, for editor completion
+    /// (`deltaforge schema > docs/pipeline.schema.json`).
+    Schema,
     /// Print the man page (roff; `deltaforge man | man -l -`).
     Man {
         /// Write one page per command into this directory instead.
@@ -241,6 +244,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { api } => crate::ops_cmd::status(&api).await,
         Command::Pipelines { action, api } => crate::ops_cmd::pipelines(action, &api).await,
         Command::Completions { shell } => crate::help_cmd::completions(shell, <Cli as clap::CommandFactory>::command()),
+        Command::Schema => crate::schema_cmd::print(),
         Command::Man { out_dir } => crate::help_cmd::man(out_dir.as_deref(), <Cli as clap::CommandFactory>::command()),
         Command::Checkpoints { action, storage } => {
             let store = CheckpointStore::new(crate::storage::open(&storage).await?);

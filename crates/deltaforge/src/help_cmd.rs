@@ -41,7 +41,7 @@ const ABOUT: &str = "change data capture from MySQL/MariaDB and PostgreSQL to fi
 
 /// Writes `bytes` to standard output; a reader that went away (`| head`)
 /// is not an error.
-fn print_all(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+pub(crate) fn print_all(bytes: &[u8]) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(ExitCode::SUCCESS),

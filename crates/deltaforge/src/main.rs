@@ -11,6 +11,7 @@ mod help_cmd;
 mod ops_cmd;
 mod registry;
 mod runner;
+mod schema_cmd;
 mod storage;
 
 use std::process::ExitCode;

@@ -5,8 +5,10 @@
 //! Every config is read the same way, with
 //! [`deltaforge_core::component::parse_config`] (nested field paths), and
 //! checked with the component's `check`; build errors become fatal
-//! [`SourceError`]s / [`SinkError`]s. Adding a component means one module
-//! in its crate and one line in the table below (see CONTRIBUTING.md).
+//! [`SourceError`]s / [`SinkError`]s. The same config type gives the
+//! component's JSON Schema ([`Registry::config_schemas`], assembled by
+//! `schema_cmd`). Adding a component means one module in its crate and one
+//! line in the table below (see CONTRIBUTING.md).
 //! This module must never open a connection while validating.
 
 use deltaforge_config::{Catalog, ComponentSpec, PipelineSpec, SinkSpec};
@@ -24,6 +26,7 @@ use deltaforge_sinks_basic::{DiscardConfig, DiscardSink, FileConfig, FileSink, S
 use deltaforge_source_datagen::{DatagenConfig, DatagenSource};
 use deltaforge_source_mysql::{MysqlConfig, MysqlSource};
 use deltaforge_source_postgres::{PostgresConfig, PostgresSource};
+use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value};
 
 use crate::failpoint::FailpointSink;
@@ -48,38 +51,68 @@ fn check<C: ComponentConfig>(c: &Config) -> Result<(), ConfigProblem> {
     check_config::<C>(c).map(|_| ())
 }
 
+/// The JSON Schema of a config type, inline; the types it contains go to
+/// the generator's definitions.
+fn schema<C: ComponentConfig>(g: &mut SchemaGenerator) -> Schema {
+    C::json_schema(g)
+}
+
+/// What the registry needs of a config type: its offline check and its
+/// JSON Schema, both from the one type.
+#[derive(Clone, Copy)]
+struct Contract {
+    check: Check,
+    schema: fn(&mut SchemaGenerator) -> Schema,
+}
+
+/// The [`Contract`] of config type `C`.
+const fn contract<C: ComponentConfig>() -> Contract {
+    Contract { check: check::<C>, schema: schema::<C> }
+}
+
+/// The JSON Schemas of every registered component's config, by `type`, in
+/// registry order (see `schema_cmd`, which builds the document's schema).
+pub struct ConfigSchemas {
+    /// Source types and their config schemas.
+    pub sources: Vec<(&'static str, Schema)>,
+    /// Sink types and their own config schemas (without the common keys).
+    pub sinks: Vec<(&'static str, Schema)>,
+    /// Processor types and their config schemas.
+    pub processors: Vec<(&'static str, Schema)>,
+}
+
 struct SourceEntry {
     kind: &'static str,
-    check: Check,
+    config: Contract,
     build: fn(&Config) -> Result<Box<dyn Source>, SourceError>,
 }
 
 struct SinkEntry {
     kind: &'static str,
-    check: Check,
+    config: Contract,
     build: BuildSink,
 }
 
 struct ProcessorEntry {
     kind: &'static str,
-    check: Check,
+    config: Contract,
     build: fn(&Config) -> Result<Box<dyn Processor>, BuildError>,
 }
 
 const SOURCES: &[SourceEntry] = &[
     SourceEntry {
         kind: "datagen",
-        check: check::<DatagenConfig>,
+        config: contract::<DatagenConfig>(),
         build: |c| Ok(Box::new(DatagenSource::new(parse_config(c)?)?)),
     },
     SourceEntry {
         kind: "mysql",
-        check: check::<MysqlConfig>,
+        config: contract::<MysqlConfig>(),
         build: |c| Ok(Box::new(MysqlSource::new(parse_config(c)?)?)),
     },
     SourceEntry {
         kind: "postgres",
-        check: check::<PostgresConfig>,
+        config: contract::<PostgresConfig>(),
         build: |c| Ok(Box::new(PostgresSource::new(parse_config(c)?)?)),
     },
 ];
@@ -87,37 +120,37 @@ const SOURCES: &[SourceEntry] = &[
 const SINKS: &[SinkEntry] = &[
     SinkEntry {
         kind: "file",
-        check: check::<FileConfig>,
+        config: contract::<FileConfig>(),
         build: |c, _| Ok(Box::new(FileSink::open(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "stdout",
-        check: check::<StdoutConfig>,
+        config: contract::<StdoutConfig>(),
         build: |c, _| Ok(Box::new(StdoutSink::new(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "discard",
-        check: check::<DiscardConfig>,
+        config: contract::<DiscardConfig>(),
         build: |c, _| Ok(Box::new(DiscardSink::new(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "kafka",
-        check: check::<KafkaConfig>,
+        config: contract::<KafkaConfig>(),
         build: |c, x| Ok(Box::new(KafkaSink::new(parse_config(c)?, x.pipeline, x.sink_id)?)),
     },
     SinkEntry {
         kind: "redis",
-        check: check::<RedisConfig>,
+        config: contract::<RedisConfig>(),
         build: |c, _| Ok(Box::new(RedisSink::new(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "nats",
-        check: check::<NatsConfig>,
+        config: contract::<NatsConfig>(),
         build: |c, _| Ok(Box::new(NatsSink::new(parse_config(c)?)?)),
     },
     SinkEntry {
         kind: "http",
-        check: check::<HttpConfig>,
+        config: contract::<HttpConfig>(),
         build: |c, _| Ok(Box::new(HttpSink::new(parse_config(c)?)?)),
     },
 ];
@@ -126,27 +159,27 @@ const SINKS: &[SinkEntry] = &[
 const PROCESSORS: &[ProcessorEntry] = &[
     ProcessorEntry {
         kind: "filter",
-        check: check::<FilterConfig>,
+        config: contract::<FilterConfig>(),
         build: |c| Ok(metered(FilterProcessor::new(parse_config(c)?)?)),
     },
     ProcessorEntry {
         kind: "mask",
-        check: check::<MaskConfig>,
+        config: contract::<MaskConfig>(),
         build: |c| Ok(metered(MaskProcessor::new(parse_config(c)?)?)),
     },
     ProcessorEntry {
         kind: "flatten",
-        check: check::<FlattenConfig>,
+        config: contract::<FlattenConfig>(),
         build: |c| Ok(metered(FlattenProcessor::new(parse_config(c)?)?)),
     },
     ProcessorEntry {
         kind: "javascript",
-        check: check::<JavascriptConfig>,
+        config: contract::<JavascriptConfig>(),
         build: |c| Ok(metered(JavascriptProcessor::new(parse_config(c)?)?)),
     },
     ProcessorEntry {
         kind: "outbox",
-        check: check::<OutboxConfig>,
+        config: contract::<OutboxConfig>(),
         build: |c| Ok(metered(OutboxProcessor::new(parse_config(c)?)?)),
     },
 ];
@@ -178,25 +211,34 @@ impl Catalog for Registry {
     }
     fn check_source(&self, kind: &str, config: &Config) -> Result<(), ConfigProblem> {
         match SOURCES.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config),
+            Some(e) => (e.config.check)(config),
             None => Err(ConfigProblem::new("", format!("unknown source type {kind:?}"))),
         }
     }
     fn check_sink(&self, kind: &str, config: &Config) -> Result<(), ConfigProblem> {
         match SINKS.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config),
+            Some(e) => (e.config.check)(config),
             None => Err(ConfigProblem::new("", format!("unknown sink type {kind:?}"))),
         }
     }
     fn check_processor(&self, kind: &str, config: &Config) -> Result<(), ConfigProblem> {
         match PROCESSORS.iter().find(|e| e.kind == kind) {
-            Some(e) => (e.check)(config),
+            Some(e) => (e.config.check)(config),
             None => Err(ConfigProblem::new("", format!("unknown processor type {kind:?}"))),
         }
     }
 }
 
 impl Registry {
+    /// The JSON Schema of every component's config, generated with `g`.
+    pub fn config_schemas(&self, g: &mut SchemaGenerator) -> ConfigSchemas {
+        ConfigSchemas {
+            sources: SOURCES.iter().map(|e| (e.kind, (e.config.schema)(g))).collect(),
+            sinks: SINKS.iter().map(|e| (e.kind, (e.config.schema)(g))).collect(),
+            processors: PROCESSORS.iter().map(|e| (e.kind, (e.config.schema)(g))).collect(),
+        }
+    }
+
     /// Builds the source of a pipeline.
     pub fn build_source(&self, spec: &PipelineSpec) -> Result<Box<dyn Source>, SourceError> {
         let entry = SOURCES

@@ -48,7 +48,7 @@ use crate::pattern::TablePattern;
 use crate::value::error;
 
 /// What to do when a lifted column name is already taken.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnCollision {
     /// Fail the batch, naming the event and the column.
@@ -67,7 +67,7 @@ fn default_depth() -> usize {
 }
 
 /// Configuration of a `flatten` processor (see the module docs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlattenConfig {
     /// Name in metrics and errors; default `flatten`.

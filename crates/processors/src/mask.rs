@@ -51,7 +51,7 @@ use sha2::Sha256;
 use crate::pattern::TablePattern;
 
 /// A secret string whose `Debug` output never shows it.
-#[derive(Clone, Deserialize, Default)]
+#[derive(Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -69,7 +69,7 @@ impl Secret {
 }
 
 /// What to do with one column.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MaskMode {
     /// Remove the column.
@@ -83,7 +83,7 @@ pub enum MaskMode {
 }
 
 /// One rule: a table pattern and what to do with its columns.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaskRule {
     /// The tables this rule applies to (`db.table` with `*`).
@@ -93,7 +93,7 @@ pub struct MaskRule {
 }
 
 /// Configuration of a `mask` processor (see the module docs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaskConfig {
     /// Name in metrics and errors; default `mask`.

@@ -86,7 +86,7 @@ fn default_headers_field() -> Option<String> {
 }
 
 /// Configuration of an `outbox` processor (see the module docs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// Name in metrics and errors; default `outbox`.

@@ -10,7 +10,9 @@ use deltaforge_core::{BatchConfig, DlqConfig, DlqOverflow};
 use serde_json::Value;
 
 use super::collect::{describe, int_in, Ctx};
-use super::schema::{BATCH_KEYS, DLQ_KEYS, MAX_BATCH_EVENTS, MAX_BATCH_MS, MAX_INFLIGHT, MIN_BATCH_BYTES};
+use super::schema::{
+    BATCH_KEYS, DLQ_KEYS, MAX_BATCH_EVENTS, MAX_BATCH_MS, MAX_DLQ_CAPACITY, MAX_INFLIGHT, MIN_BATCH_BYTES,
+};
 
 impl Ctx<'_> {
     /// `spec.dlq: { enabled: true, capacity: 10000, overflow: block | drop_oldest | reject }`.
@@ -42,7 +44,7 @@ impl Ctx<'_> {
             }
         };
         if let Some(v) = m.get("capacity") {
-            match int_in(v, 1, 100_000_000) {
+            match int_in(v, 1, MAX_DLQ_CAPACITY) {
                 Some(n) => cfg.capacity = n,
                 None => self.err(
                     "spec.dlq.capacity",

@@ -1,6 +1,7 @@
 //! The fixed vocabulary of a `deltaforge/v1` `Pipeline` document: the
 //! supported `apiVersion` and `kind`, the allowed keys at each structural
-//! level, and the batch limits.
+//! level, and the batch limits. The JSON Schema of the spec is built from
+//! these constants too, so they are public.
 //!
 //! It is data only: it must never hold checking logic, so that every other
 //! validation module can depend on it without a cycle.
@@ -24,16 +25,21 @@ pub const MIN_BATCH_BYTES: u64 = 1024;
 pub const MAX_BATCH_MS: u64 = 3_600_000;
 /// Largest `spec.batch.max_inflight`.
 pub const MAX_INFLIGHT: u64 = 64;
+/// Largest `spec.dlq.capacity`.
+pub const MAX_DLQ_CAPACITY: u64 = 100_000_000;
+/// What a valid `metadata.name` matches, as a regular expression (the rule
+/// the naming module implements by hand).
+pub const PIPELINE_NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 
 /// Keys of the document itself.
-pub(super) const TOP_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+pub const TOP_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 /// Keys of `metadata`.
-pub(super) const METADATA_KEYS: &[&str] = &["name", "tenant"];
+pub const METADATA_KEYS: &[&str] = &["name", "tenant"];
 /// Keys of `spec`.
-pub(super) const SPEC_KEYS: &[&str] = &["source", "processors", "sinks", "batch", "commit_policy", "dlq"];
+pub const SPEC_KEYS: &[&str] = &["source", "processors", "sinks", "batch", "commit_policy", "dlq"];
 /// Keys of `spec.dlq`.
-pub(super) const DLQ_KEYS: &[&str] = &["enabled", "capacity", "overflow"];
+pub const DLQ_KEYS: &[&str] = &["enabled", "capacity", "overflow"];
 /// Keys of a source, processor or sink entry.
-pub(super) const COMPONENT_KEYS: &[&str] = &["type", "config"];
+pub const COMPONENT_KEYS: &[&str] = &["type", "config"];
 /// Keys of `spec.batch`.
-pub(super) const BATCH_KEYS: &[&str] = &["max_events", "max_bytes", "max_ms", "respect_source_tx", "max_inflight"];
+pub const BATCH_KEYS: &[&str] = &["max_events", "max_bytes", "max_ms", "respect_source_tx", "max_inflight"];

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
 
 /// When a source snapshots its tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotMode {
     /// Snapshot each matched table once (its record says `done` afterwards),
@@ -27,7 +27,7 @@ pub enum SnapshotMode {
 }
 
 /// The `snapshot:` map of a source config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
     /// When to snapshot (default `initial`).

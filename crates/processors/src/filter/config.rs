@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::pattern::TablePattern;
 
 /// What to do with matching events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Keep matching events and drop the others.
@@ -20,7 +20,7 @@ pub enum Action {
 }
 
 /// Configuration of a `filter` processor (see the module docs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Name in metrics and errors; default `filter`.

@@ -20,7 +20,7 @@ fn default_stack() -> u64 {
 }
 
 /// Configuration of a `javascript` processor (see the module docs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JavascriptConfig {
     /// Name in metrics and errors; default `javascript`.

@@ -6,7 +6,7 @@ use deltaforge_core::{BuildError, ComponentConfig, Event, Sink, SinkError};
 use serde::Deserialize;
 
 /// Configuration of the discard sink (only the common keys).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscardConfig {}
 

@@ -16,7 +16,7 @@ use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Sink, S
 use serde::Deserialize;
 
 /// Configuration of the file sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// File to append to; parent directories are created.

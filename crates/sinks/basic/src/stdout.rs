@@ -8,7 +8,7 @@ use deltaforge_core::{BuildError, ComponentConfig, Event, Sink, SinkError};
 use serde::Deserialize;
 
 /// Configuration of the stdout sink (only the common keys).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {}
 

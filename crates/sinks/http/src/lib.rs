@@ -48,7 +48,7 @@ use serde::Deserialize;
 const BODY_EXCERPT: usize = 512;
 
 /// One request per batch or per event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchMode {
     /// One request per batch (per rendered URL), body = JSON array.
@@ -59,7 +59,7 @@ pub enum BatchMode {
 }
 
 /// Configuration of the HTTP sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// URL template, e.g. `https://hooks.example.com/cdc/${table}`.

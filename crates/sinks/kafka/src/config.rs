@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// `brokers`: either `"host:port,host:port"` or a list of `host:port`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Brokers {
     /// Comma-separated bootstrap servers.
@@ -43,6 +43,22 @@ impl Brokers {
 #[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(transparent)]
 pub struct ClientConf(pub BTreeMap<String, Value>);
+
+/// In a JSON Schema: a mapping of librdkafka property names to scalar
+/// values (what the check accepts).
+impl schemars::JsonSchema for ClientConf {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ClientConf".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "librdkafka properties (`compression.type: lz4`, `security.protocol: SASL_SSL`, ...), passed through; values are strings, numbers or booleans.",
+            "additionalProperties": { "type": ["string", "number", "boolean"] }
+        })
+    }
+}
 
 /// True for librdkafka properties whose value must never be printed.
 pub fn is_secret(key: &str) -> bool {
@@ -75,7 +91,7 @@ impl fmt::Debug for ClientConf {
 ///     split_key_changes: true       # default: true with envelope debezium, else false
 ///     client_conf: { compression.type: lz4 }
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers.

@@ -46,7 +46,7 @@ use serde::Deserialize;
 const ACK_WINDOW: usize = 4096;
 
 /// Configuration of the NATS JetStream sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
     /// Server URL(s), e.g. `nats://127.0.0.1:4222`; several separated by commas.

@@ -48,7 +48,7 @@ use serde::Deserialize;
 const SUB_PIPELINE: usize = 256;
 
 /// Configuration of the Redis Streams sink.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// Server URI, e.g. `redis://127.0.0.1:6379/0` or

@@ -29,7 +29,7 @@ pub use deltaforge_common::synthetic::{row_for, values_for, COLUMNS};
 pub use position::DatagenPosition;
 
 /// Configuration of a datagen source.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatagenConfig {
     /// Checkpoint key.

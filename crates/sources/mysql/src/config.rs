@@ -13,7 +13,7 @@ use deltaforge_core::{ComponentConfig, ConfigProblem, SnapshotConfig};
 use serde::Deserialize;
 
 /// Server flavour: chosen automatically from the version string, or forced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FlavorSetting {
     /// Detect from `SELECT VERSION()` (contains `MariaDB` → MariaDB).
@@ -26,7 +26,7 @@ pub enum FlavorSetting {
 }
 
 /// TLS mode of the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsMode {
     /// Plain TCP.
@@ -41,7 +41,7 @@ pub enum TlsMode {
 }
 
 /// TLS options.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// `disabled` (default), `required`, `verify_ca` or `verify_identity`.
@@ -53,7 +53,7 @@ pub struct TlsConfig {
 }
 
 /// Configuration of a MySQL/MariaDB source.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlConfig {
     /// Checkpoint key; unique across pipelines.
@@ -66,6 +66,7 @@ pub struct MysqlConfig {
     #[serde(default)]
     pub server_id: Option<u32>,
     /// Tables to capture: `db.table`, `db.*`, `db.prefix%`, `%.table`.
+    #[schemars(with = "Vec<deltaforge_common::TablePattern>")]
     pub tables: Vec<String>,
     /// `auto` (default), `mysql` or `mariadb`.
     #[serde(default)]

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 /// Configuration of a `postgres` source. Its `Debug` form redacts the
 /// DSN's password.
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Checkpoint key; unique across pipelines.
@@ -26,6 +26,7 @@ pub struct PostgresConfig {
     pub dsn: String,
     /// Tables to capture, as `schema.table`; `*` and `%` match any run of
     /// characters (`public.order_*`, `sales.%`).
+    #[schemars(with = "Vec<TablePattern>")]
     pub tables: Vec<String>,
     /// Replication slot name. Default: `deltaforge_{pipeline name}` (the
     /// pipeline name is only known when the source runs, so the default is
