@@ -65,6 +65,10 @@ async fn checkpoint_writer(
     pipeline: String,
 ) -> Result<Option<Position>, CheckpointError> {
     let written = counter!("deltaforge_checkpoints_written_total", "pipeline" => pipeline.clone());
+    // Every failed storage write, retried or not: an alert on its rate sees
+    // a sick storage before the retries run out and the pipeline stops.
+    let storage_errors =
+        counter!("deltaforge_storage_errors_total", "pipeline" => pipeline.clone(), "operation" => "checkpoint_write");
     let mut last: Option<Position> = None;
     loop {
         let closed = rx.changed().await.is_err();
@@ -74,7 +78,11 @@ async fn checkpoint_writer(
                 let mut attempt = 0u32;
                 loop {
                     attempt += 1;
-                    match store.save(&source_id, &cp).await {
+                    let result = store.save(&source_id, &cp).await;
+                    if result.is_err() {
+                        storage_errors.increment(1);
+                    }
+                    match result {
                         Ok(()) => break,
                         Err(e) if attempt < 8 => {
                             tracing::warn!(source = %source_id, attempt, "checkpoint write failed, retrying: {e}");
