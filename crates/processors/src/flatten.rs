@@ -44,8 +44,8 @@ use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Process
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::pattern::TablePattern;
 use crate::value::error;
+use deltaforge_common::TablePattern;
 
 /// What to do when a lifted column name is already taken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]

@@ -51,7 +51,6 @@ pub mod javascript;
 pub mod mask;
 mod metered;
 pub mod outbox;
-pub mod pattern;
 #[cfg(test)]
 pub(crate) mod testutil;
 mod value;
@@ -59,10 +58,10 @@ mod value;
 #[cfg(test)]
 mod tests;
 
+pub use deltaforge_common::TablePattern;
 pub use filter::{FilterConfig, FilterProcessor};
 pub use flatten::{FlattenConfig, FlattenProcessor};
 pub use javascript::{JavascriptConfig, JavascriptProcessor};
 pub use mask::{MaskConfig, MaskProcessor};
 pub use metered::{metered, Metered};
 pub use outbox::{OutboxConfig, OutboxProcessor};
-pub use pattern::TablePattern;

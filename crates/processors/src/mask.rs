@@ -48,7 +48,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::pattern::TablePattern;
+use deltaforge_common::TablePattern;
 
 /// A secret string whose `Debug` output never shows it.
 #[derive(Clone, Deserialize, Default, schemars::JsonSchema)]

@@ -69,8 +69,8 @@ use deltaforge_core::{BuildError, ComponentConfig, ConfigProblem, Event, Op, Pro
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::pattern::TablePattern;
 use crate::value::{error, scalar_text};
+use deltaforge_common::TablePattern;
 
 fn default_payload() -> String {
     "payload".into()

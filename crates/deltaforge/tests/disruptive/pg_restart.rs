@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{pg_command, pg_sql, read_jsonl, service, service_action, wait_for, RunArgs};
+use crate::support::{pg_command, pg_sql, read_jsonl, service, service_action, unique_suffix, wait_for, RunArgs};
 
 /// Runs a script through psql's stdin, so that each statement is its own
 /// transaction (with `-c` a multi-statement string is one transaction).
@@ -23,8 +23,7 @@ fn psql_script(url: &str, sql: &str) {
 fn postgres_restart_mid_stream_reconnects_and_loses_nothing() {
     let _serial = crate::serial();
     let url = service("postgres");
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let s = format!("{}_{}", std::process::id(), nanos % 1_000_000);
+    let s = unique_suffix();
     let (table, id) = (format!("pgrestart_{s}"), format!("pgrestart-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, v text)"));
     let dir = tempfile::tempdir().unwrap();
@@ -32,10 +31,7 @@ fn postgres_restart_mid_stream_reconnects_and_loses_nothing() {
     let cfg = dir.path().join("pipeline.yaml");
     crate::support::Pipeline::new(&id)
         .tenant("test")
-        .source(
-            "postgres",
-            serde_json::json!({ "id": id, "dsn": url, "tables": [format!("public.{table}")], "slot": table, "publication": table, "status_interval_secs": 1 }),
-        )
+        .postgres_table_source(&id, &url, &table, &table)
         .file_sink("out", &out, serde_json::Value::Null)
         .batch(100, 20)
         .write(&cfg);

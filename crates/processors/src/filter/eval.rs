@@ -11,8 +11,8 @@ use deltaforge_core::{Columns, Event, Op, Row};
 use serde_json::Value;
 
 use super::predicate::{Field, Pred, Test};
-use crate::pattern::TablePattern;
 use crate::value::{loose_cmp, loose_eq, scalar_text, FieldPath, Image};
+use deltaforge_common::TablePattern;
 
 /// A row image of the event being tested, with the positions of the
 /// predicate's columns in its column list when they are cached.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{pg_command, pg_lsn, pg_sql, read_jsonl, service, storage, wait_for, Rng, RunArgs};
+use crate::support::{pg_command, pg_lsn, pg_sql, read_jsonl, service, storage, unique_suffix, wait_for, Rng, RunArgs};
 use serde_json::Value;
 
 /// Ids of rows inserted by rolled-back transactions start here.
@@ -84,8 +84,7 @@ fn writer(url: String, table: String, seed: u64, stop: Arc<AtomicBool>) -> BTree
 #[test]
 fn kill_9_under_load_loses_nothing_and_never_acknowledges_ahead() {
     let url = service("postgres");
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let s = format!("{}_{}", std::process::id(), nanos % 1_000_000);
+    let s = unique_suffix();
     let (table, slot, id) =
         (format!("pgcrash_{s}"), format!("pgcrash_{s}"), format!("pgcrash-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, v int NOT NULL, pad text)"));
@@ -95,10 +94,7 @@ fn kill_9_under_load_loses_nothing_and_never_acknowledges_ahead() {
     let cfg = dir.path().join("pipeline.yaml");
     crate::support::Pipeline::new(&id)
         .tenant("test")
-        .source(
-            "postgres",
-            serde_json::json!({ "id": id, "dsn": url, "tables": [format!("public.{table}")], "slot": slot, "publication": slot, "status_interval_secs": 1 }),
-        )
+        .postgres_table_source(&id, &url, &table, &slot)
         .file_sink("out", &out, serde_json::Value::Null)
         .batch(200, 20)
         .write(&cfg);

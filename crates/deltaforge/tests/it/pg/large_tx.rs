@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{pg_cleanup, pg_sql, service, storage, wait_for, RunArgs};
+use crate::support::{pg_cleanup, pg_sql, service, storage, unique_suffix, wait_for, RunArgs};
 
 const ROWS: usize = 1_000_000;
 
@@ -34,8 +34,7 @@ fn ids(path: &Path) -> Vec<usize> {
 #[test]
 fn a_million_row_transaction_streams_in_bounded_memory() {
     let url = service("postgres");
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let s = format!("{}_{}", std::process::id(), nanos % 1_000_000);
+    let s = unique_suffix();
     let (table, id) = (format!("pgbig_{s}"), format!("pgbig-{}", s.replace('_', "-")));
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, v text)"));
     let dir = tempfile::tempdir().unwrap();
@@ -43,10 +42,7 @@ fn a_million_row_transaction_streams_in_bounded_memory() {
     let cfg = dir.path().join("pipeline.yaml");
     crate::support::Pipeline::new(&id)
         .tenant("test")
-        .source(
-            "postgres",
-            serde_json::json!({ "id": id, "dsn": url, "tables": [format!("public.{table}")], "slot": table, "publication": table, "status_interval_secs": 1 }),
-        )
+        .postgres_table_source(&id, &url, &table, &table)
         .file_sink("out", &out, serde_json::Value::Null)
         .batch(2000, 50)
         .write(&cfg);

@@ -47,6 +47,16 @@ impl Pipeline {
         self
     }
 
+    /// Sets a `postgres` source `id` capturing `public.{table}` through its
+    /// own slot and publication (both named `slot`), acknowledging every
+    /// second: the source most PostgreSQL tests use.
+    pub fn postgres_table_source(self, id: &str, dsn: &str, table: &str, slot: &str) -> Self {
+        self.source(
+            "postgres",
+            json!({ "id": id, "dsn": dsn, "tables": [format!("public.{table}")], "slot": slot, "publication": slot, "status_interval_secs": 1 }),
+        )
+    }
+
     /// Appends a processor (its whole entry, e.g. `{type: filter, ...}`).
     #[allow(dead_code, reason = "used by the `it` binary only")]
     pub fn processor(mut self, processor: Value) -> Self {
