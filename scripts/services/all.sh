@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Start (default), stop or query several local services.
-# usage: all.sh [start|stop|status] [postgres mariadb redis nats kafka prometheus ...]
+# usage: all.sh [start|stop|status] [postgres mariadb redis nats kafka prometheus s3 ...]
 #   start  prints one NAME=URL line per service on stdout; exits non-zero if any failed.
 #   stop   stops them (in reverse order).
 #   status prints one status line per service; exits non-zero if any is stopped.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL=(postgres mariadb redis nats kafka prometheus)
+ALL=(postgres mariadb redis nats kafka prometheus s3 chromium)
 
 ACTION=start
 case "${1:-}" in

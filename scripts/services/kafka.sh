@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Apache Kafka 4.x, single-node KRaft (broker+controller in one JVM), jars from
 # Maven Central. Broker on 127.0.0.1:${DF_KAFKA_PORT:-59092}, controller on
-# 127.0.0.1:${DF_KAFKA_CONTROLLER_PORT:-59093}.
+# 127.0.0.1:${DF_KAFKA_CONTROLLER_PORT:-59093}. The broker advertises
+# 127.0.0.1:${DF_KAFKA_ADVERTISED_PORT:-$DF_KAFKA_PORT} to clients (another port
+# only to put a proxy in front of every client connection, as the network-fault
+# tests do).
 # usage: kafka.sh [start|stop|status]   — start prints the bootstrap address as the last stdout line.
 #
 # The jars are cached in <folder>/lib (fetched once with Maven); they also give
@@ -14,6 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ACTION="${1:-start}"
 PORT="${DF_KAFKA_PORT:-59092}"
 CPORT="${DF_KAFKA_CONTROLLER_PORT:-59093}"
+ADVERTISED_PORT="${DF_KAFKA_ADVERTISED_PORT:-$PORT}"
 VERSION="${DF_KAFKA_VERSION:-4.1.0}"
 LOG4J_VERSION=2.24.3 # what kafka-server 4.1.0 depends on; Kafka 4.x logs via slf4j 1.7 -> log4j-slf4j-impl
 URL="127.0.0.1:${PORT}"
@@ -91,7 +95,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
 listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$ADVERTISED_PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT

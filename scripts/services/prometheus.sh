@@ -108,7 +108,10 @@ start_prometheus() {
   local i timeout="${DF_PROMETHEUS_START_TIMEOUT:-30}"
   for ((i = 0; i < timeout * 10; i++)); do
     ready && { echo "$URL"; return 0; }
-    running || df_fail_with_log "$LOGFILE" "prometheus exited during start"
+    # By pid first: while the process execs, its command line reads empty for
+    # a moment, so the name check alone fails a server that is starting (seen on CI).
+    df_proc_alive "$(df_pid_of "$PIDFILE")" || running ||
+      df_fail_with_log "$LOGFILE" "prometheus exited during start"
     sleep 0.1
   done
   df_fail_with_log "$LOGFILE" "Prometheus not ready on $URL/-/ready after ${timeout}s"

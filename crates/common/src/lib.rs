@@ -18,5 +18,5 @@ pub mod synthetic;
 pub mod table_pattern;
 pub mod time;
 
-pub use redact::{is_secret_key, redact, redact_dsn};
+pub use redact::{is_secret_key, is_secret_param, redact, redact_dsn, scrub_secrets, scrub_values};
 pub use table_pattern::TablePattern;

@@ -1,29 +1,85 @@
 //! Redaction of secrets before anything is shown: specs in the REST API and
 //! `validate` output, DSNs and URLs in logs and in every error message.
 //!
-//! This module owns the one set of rules for what counts as a secret: the
-//! password part of URL-style DSNs (and the bare token of `nats://TOKEN@h`),
-//! `password=...`-style
-//! pairs in key=value DSNs and query strings, and the values of keys named
-//! like password, secret, token, credentials or api_key. It is for display
-//! (REST API, logs, `validate` output) only and must never be applied to
-//! the spec that components are built from. It errs on the side of hiding
-//! too much.
+//! This module owns the one list of what counts as a secret in DeltaForge
+//! (every component, the Kafka sink's `client_conf` and the HTTP sink's
+//! headers included): the password part of URL-style DSNs and bare-token
+//! user-info (`nats://TOKEN@host`, `https://TOKEN@host`), secret-named
+//! `key=value` pairs in DSNs and query strings (`?password=`, `?token=`,
+//! `?key=`, `?access_key=`, ...), the values of keys named like a password,
+//! secret, token, credential, API key, private key, authorization header or
+//! cookie, PEM blocks, and `Bearer`/`Basic` credentials in text. It also
+//! scrubs the values of a config out of an error message
+//! ([`scrub_values`]), so that no message about a config echoes what the
+//! user wrote.
+//!
+//! It is for display (REST API, logs, errors, `validate` output) only and
+//! must never be applied to the spec that components are built from. It
+//! errs on the side of hiding too much.
 
 use serde_json::Value;
 
 /// The replacement text.
 pub const MASK: &str = "***";
 
-/// Whether a key (JSON key or DSN parameter) names a secret.
-///
-/// Case-insensitive; `-` counts as `_`. Matches any key containing
-/// `password`, `passwd`, `secret`, `token`, `credential`, `api_key`,
-/// `apikey` or `private_key`, and the keys `pwd` and `pass`.
+/// Fragments that make a key a secret wherever they occur in it (after
+/// lower-casing and turning `-` and `.` into `_`): `DB_PASSWORD`,
+/// `ssl.keystore.password`, `sasl.oauthbearer.client.secret`,
+/// `X-Auth-Token`, `X-Api-Key`, `Proxy-Authorization`, `Set-Cookie`,
+/// `sasl.oauthbearer.config`, `aws_access_key_id`.
+const SECRET_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "credential",
+    "api_key",
+    "apikey",
+    "private_key",
+    "access_key",
+    "accesskey",
+    "authorization",
+    "cookie",
+    "oauthbearer_config",
+    "signature",
+];
+
+/// Whole key names that are secrets (`pwd`, `pass`, `jwt`, ...).
+const SECRET_NAMES: &[&str] = &["pwd", "pass", "sig", "jwt", "nkey", "bearer", "session"];
+
+/// Key suffixes that are secrets: librdkafka's inline PEM properties
+/// (`ssl.key.pem`, `ssl.certificate.pem`, `ssl.ca.pem`).
+const SECRET_SUFFIXES: &[&str] = &["_pem"];
+
+/// Names that are secrets only as a query-string or DSN parameter
+/// (`?key=...` carries API keys), not as a spec field, where `key` is a
+/// message-key template and `auth` a mapping whose secret parts are masked
+/// one by one.
+const SECRET_PARAMS: &[&str] = &["key", "code", "auth"];
+
+/// URL schemes whose colon-less user-info is a user name, not a token
+/// (`postgres://cdc@db/shop`); in every other scheme it is masked.
+const USER_NAME_SCHEMES: &[&str] = &["postgres", "postgresql", "mysql", "mariadb", "jdbc:mysql", "jdbc:postgresql"];
+
+fn normalise(key: &str) -> String {
+    key.trim().to_ascii_lowercase().replace(['-', '.', ' '], "_")
+}
+
+/// Whether a key (a JSON key in a spec, a librdkafka property, an HTTP
+/// header name) names a secret. Case-insensitive; `-` and `.` count as
+/// `_`. See the lists at the top of this module.
 pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase().replace('-', "_");
-    const PARTS: &[&str] = &["password", "passwd", "secret", "token", "credential", "api_key", "apikey", "private_key"];
-    PARTS.iter().any(|p| k.contains(p)) || k == "pwd" || k == "pass"
+    let k = normalise(key);
+    SECRET_PARTS.iter().any(|p| k.contains(p))
+        || SECRET_NAMES.contains(&k.as_str())
+        || SECRET_SUFFIXES.iter().any(|s| k.ends_with(s))
+}
+
+/// Whether a `key=value` parameter of a DSN or query string is a secret:
+/// every [`is_secret_key`] name, plus `key`, `code` and `auth`.
+pub fn is_secret_param(key: &str) -> bool {
+    is_secret_key(key) || SECRET_PARAMS.contains(&normalise(key).as_str())
 }
 
 /// Returns a copy of `value` with secrets replaced by `"***"`, recursively.
@@ -34,10 +90,10 @@ pub fn is_secret_key(key: &str) -> bool {
 /// ```
 /// use deltaforge_common::redact;
 /// use serde_json::json;
-/// let v = json!({"dsn": "postgres://u:pw@h/db", "auth": {"api_key": "k", "user": "u"}});
+/// let v = json!({"dsn": "postgres://u:pw@h/db", "auth": {"api_key": "k"}, "headers": {"X-Api-Key": "k", "Accept": "a"}});
 /// assert_eq!(
 ///     redact(&v),
-///     json!({"dsn": "postgres://u:***@h/db", "auth": {"api_key": "***", "user": "u"}})
+///     json!({"dsn": "postgres://u:***@h/db", "auth": {"api_key": "***"}, "headers": {"X-Api-Key": "***", "Accept": "a"}})
 /// );
 /// ```
 pub fn redact(value: &Value) -> Value {
@@ -56,14 +112,18 @@ pub fn redact(value: &Value) -> Value {
     }
 }
 
-/// Masks the password in a DSN or URL-like string.
+/// Masks the secrets in a DSN, URL or any text shown to a user.
 ///
 /// * URL form: `scheme://user:password@host/...` → `scheme://user:***@host/...`
-///   (every URL in the string; the userinfo ends at the last `@` before
-///   whitespace, so passwords containing `/`, `#` or `@` are still hidden).
+///   (every URL in the string; the user-info ends at the last `@` before
+///   whitespace, so passwords containing `/`, `?`, `#` or `@` are still
+///   hidden). User-info without a `:` is a token (`nats://TOKEN@h`,
+///   `https://TOKEN@h`) and masked, except in database schemes where it is
+///   the user name (`postgres://cdc@db`).
 /// * key=value form (libpq, JDBC/ODBC, query strings): the value of any
-///   secret-named key (see [`is_secret_key`]) up to whitespace, `&` or `;`,
-///   or the whole quoted value: `host=x password=pw` → `host=x password=***`.
+///   secret parameter (see [`is_secret_param`]) up to whitespace, `&` or
+///   `;`, or the whole quoted value: `host=x password=pw` → `host=x password=***`.
+/// * `Bearer`/`Basic` credentials and the bodies of PEM blocks anywhere.
 ///
 /// Strings without credentials are returned unchanged.
 ///
@@ -71,10 +131,88 @@ pub fn redact(value: &Value) -> Value {
 /// use deltaforge_common::redact_dsn;
 /// assert_eq!(redact_dsn("postgres://u:pw@h/db"), "postgres://u:***@h/db");
 /// assert_eq!(redact_dsn("host=x password=pw"), "host=x password=***");
+/// assert_eq!(redact_dsn("https://h/x?key=k&a=1"), "https://h/x?key=***&a=1");
 /// assert_eq!(redact_dsn("./out/orders.jsonl"), "./out/orders.jsonl");
 /// ```
 pub fn redact_dsn(dsn: &str) -> String {
-    redact_pairs(&redact_userinfo(dsn))
+    redact_pem(&redact_auth_schemes(&redact_pairs(&redact_userinfo(dsn))))
+}
+
+/// Replaces every config value found in `message` by the mask, then
+/// redacts what is left with [`redact_dsn`]: no validation error about a
+/// config may echo what the user wrote (a value may be a secret pasted
+/// into the wrong field, or one pulled from the environment).
+///
+/// Every string (and number) leaf of `config` of at least
+/// [`MIN_SCRUBBED_LEN`] characters is masked, and every leaf of at least 3
+/// characters under a secret-named key; shorter values are too common as
+/// words to be told apart from the message's own text.
+///
+/// ```
+/// use deltaforge_common::redact::scrub_values;
+/// use serde_json::json;
+/// let cfg = json!({"url": "ftp://h/s3cr3t", "password": "hunter2"});
+/// assert_eq!(scrub_values("ftp://h/s3cr3t must start with http://", &cfg), "*** must start with http://");
+/// ```
+pub fn scrub_values(message: &str, config: &Value) -> String {
+    scrub(message, config, false)
+}
+
+/// Like [`scrub_values`], but masks only the values under secret-named
+/// keys (at least 3 characters long): for errors at run time, where the
+/// other values (a file path, a host) are what the operator needs to see.
+///
+/// ```
+/// use deltaforge_common::redact::scrub_secrets;
+/// use serde_json::json;
+/// let cfg = json!({"path": "./out.jsonl", "nats": {"token": "tok3n"}});
+/// assert_eq!(scrub_secrets("./out.jsonl: tok3n rejected", &cfg), "./out.jsonl: *** rejected");
+/// ```
+pub fn scrub_secrets(message: &str, config: &Value) -> String {
+    scrub(message, config, true)
+}
+
+fn scrub(message: &str, config: &Value, only_secrets: bool) -> String {
+    let mut values = Vec::new();
+    collect_values(config, false, only_secrets, &mut values);
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.dedup();
+    let mut out = message.to_string();
+    for v in values {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), MASK);
+        }
+        // serde and `{:?}` show strings escaped: mask that form too.
+        let quoted = format!("{v:?}");
+        let escaped = &quoted[1..quoted.len() - 1];
+        if escaped != v && out.contains(escaped) {
+            out = out.replace(escaped, MASK);
+        }
+    }
+    redact_dsn(&out)
+}
+
+/// Shortest non-secret config value [`scrub_values`] masks.
+pub const MIN_SCRUBBED_LEN: usize = 4;
+
+fn collect_values(v: &Value, secret: bool, only_secrets: bool, out: &mut Vec<String>) {
+    let wanted = |text: &str| {
+        let n = text.chars().count();
+        if secret {
+            n >= 3
+        } else {
+            !only_secrets && n >= MIN_SCRUBBED_LEN
+        }
+    };
+    match v {
+        Value::String(s) if wanted(s) => out.push(s.clone()),
+        Value::Number(n) if wanted(&n.to_string()) => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|i| collect_values(i, secret, only_secrets, out)),
+        Value::Object(map) => {
+            map.iter().for_each(|(k, i)| collect_values(i, secret || is_secret_key(k), only_secrets, out))
+        }
+        _ => {}
+    }
 }
 
 fn redact_userinfo(s: &str) -> String {
@@ -94,9 +232,9 @@ fn redact_userinfo(s: &str) -> String {
                         out.push_str(&userinfo[..=colon]);
                         out.push_str(MASK);
                     }
-                    // NATS-style URLs carry a bare token as their user-info.
-                    None if is_token_scheme(&rest[..p]) => out.push_str(MASK),
-                    None => out.push_str(userinfo),
+                    None if userinfo.is_empty() || is_user_name_scheme(&rest[..p]) => out.push_str(userinfo),
+                    // A bare user-info is a token: `nats://TOKEN@host`.
+                    None => out.push_str(MASK),
                 }
                 out.push_str(&token[at..]);
             }
@@ -108,13 +246,12 @@ fn redact_userinfo(s: &str) -> String {
     out
 }
 
-/// Whether the scheme ending `before` (the text up to `://`) puts a bare
-/// token in its user-info (`nats://TOKEN@host`), so that user-info without a
-/// `:` is a secret rather than a user name.
-fn is_token_scheme(before: &str) -> bool {
-    let start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c))).map_or(0, |i| i + 1);
+/// Whether the scheme ending `before` (the text up to `://`) puts a user
+/// name, not a token, in a colon-less user-info.
+fn is_user_name_scheme(before: &str) -> bool {
+    let start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.:".contains(c))).map_or(0, |i| i + 1);
     let scheme = before[start..].to_ascii_lowercase();
-    matches!(scheme.as_str(), "nats" | "tls" | "ws" | "wss")
+    USER_NAME_SCHEMES.contains(&scheme.as_str())
 }
 
 fn is_key_char(c: char) -> bool {
@@ -135,7 +272,7 @@ fn redact_pairs(s: &str) -> String {
         let key = &before[key_start..];
         let boundary_ok =
             before[..key_start].chars().next_back().is_none_or(|c| c.is_whitespace() || "&?;,".contains(c));
-        if !boundary_ok || !is_secret_key(key) || key_start < copied {
+        if !boundary_ok || !is_secret_param(key) || key_start < copied {
             continue;
         }
         // The value.
@@ -171,6 +308,68 @@ fn redact_pairs(s: &str) -> String {
     out
 }
 
+/// Masks the credential after `Bearer ` (any case) or `Basic `: a
+/// token of at least 8 characters of the token68 alphabet, as in an
+/// `Authorization` header that found its way into a message.
+fn redact_auth_schemes(s: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    let mut out = String::with_capacity(s.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < s.len() {
+        let at_word =
+            s.is_char_boundary(i) && lower[..i].chars().next_back().is_none_or(|c| !c.is_ascii_alphanumeric());
+        let scheme_len = if !at_word {
+            None
+        } else if lower[i..].starts_with("bearer ") {
+            Some(6)
+        } else if s[i..].starts_with("Basic ") {
+            Some(5)
+        } else {
+            None
+        };
+        if let Some(len) = scheme_len {
+            let after = i + len;
+            let cred_start = after + (s[after..].len() - s[after..].trim_start_matches(' ').len());
+            let cred_len = s[cred_start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(c)))
+                .unwrap_or(s.len() - cred_start);
+            if cred_len >= 8 {
+                out.push_str(&s[copied..cred_start]);
+                out.push_str(MASK);
+                copied = cred_start + cred_len;
+                i = copied;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+/// Masks the body of every `-----BEGIN ...-----` block.
+fn redact_pem(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(b) = rest.find("-----BEGIN ") {
+        let Some(header_end) = rest[b + 11..].find("-----").map(|i| b + 11 + i + 5) else { break };
+        out.push_str(&rest[..header_end]);
+        out.push_str(MASK);
+        rest = match rest[header_end..].find("-----END ") {
+            Some(e) => &rest[header_end + e..],
+            None => "",
+        };
+        // Keep the END line (it names the block, not its content).
+        if let Some(end) = rest.strip_prefix("-----END ").and_then(|r| r.find("-----").map(|i| 9 + i + 5)) {
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +382,9 @@ mod tests {
         assert_eq!(redact_dsn("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_dsn("nats://s3cr3t@h:4222"), "nats://***@h:4222");
         assert_eq!(redact_dsn("wss://tok@h nats://u@k"), "wss://***@h nats://***@k");
+        assert_eq!(redact_dsn("https://ghp_t0ken@github.com/x"), "https://***@github.com/x");
+        assert_eq!(redact_dsn("redis://s3cret@h:6379"), "redis://***@h:6379");
+        assert_eq!(redact_dsn("mysql://cdc@h/db"), "mysql://cdc@h/db");
         assert_eq!(redact_dsn("http://h:8080/path"), "http://h:8080/path");
         assert_eq!(redact_dsn("a=postgres://u:x@h b=mysql://v:y@k"), "a=postgres://u:***@h b=mysql://v:***@k");
     }
@@ -236,7 +438,7 @@ mod tests {
         for k in ["password", "DB_PASSWORD", "secret", "access-token", "credentials", "api_key", "ApiKey", "pwd"] {
             assert!(is_secret_key(k), "{k}");
         }
-        for k in ["id", "path", "user", "host", "dsn", "passes"] {
+        for k in ["id", "path", "user", "host", "dsn", "passes", "key", "topic", "ssl.keystore.location"] {
             assert!(!is_secret_key(k), "{k}");
         }
     }
@@ -259,5 +461,74 @@ mod tests {
             let _ = redact_dsn(&format!("password={s}"));
             let _ = redact_dsn(&format!("x://u:{s}@h"));
         }
+    }
+
+    /// The gaps of issue 14, one assertion each: every one failed before
+    /// the list was merged with the Kafka sink's and extended.
+    #[test]
+    fn kafka_and_http_secret_keys() {
+        for k in [
+            "ssl.key.pem",
+            "ssl.certificate.pem",
+            "ssl.keystore.password",
+            "ssl.key.password",
+            "sasl.password",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret",
+            "Authorization",
+            "Proxy-Authorization",
+            "Cookie",
+            "Set-Cookie",
+            "X-Api-Key",
+            "X-Auth-Token",
+            "aws_access_key_id",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        let headers = json!({"headers": {"Authorization": "Bearer abc", "Cookie": "sid=1", "Accept": "text/plain"}});
+        assert_eq!(
+            redact(&headers),
+            json!({"headers": {"Authorization": "***", "Cookie": "***", "Accept": "text/plain"}})
+        );
+    }
+
+    #[test]
+    fn query_parameter_secrets() {
+        for (input, want) in [
+            ("https://h/p?key=AIzaSyK&x=1", "https://h/p?key=***&x=1"),
+            ("https://h/p?token=t0k", "https://h/p?token=***"),
+            ("https://h/p?secret=s&password=p", "https://h/p?secret=***&password=***"),
+            ("https://h/p?access_key=AKIA&sig=zz", "https://h/p?access_key=***&sig=***"),
+            ("https://h/p?api-key=k&code=c", "https://h/p?api-key=***&code=***"),
+            (
+                "https://h/p?X-Amz-Signature=abc&X-Amz-Credential=c",
+                "https://h/p?X-Amz-Signature=***&X-Amz-Credential=***",
+            ),
+        ] {
+            assert_eq!(redact_dsn(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_text() {
+        assert_eq!(
+            redact_dsn("header Authorization: Bearer eyJhbGciOi.x.y rejected"),
+            "header Authorization: Bearer *** rejected"
+        );
+        assert_eq!(redact_dsn("Basic dXNlcjpwYXNz"), "Basic ***");
+        assert_eq!(redact_dsn("the basic idea"), "the basic idea");
+        let pem = "key: -----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN\n-----END PRIVATE KEY----- end";
+        assert_eq!(redact_dsn(pem), "key: -----BEGIN PRIVATE KEY-----***-----END PRIVATE KEY----- end");
+    }
+
+    #[test]
+    fn scrubbing_config_values_out_of_messages() {
+        let cfg = json!({"url": "http://h/", "batch": 7, "credentials": {"pin": "abc"}, "tls": {"ca": "hunter\"2"}});
+        let m = scrub_values("invalid: \"hunter\\\"2\" and abc and http://h/ and 7", &cfg);
+        assert_eq!(m, "invalid: \"***\" and *** and *** and 7");
+        assert_eq!(scrub_secrets("abc at http://h/", &cfg), "*** at http://h/");
+        // Longer values first: no piece of a longer value survives.
+        let cfg = json!({"a": "secretvalue", "b": "secret"});
+        assert_eq!(scrub_values("x secretvalue y", &cfg), "x *** y");
     }
 }

@@ -7,11 +7,97 @@
 //! `$${...}` escapes a literal `${...}`. Lines whose first non-blank
 //! character is `#` are copied verbatim.
 //!
+//! Which variables a text may read is the caller's [`EnvAccess`]: every
+//! variable for the operator's own spec files, only an allow-list for specs
+//! sent through the REST API (whoever can reach the API must not be able to
+//! copy the server's environment into a sink).
+//!
 //! It reads variables only through the lookup function it is given (never
 //! the process environment directly) and must never log or echo a value it
 //! substituted: errors name variables, not their contents.
 
+use std::collections::BTreeSet;
+
 use crate::error::{ConfigError, ConfigErrors};
+
+/// Which environment variables the `${NAME}` placeholders of a text may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvAccess {
+    /// Every variable: the operator's own spec files (`--config`).
+    All,
+    /// Only the listed names. Any other name counts as unset, whatever the
+    /// environment holds: `${NAME:-default}` takes its default and `${NAME}`
+    /// is an error whose fix is `how_to_allow`.
+    Only {
+        /// The names that may be read.
+        names: BTreeSet<String>,
+        /// How the operator allows another name (e.g. "start deltaforge with
+        /// --api-env-allow NAME"), shown in the error's fix.
+        how_to_allow: String,
+    },
+}
+
+impl EnvAccess {
+    /// `Only` the listed names, or `All` when the list holds `*`.
+    ///
+    /// ```
+    /// use deltaforge_config::EnvAccess;
+    /// assert_eq!(EnvAccess::from_list(&["*".to_string()], ""), EnvAccess::All);
+    /// let only = EnvAccess::from_list(&["PG_DSN".to_string()], "allow it");
+    /// assert!(only.allows("PG_DSN") && !only.allows("HOME"));
+    /// ```
+    pub fn from_list(names: &[String], how_to_allow: &str) -> EnvAccess {
+        if names.iter().any(|n| n.trim() == "*") {
+            return EnvAccess::All;
+        }
+        EnvAccess::Only {
+            names: names.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+            how_to_allow: how_to_allow.to_string(),
+        }
+    }
+
+    /// Whether `name` may be read.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            EnvAccess::All => true,
+            EnvAccess::Only { names, .. } => names.contains(name),
+        }
+    }
+}
+
+/// The lookup and the access rule of one expansion.
+struct Vars<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    access: &'a EnvAccess,
+}
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        if self.access.allows(name) {
+            (self.env)(name)
+        } else {
+            None
+        }
+    }
+
+    /// The error of `${name}` without a value.
+    fn unset(&self, origin: &str, lineno: usize, name: &str) -> ConfigError {
+        match self.access {
+            EnvAccess::Only { how_to_allow, .. } if !self.access.allows(name) => ConfigError::new(
+                origin,
+                format!("line {lineno}"),
+                format!("environment variable {name} may not be read by this spec (line {lineno})"),
+                format!("write the value into the spec, use ${{{name}:-default}}, or {how_to_allow}"),
+            ),
+            _ => ConfigError::new(
+                origin,
+                format!("line {lineno}"),
+                format!("environment variable {name} is not set (line {lineno})"),
+                format!("export {name} or use ${{{name}:-default}}"),
+            ),
+        }
+    }
+}
 
 /// Expands environment placeholders in `text`.
 ///
@@ -28,7 +114,8 @@ use crate::error::{ConfigError, ConfigErrors};
 ///
 /// Values are inserted as raw text, so a value containing YAML syntax
 /// (`: `, `#`, newlines) should be quoted in the spec (`dsn: "${PG_DSN}"`).
-/// All problems are collected, not just the first.
+/// All problems are collected, not just the first. Every variable may be
+/// read; [`expand_env_with_access`] restricts that.
 ///
 /// ```
 /// use deltaforge_config::expand_env;
@@ -37,6 +124,30 @@ use crate::error::{ConfigError, ConfigErrors};
 /// assert_eq!(out, "dsn: pg://db1:5432/${db}\n");
 /// ```
 pub fn expand_env(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigErrors> {
+    expand_env_with_access(text, origin, env, &EnvAccess::All)
+}
+
+/// Like [`expand_env`], reading only the variables `access` allows: any
+/// other name counts as unset, so `${NAME:-default}` takes its default and
+/// `${NAME}` is an error (naming the variable, never a value) whose fix
+/// says how to allow it.
+///
+/// ```
+/// use deltaforge_config::{expand_env_with_access, EnvAccess};
+/// let env = |k: &str| Some(format!("value-of-{k}"));
+/// let access = EnvAccess::from_list(&["HOST".to_string()], "allow it with --api-env-allow");
+/// let out = expand_env_with_access("h: ${HOST} p: ${PORT:-5432}\n", "<api>", &env, &access).unwrap();
+/// assert_eq!(out, "h: value-of-HOST p: 5432\n");
+/// let err = expand_env_with_access("home: ${HOME}\n", "<api>", &env, &access).unwrap_err();
+/// assert!(err.to_string().contains("HOME may not be read") && !err.to_string().contains("value-of"));
+/// ```
+pub fn expand_env_with_access(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    access: &EnvAccess,
+) -> Result<String, ConfigErrors> {
+    let vars = Vars { env, access };
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     for (idx, line) in text.split_inclusive('\n').enumerate() {
@@ -44,7 +155,7 @@ pub fn expand_env(text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>
             out.push_str(line);
             continue;
         }
-        expand_line(line, idx + 1, origin, env, &mut out, &mut errors);
+        expand_line(line, idx + 1, origin, &vars, &mut out, &mut errors);
     }
     if errors.is_empty() {
         Ok(out)
@@ -67,7 +178,7 @@ fn expand_line(
     line: &str,
     lineno: usize,
     origin: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    vars: &Vars<'_>,
     out: &mut String,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -98,15 +209,10 @@ fn expand_line(
         let tail = &inner[name_len..];
         let replacement: Option<(usize, String)> = if tail.starts_with('}') {
             let consumed = 2 + name_len + 1;
-            match env(name) {
+            match vars.get(name) {
                 Some(v) => Some((consumed, v)),
                 None => {
-                    errors.push(ConfigError::new(
-                        origin,
-                        format!("line {lineno}"),
-                        format!("environment variable {name} is not set (line {lineno})"),
-                        format!("export {name} or use ${{{name}:-default}}"),
-                    ));
+                    errors.push(vars.unset(origin, lineno, name));
                     Some((consumed, String::new()))
                 }
             }
@@ -114,7 +220,7 @@ fn expand_line(
             match d.find('}') {
                 Some(end) => {
                     let default = &d[..end];
-                    let value = env(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string());
+                    let value = vars.get(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string());
                     Some((2 + name_len + 2 + end + 1, value))
                 }
                 None => {
@@ -238,6 +344,36 @@ mod tests {
     fn text_without_trailing_newline_and_unicode() {
         assert_eq!(ok("ä: ${N_1}ö"), "ä: 7ö");
         assert_eq!(ok(""), "");
+    }
+
+    fn only(names: &[&str]) -> EnvAccess {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        EnvAccess::from_list(&names, "start deltaforge with --api-env-allow NAME")
+    }
+
+    #[test]
+    fn restricted_access_reads_only_the_listed_names() {
+        let access = only(&["N_1"]);
+        let out = expand_env_with_access("a: ${N_1} b: ${PG_DSN:-none} c: ${db}\n", "<api>", &env, &access).unwrap();
+        assert_eq!(out, "a: 7 b: none c: ${db}\n", "an unlisted name counts as unset");
+        let errs = expand_env_with_access("x: 1\ndsn: ${PG_DSN}\n", "<api>", &env, &access).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs}");
+        let e = &errs.0[0];
+        assert_eq!(e.field, "line 2");
+        assert!(e.message.contains("PG_DSN may not be read"), "{e}");
+        assert!(e.fix.contains("--api-env-allow"), "{e}");
+        assert!(!errs.to_string().contains("pw@h"), "never the value: {errs}");
+        // A listed but unset name is the ordinary error.
+        let errs = expand_env_with_access("a: ${MISSING}\n", "<api>", &env, &only(&["MISSING"])).unwrap_err();
+        assert!(errs.0[0].message.contains("MISSING is not set"), "{errs}");
+    }
+
+    #[test]
+    fn an_empty_list_reads_nothing_and_a_star_reads_everything() {
+        let none = only(&[]);
+        assert!(expand_env_with_access("a: ${N_1}\n", "<api>", &env, &none).is_err());
+        assert_eq!(only(&["A", "*"]), EnvAccess::All);
+        assert_eq!(expand_env_with_access("a: ${N_1}\n", "<api>", &env, &only(&["*"])).unwrap(), "a: 7\n");
     }
 
     #[test]

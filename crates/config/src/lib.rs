@@ -36,9 +36,9 @@ mod spec;
 mod validate;
 
 pub use deltaforge_common::redact::{is_secret_key, redact, redact_dsn};
-pub use env::expand_env;
+pub use env::{expand_env, expand_env_with_access, EnvAccess};
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{check_unique, load_path, parse_str};
+pub use load::{check_unique, load_path, parse_str, parse_str_with_env_access};
 pub use spec::{Catalog, ComponentSpec, PipelineSpec, SinkSpec, SourceSpec};
 pub use validate::{
     API_VERSION, BATCH_KEYS, COMPONENT_KEYS, DEFAULT_TENANT, DLQ_KEYS, KIND, MAX_BATCH_EVENTS, MAX_BATCH_MS,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::env::expand_env;
+use crate::env::{expand_env_with_access, EnvAccess};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::spec::{Catalog, PipelineSpec};
 use crate::validate::{self, Identity};
@@ -56,8 +56,15 @@ fn yaml_error(origin: &str, e: &serde_saphyr::Error) -> ConfigError {
 }
 
 impl Loader {
-    fn add_text(&mut self, text: &str, origin: &str, env: &dyn Fn(&str) -> Option<String>, catalog: &dyn Catalog) {
-        let expanded = match expand_env(text, origin, env) {
+    fn add_text(
+        &mut self,
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        access: &EnvAccess,
+        catalog: &dyn Catalog,
+    ) {
+        let expanded = match expand_env_with_access(text, origin, env, access) {
             Ok(t) => t,
             Err(e) => {
                 self.errors.extend(e.0);
@@ -144,7 +151,7 @@ pub fn load_path(
     for file in files {
         let origin = file.display().to_string();
         match std::fs::read_to_string(&file) {
-            Ok(text) => loader.add_text(&text, &origin, env, catalog),
+            Ok(text) => loader.add_text(&text, &origin, env, &EnvAccess::All, catalog),
             Err(e) => loader.errors.push(ConfigError::new(
                 origin,
                 "file",
@@ -156,8 +163,9 @@ pub fn load_path(
     loader.finish()
 }
 
-/// Expands environment variables in `text`, then parses and validates
-/// every pipeline document in it (several `---`-separated documents are
+/// Expands environment variables in `text` (every variable may be read:
+/// for the operator's own texts; see [`parse_str_with_env_access`] for
+/// others), then parses and validates every pipeline document in it (several `---`-separated documents are
 /// allowed; empty ones are skipped). `origin` names the text in errors and
 /// in [`PipelineSpec::origin`] (e.g. `<api>`).
 ///
@@ -199,8 +207,48 @@ pub fn parse_str(
     env: &dyn Fn(&str) -> Option<String>,
     catalog: &dyn Catalog,
 ) -> Result<Vec<PipelineSpec>, ConfigErrors> {
+    parse_str_with_env_access(text, origin, env, &EnvAccess::All, catalog)
+}
+
+/// Like [`parse_str`], with `${NAME}` placeholders reading only the
+/// variables `access` allows (a spec sent through the REST API must not
+/// copy the server's environment unless the operator said so).
+///
+/// ```
+/// use deltaforge_config::{parse_str_with_env_access, Catalog, EnvAccess};
+/// # use deltaforge_core::ConfigProblem;
+/// # use serde_json::{Map, Value};
+/// # struct Demo;
+/// # impl Catalog for Demo {
+/// #     fn source_types(&self) -> Vec<&'static str> { vec!["datagen"] }
+/// #     fn sink_types(&self) -> Vec<&'static str> { vec!["stdout"] }
+/// #     fn processor_types(&self) -> Vec<&'static str> { vec![] }
+/// #     fn check_source(&self, _: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> { Ok(()) }
+/// #     fn check_sink(&self, _: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> { Ok(()) }
+/// #     fn check_processor(&self, _: &str, _: &Map<String, Value>) -> Result<(), ConfigProblem> { Ok(()) }
+/// # }
+/// let yaml = "
+/// apiVersion: deltaforge/v1
+/// kind: Pipeline
+/// metadata: { name: demo }
+/// spec:
+///   source: { type: datagen, config: { id: '${SECRET}' } }
+///   sinks: [ { type: stdout, config: { id: out } } ]
+/// ";
+/// let env = |_: &str| Some("s3cr3t".to_string());
+/// let access = EnvAccess::from_list(&[], "pass --api-env-allow SECRET");
+/// let err = parse_str_with_env_access(yaml, "<api>", &env, &access, &Demo).unwrap_err();
+/// assert!(err.to_string().contains("SECRET may not be read") && !err.to_string().contains("s3cr3t"));
+/// ```
+pub fn parse_str_with_env_access(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    access: &EnvAccess,
+    catalog: &dyn Catalog,
+) -> Result<Vec<PipelineSpec>, ConfigErrors> {
     let mut loader = Loader::default();
-    loader.add_text(text, origin, env, catalog);
+    loader.add_text(text, origin, env, access, catalog);
     loader.finish()
 }
 

@@ -3,8 +3,10 @@
 //!
 //! This module owns the routes (the logic of `POST /storage/backup` is in
 //! [`crate::storage_backup`]), their request and response shapes, bearer
-//! authentication and the body size limit; every decision about pipelines
-//! is the [`PipelineManager`]'s. It must never show a spec unredacted, never
+//! authentication and the body size limit; the Host, Origin and
+//! Content-Type checks that run before them are [`crate::request_guard`]'s.
+//! Every decision about pipelines
+//! is the [`crate::PipelineManager`]'s. It must never show a spec unredacted, never
 //! accept a spec the config file would refuse, and never answer 5xx for bad
 //! input (5xx means the server or its storage failed, or `/ready` is not ready).
 //!
@@ -14,13 +16,10 @@
 //! [`crate::openapi`] (no macro crate to learn), and a test keeps it equal
 //! to [`routes`].
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -28,78 +27,12 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use crate::manager::{ManagerError, PipelineManager, PipelineView, State as PState};
+pub use crate::api_types::{ApiError, ApiState};
+use crate::manager::{PipelineView, State as PState};
+use crate::request_guard;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// The pipelines.
-    pub manager: PipelineManager,
-    /// Required bearer token, if any.
-    pub token: Option<Arc<str>>,
-    /// How long `stop`/`pause` wait for the run to end before answering 202.
-    pub command_wait: Duration,
-}
-
-/// An error response.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    error: String,
-    detail: Value,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>, detail: Value) -> Self {
-        ApiError { status, error: error.into(), detail }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(json!({ "error": self.error, "detail": self.detail }))).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        resp
-    }
-}
-
-impl From<ManagerError> for ApiError {
-    fn from(e: ManagerError) -> Self {
-        match e {
-            ManagerError::NotFound(name) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no pipeline named {name:?}"),
-                json!({ "pipeline": name, "fix": "list the pipelines with GET /pipelines" }),
-            ),
-            ManagerError::Invalid(errors) => {
-                let list: Vec<Value> = errors
-                    .0
-                    .iter()
-                    .map(|e| {
-                        json!({ "field": e.field, "message": e.message, "fix": e.fix, "pipeline": e.pipeline, "origin": e.origin })
-                    })
-                    .collect();
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid pipeline spec: {errors}"),
-                    json!({ "errors": list }),
-                )
-            }
-            ManagerError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m, Value::Null),
-            ManagerError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m, Value::Null),
-            ManagerError::Storage(m) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage is unavailable",
-                json!({ "reason": m, "fix": "check the storage backend; retry later" }),
-            ),
-        }
-    }
-}
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -130,7 +63,7 @@ fn body_text(body: Result<Bytes, BytesRejection>) -> ApiResult<String> {
 /// [`router`] is built from this list; a test compares it with
 /// [`crate::openapi::document`].
 pub fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<ApiState>)> {
-    vec![
+    let routes: Vec<(&'static str, &'static [&'static str], MethodRouter<ApiState>)> = vec![
         ("/health", &["get"], get(health)),
         ("/ready", &["get"], get(ready)),
         ("/openapi.json", &["get"], get(openapi)),
@@ -141,11 +74,17 @@ pub fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<ApiS
         ("/pipelines/{name}/stop", &["post"], post(stop)),
         ("/pipelines/{name}/start", &["post"], post(start)),
         ("/pipelines/{name}/checkpoint", &["get", "delete"], get(checkpoint).delete(reset_checkpoint)),
-        ("/pipelines/{name}/backfill", &["post"], post(backfill)),
+        ("/pipelines/{name}/backfill", &["get", "post"], get(backfills).post(backfill)),
+        ("/pipelines/{name}/backfill/{id}", &["delete"], axum::routing::delete(cancel_backfill)),
+        ("/pipelines/{name}/verify", &["post"], post(verify)),
+        ("/pipelines/{name}/verify/{id}", &["get"], get(verify_status)),
         ("/pipelines/{name}/schemas", &["get"], get(schemas)),
         ("/pipelines/{name}/schemas/{db}/{table}/versions", &["get"], get(schema_versions)),
         ("/storage/backup", &["post"], post(storage_backup)),
-    ]
+    ];
+    #[cfg(feature = "console")]
+    let routes = routes.into_iter().chain(crate::console_api::routes()).collect();
+    routes
 }
 
 /// The API router.
@@ -154,10 +93,13 @@ pub fn router(state: ApiState) -> Router {
     for (p, _, m) in routes() {
         r = r.route(p, m);
     }
+    #[cfg(feature = "console")]
+    let r = crate::console::routes(r);
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.guard.clone(), request_guard::check))
         .with_state(state)
 }
 
@@ -167,12 +109,22 @@ pub async fn serve(
     state: ApiState,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), auth = state.token.is_some(), "REST API listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), auth = state.token.is_some(), "REST API and console listening");
+    #[cfg(feature = "console")]
+    tokio::spawn(state.history.clone().run_sampler(state.manager.clone(), shutdown.clone()));
     axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
+/// Whether `path` is a console file (served without the token: no data in it).
+fn is_console_asset(path: &str) -> bool {
+    #[cfg(feature = "console")]
+    return crate::console::is_asset(path);
+    #[cfg(not(feature = "console"))]
+    return path.is_empty();
+}
+
 /// Compares two byte strings in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -181,7 +133,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.token {
-        if req.uri().path() != "/health" {
+        if req.uri().path() != "/health" && !is_console_asset(req.uri().path()) {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -343,6 +295,44 @@ async fn backfill(
     let name = path(name)?;
     let text = body_text(body)?;
     Ok((StatusCode::ACCEPTED, Json(st.manager.backfill(&name, &text).await?)).into_response())
+}
+
+async fn backfills(State(st): State<ApiState>, name: Result<Path<String>, PathRejection>) -> ApiResult<Json<Value>> {
+    let name = path(name)?;
+    Ok(Json(st.manager.backfills(&name).await?))
+}
+
+async fn cancel_backfill(
+    State(st): State<ApiState>,
+    params: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let (name, id) = path(params)?;
+    Ok(Json(st.manager.cancel_backfill(&name, &id).await?))
+}
+
+async fn verify(
+    State(st): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let name = path(name)?;
+    let text = body_text(body)?;
+    let spec = st.manager.spec(&name)?;
+    let started = st.verify.start(spec, st.manager.storage(), &text).map_err(job_error)?;
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}
+
+async fn verify_status(
+    State(st): State<ApiState>,
+    params: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let (name, id) = path(params)?;
+    st.manager.spec(&name)?;
+    Ok(Json(st.verify.status(&name, &id).map_err(job_error)?))
+}
+
+fn job_error(e: crate::verify_jobs::JobError) -> ApiError {
+    ApiError::new(e.status, e.message, e.detail)
 }
 
 async fn schemas(State(st): State<ApiState>, name: Result<Path<String>, PathRejection>) -> ApiResult<Json<Value>> {

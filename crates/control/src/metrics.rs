@@ -36,14 +36,27 @@
 //! while it keeps failing) and leaves the gauge at its last value; so does a
 //! stopped pipeline.
 //!
+//! **Access:** on a loopback address `/metrics` is open (a local
+//! Prometheus or agent scrapes it). On any other address the binary refuses
+//! to start without the API token (unless the operator passes
+//! `--insecure-metrics`), and [`serve`] is then given that token:
+//! scrapes must send `Authorization: Bearer TOKEN` (Prometheus:
+//! `authorization: { credentials_file: ... }`). Pipeline names, table
+//! names and lag tell an outsider more than they should.
+//!
 //! Why this crate: `metrics-exporter-prometheus` is the exporter of the
 //! `metrics` facade the coordinator already records through; it renders the
 //! text format and we serve it with the same axum as the API (its own
 //! HTTP listener feature would pull in hyper-util's server a second time).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -94,24 +107,50 @@ fn describe() {
     describe_gauge!("deltaforge_snapshot_tables_remaining", "Tables still to be read by snapshots and backfills.");
 }
 
-/// The `/metrics` router.
-pub fn router(handle: PrometheusHandle) -> Router {
-    Router::new().route(
+/// The `/metrics` router; with a `token`, scrapes must send it as
+/// `Authorization: Bearer TOKEN`.
+pub fn router(handle: PrometheusHandle, token: Option<Arc<str>>) -> Router {
+    let router = Router::new().route(
         "/metrics",
         get(move || {
             let handle = handle.clone();
-            async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
-            }
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()) }
         }),
-    )
+    );
+    match token {
+        Some(token) => router.layer(middleware::from_fn_with_state(token, require_token)),
+        None => router,
+    }
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` fires; runs the
-/// exporter's upkeep (histogram maintenance) every few seconds.
+async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    match given {
+        Some(g) if crate::api::constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                "the metrics endpoint requires the API token: send `Authorization: Bearer TOKEN` \
+                 (Prometheus: authorization.credentials_file)\n",
+            )
+                .into_response();
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+    }
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` fires, requiring
+/// `token` when given (see the module docs for when); runs the exporter's
+/// upkeep (histogram maintenance) every few seconds.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
+    token: Option<Arc<str>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let upkeep = handle.clone();
@@ -126,6 +165,6 @@ pub async fn serve(
         }
     });
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "metrics listening on /metrics");
-    axum::serve(listener, router(handle)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    tracing::info!(addr = ?addr, auth = token.is_some(), "metrics listening on /metrics");
+    axum::serve(listener, router(handle, token)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

@@ -16,7 +16,11 @@ fn error_responses(codes: &[&str]) -> Value {
             "401" => "Missing or wrong bearer token",
             "404" => "No such pipeline (or table)",
             "409" => "Not safe now (e.g. the pipeline is still stopping)",
+            "403" => "Foreign Host or Origin (DNS rebinding, cross-site request)",
             "413" => "Request body too large",
+            "415" => "Body without Content-Type application/json or application/yaml",
+            "500" => "The stored checkpoint is unreadable (`detail.fix` says how to reset or restore it)",
+            "501" => "Not available in this build",
             "503" => "Storage unavailable, or not ready",
             _ => "Error",
         };
@@ -67,6 +71,28 @@ fn command(summary: &str) -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    let mut doc = operations();
+    #[cfg(feature = "console")]
+    for (path, item) in crate::console_api::document_paths() {
+        doc["paths"][path] = item;
+    }
+    // Every request passes the request guard: 403 for a foreign Host or
+    // Origin anywhere, 415 for a mutating request that is not JSON/YAML.
+    let guard = error_responses(&["403", "415"]);
+    for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
+        for (method, op) in item.as_object_mut().expect("path item") {
+            let responses = op["responses"].as_object_mut().expect("responses");
+            responses.insert("403".into(), guard["403"].clone());
+            if method != "get" {
+                responses.insert("415".into(), guard["415"].clone());
+            }
+        }
+    }
+    doc
+}
+
+/// The document's paths and components, before the guard's responses.
+fn operations() -> Value {
     let pipeline = json!({ "$ref": "#/components/schemas/Pipeline" });
     json!({
         "openapi": "3.0.3",
@@ -101,10 +127,11 @@ pub fn document() -> Value {
             "/pipelines/{name}/stop": command("Stop (deliver in-flight batches)"),
             "/pipelines/{name}/start": command("Start from the checkpoint"),
             "/pipelines/{name}/checkpoint": {
-                "get": { "summary": "The stored checkpoint: position, per-sink positions, written-at, lag", "parameters": [name_param()], "responses": ok("Checkpoint (position null when none)", json!({ "$ref": "#/components/schemas/Checkpoint" }), &["400", "401", "404", "503"]) },
+                "get": { "summary": "The stored checkpoint: position, per-sink positions, written-at, lag", "parameters": [name_param()], "responses": ok("Checkpoint (position null when none)", json!({ "$ref": "#/components/schemas/Checkpoint" }), &["400", "401", "404", "500", "503"]) },
                 "delete": { "summary": "Reset: stop the pipeline if running, prepare the source's server (PostgreSQL: drop the slot; MySQL: oldest binlog) and delete its checkpoint; the next start re-reads from the beginning", "parameters": [name_param()], "responses": ok("Reset", json!({ "type": "object", "properties": { "deleted": { "type": "boolean" }, "start_position": { "type": "object", "nullable": true }, "pipeline": { "$ref": "#/components/schemas/Pipeline" }, "note": { "type": "string" } } }), &["400", "401", "404", "409", "503"]) }
             },
             "/pipelines/{name}/backfill": {
+                "get": { "summary": "Backfills of the pipeline: pending, running, done, failed (with `error`) or cancelled", "parameters": [name_param()], "responses": ok("Backfills", json!({ "type": "object", "properties": { "pipeline": { "type": "string" }, "backfills": { "type": "array", "items": { "type": "object", "properties": { "id": { "type": "integer" }, "tables": { "type": "array", "items": { "type": "string" } }, "where": { "type": "string" }, "state": { "type": "string", "enum": ["pending", "running", "done", "failed", "cancelled"] }, "tables_done": { "type": "array", "items": { "type": "string" } }, "error": { "type": "string" } } } } } }), &["400", "401", "404", "503"]) },
                 "post": {
                     "summary": "Re-read tables (optionally only rows matching a SQL condition) while streaming continues",
                     "parameters": [name_param()],
@@ -116,16 +143,25 @@ pub fn document() -> Value {
                             "additionalProperties": false,
                             "properties": {
                                 "tables": { "type": "array", "minItems": 1, "items": { "type": "string", "description": "schema.table, matched by the source's `tables`" } },
-                                "where": { "type": "string", "description": "SQL condition (no `;`), run by the source in a read-only transaction" }
+                                "where": { "type": "string", "description": "One SQL condition (no `;`, comments, backslashes or dollar quotes; balanced quotes and parentheses), prepared on the source's server before it is queued and run by the source in a read-only transaction" }
                             }
                         } } }
                     },
                     "responses": {
                         "202": { "description": "Queued; the source starts it within a second", "content": { "application/json": { "schema": { "type": "object" } } } },
                         "400": error_responses(&["400"])["400"], "401": error_responses(&["401"])["401"], "404": error_responses(&["404"])["404"],
-                        "413": error_responses(&["413"])["413"], "503": error_responses(&["503"])["503"]
+                        "409": error_responses(&["409"])["409"], "413": error_responses(&["413"])["413"], "503": error_responses(&["503"])["503"]
                     }
                 }
+            },
+            "/pipelines/{name}/verify": {
+                "post": { "summary": "Start comparing a sink with the source, row by row per primary key (`deltaforge verify`); body (JSON, optional): `sink`, `tables`, `where`, `no_transform`", "parameters": [name_param()], "responses": ok("Started", json!({ "type": "object", "properties": { "pipeline": { "type": "string" }, "id": { "type": "integer" }, "state": { "type": "string" } } }), &["400", "401", "404", "501", "503"]) }
+            },
+            "/pipelines/{name}/verify/{id}": {
+                "get": { "summary": "A verification: state (running, equal, different, failed), progress, and the report once done", "parameters": [name_param(), { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }], "responses": ok("Verification", json!({ "type": "object", "properties": { "state": { "type": "string", "enum": ["running", "equal", "different", "failed"] }, "progress": { "type": "object" }, "report": { "type": "object" }, "error": { "type": "string" } } }), &["400", "401", "404", "503"]) }
+            },
+            "/pipelines/{name}/backfill/{id}": {
+                "delete": { "summary": "Cancel a backfill: a pending one never starts, a running one stops before its next chunk", "parameters": [name_param(), { "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }], "responses": ok("Cancelled", json!({ "type": "object" }), &["400", "401", "404", "409", "503"]) }
             },
             "/pipelines/{name}/schemas": {
                 "get": { "summary": "Tables with schema history (tenant of the pipeline)", "parameters": [name_param()], "responses": ok("Tables", json!({ "type": "object" }), &["400", "401", "404", "503"]) }
@@ -197,7 +233,17 @@ pub fn document() -> Value {
                         "events_read": { "type": "integer" },
                         "lag_seconds": { "type": "number" },
                         "lag_bytes": { "type": "integer", "nullable": true, "description": "Source log bytes behind (WAL/binlog); 0 without a server log; null until measured" },
+                        "sink_counts": {
+                            "type": "object",
+                            "description": "Per sink id, counts of the current (or last) run: events delivered, failed delivery attempts (retried or dead-lettered), batches dropped",
+                            "additionalProperties": {
+                                "type": "object",
+                                "required": ["delivered", "errors", "dropped"],
+                                "properties": { "delivered": { "type": "integer" }, "errors": { "type": "integer" }, "dropped": { "type": "integer" } }
+                            }
+                        },
                         "checkpoint": { "type": "object", "nullable": true },
+                        "checkpoint_error": { "type": "string", "description": "Present when the stored checkpoint is unreadable: why, and how to fix it" },
                         "lease": { "type": "object" },
                         "spec": { "type": "object", "description": "The spec with secrets redacted" }
                     }
@@ -253,7 +299,15 @@ mod tests {
 
     #[tokio::test]
     async fn every_documented_operation_is_answered_by_the_router() {
-        let state = ApiState { manager: manager(), token: None, command_wait: Duration::from_millis(10) };
+        let state = ApiState {
+            manager: manager(),
+            token: None,
+            command_wait: Duration::from_millis(10),
+            guard: Arc::new(crate::RequestGuard::default()),
+            #[cfg(feature = "console")]
+            history: Default::default(),
+            verify: Default::default(),
+        };
         let app = router(state);
         let doc = super::document();
         for (path, item) in doc["paths"].as_object().unwrap() {
@@ -262,6 +316,8 @@ mod tests {
                 let req = Request::builder()
                     .method(method.to_uppercase().as_str())
                     .uri(&concrete)
+                    .header("host", "127.0.0.1:8080")
+                    .header("content-type", "application/yaml")
                     .body(Body::from("x: 1"))
                     .unwrap();
                 let resp = app.clone().oneshot(req).await.unwrap();
@@ -274,8 +330,12 @@ mod tests {
             }
         }
         // And an undocumented method is refused.
-        let req = Request::builder().method("PATCH").uri("/pipelines").body(Body::empty()).unwrap();
+        let req = Request::builder()
+            .method("PATCH")
+            .uri("/pipelines")
+            .header("host", "localhost")
+            .body(Body::empty())
+            .unwrap();
         assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
-        let _ = Arc::new(());
     }
 }

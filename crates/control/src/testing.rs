@@ -51,6 +51,7 @@ pub(crate) fn manager() -> PipelineManager {
             leases: None,
             instance_id: "test".into(),
             stop_wait: Duration::from_secs(1),
+            api_env: deltaforge_config::EnvAccess::from_list(&[], "allow it"),
         },
     )
 }

@@ -6,7 +6,11 @@
 //!   Schema of the spec, `deltaforge schema`, is generated from the same
 //!   types that validate it); [`parse_config`] reads it from the spec's JSON
 //!   object and names the field path at fault (`rules[0].columns.email`),
-//!   nested paths included.
+//!   nested paths included. Its messages never quote a value of the
+//!   config (`invalid type: expected u16, found a string`): a value may be
+//!   a secret in the wrong field, so only the field path and what is
+//!   expected are named, and whatever the component's own check says is
+//!   passed through [`deltaforge_common::redact::scrub_values`].
 //! - [`ComponentConfig::check`] does the offline checks serde cannot
 //!   express, reporting one [`ConfigProblem`] (field path + message).
 //! - Constructors return [`BuildError`]: a config problem found while
@@ -16,6 +20,7 @@
 //! these three items, so adding a component never changes this module.
 //! Nothing here may open a connection or a file: validation is offline.
 
+use deltaforge_common::redact::scrub_values;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -99,28 +104,75 @@ pub fn parse_config<T: DeserializeOwned>(config: &Map<String, Value>) -> Result<
     let value = Value::Object(config.clone());
     serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.into_inner().to_string();
+        let raw = e.into_inner().to_string();
         // At the top level serde_path_to_error says "."; serde still names
         // a missing or unknown field between backticks.
         let field = if path == "." {
-            message.split('`').nth(1).map(str::to_string).unwrap_or_default()
-        } else if message.starts_with("unknown field") || message.starts_with("missing field") {
-            match message.split('`').nth(1) {
+            raw.split('`').nth(1).map(str::to_string).unwrap_or_default()
+        } else if raw.starts_with("unknown field") || raw.starts_with("missing field") {
+            match raw.split('`').nth(1) {
                 Some(name) if !path.ends_with(name) => format!("{path}.{name}"),
                 _ => path,
             }
         } else {
             path
         };
-        ConfigProblem { field, message }
+        ConfigProblem { field, message: scrub_values(&without_value(&raw), &value) }
     })
 }
 
+/// A serde message without the value it quotes: `invalid type: string
+/// "hunter2", expected u16` becomes `invalid type: expected u16, found a
+/// string`; `unknown variant `x`, expected one of ...` loses the `x`.
+/// Other messages are returned as they are (and scrubbed by the caller).
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // The value comes first and may itself hold ", expected ".
+            if let Some(i) = rest.rfind(", expected ") {
+                return format!("{prefix}expected {}, found {}", &rest[i + 11..], kind_of(rest));
+            }
+            return format!("{prefix}found {}", kind_of(rest));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        return match rest.rfind("`, expected ") {
+            Some(i) => format!("unknown variant, expected {}", &rest[i + 12..]),
+            None => "unknown variant".to_string(),
+        };
+    }
+    message.to_string()
+}
+
+/// What kind of value serde's `Unexpected` text (`string "x"`, `integer `5``)
+/// describes, without the value.
+fn kind_of(unexpected: &str) -> &'static str {
+    const KINDS: &[(&str, &str)] = &[
+        ("string", "a string"),
+        ("integer", "an integer"),
+        ("floating point", "a number"),
+        ("boolean", "a boolean"),
+        ("character", "a character"),
+        ("byte array", "bytes"),
+        ("unit", "null"),
+        ("null", "null"),
+        ("Option", "an optional value"),
+        ("sequence", "a list"),
+        ("map", "a mapping"),
+    ];
+    KINDS.iter().find(|(p, _)| unexpected.starts_with(p)).map_or("a value of another type", |(_, k)| k)
+}
+
 /// Reads and checks a component config: [`parse_config`] then
-/// [`ComponentConfig::check`].
+/// [`ComponentConfig::check`]. The check's message goes through
+/// [`scrub_values`], so a component that quotes a value in its message
+/// still never shows it.
 pub fn check_config<T: ComponentConfig>(config: &Map<String, Value>) -> Result<T, ConfigProblem> {
     let cfg: T = parse_config(config)?;
-    cfg.check()?;
+    cfg.check().map_err(|p| ConfigProblem {
+        message: scrub_values(&p.message, &Value::Object(config.clone())),
+        field: p.field,
+    })?;
     Ok(cfg)
 }
 
@@ -236,5 +288,57 @@ mod tests {
         assert!(matches!(e, SinkError::Fatal(m) if m == "whole"));
         let e: SourceError = BuildError::other("no file").into();
         assert!(matches!(e, SourceError::Fatal(m) if m == "no file"));
+    }
+
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Typed {
+        port: u16,
+        #[serde(default)]
+        mode: Option<Mode>,
+        #[serde(default)]
+        ratio: Option<f64>,
+    }
+
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Fast,
+        Safe,
+    }
+
+    impl ComponentConfig for Typed {
+        fn check(&self) -> Result<(), ConfigProblem> {
+            match self.ratio {
+                // A component check that (wrongly) quotes the value.
+                Some(r) if r > 1.0 => Err(ConfigProblem::new("ratio", format!("{r} is above 1"))),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// Issue 14: serde's messages quoted the value (up to the whole
+    /// string); now they name the field and what is expected only.
+    #[test]
+    fn serde_messages_never_quote_the_value() {
+        let secret = "s3cr3t-Hunter2, expected nothing";
+        for (cfg, field, expected) in [
+            (json!({"port": secret}), "port", "invalid type: expected u16, found a string"),
+            (json!({"port": 70_123}), "port", "invalid value: expected u16, found an integer"),
+            (json!({"port": -4242}), "port", "invalid value: expected u16, found an integer"),
+            (json!({"port": 1, "mode": secret}), "mode", "unknown variant, expected `fast` or `safe`"),
+            (json!({"port": 1, "ratio": secret}), "ratio", "invalid type: expected f64, found a string"),
+            (json!({"port": [secret]}), "port", "invalid type: expected u16, found a list"),
+        ] {
+            let p = check_config::<Typed>(cfg.as_object().unwrap()).unwrap_err();
+            assert_eq!(p.field, field, "{cfg}");
+            assert_eq!(p.message, expected, "{cfg}");
+            for piece in ["s3cr3t", "Hunter2", "70123", "4242"] {
+                assert!(!p.to_string().contains(piece), "{p}");
+            }
+        }
+        let p = check_config::<Typed>(json!({"port": 1, "ratio": 12.5}).as_object().unwrap()).unwrap_err();
+        assert_eq!(p.to_string(), "ratio: *** is above 1");
     }
 }

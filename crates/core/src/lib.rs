@@ -29,7 +29,7 @@ pub mod testing;
 pub use batch::{Batch, BatchConfig, Batcher};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 pub use component::{BuildError, ComponentConfig, ConfigProblem};
-pub use coordinator::{DeliveryConfig, Pipeline, PipelineError, PipelineStatus, RunSummary, SinkSlot};
+pub use coordinator::{DeliveryConfig, Pipeline, PipelineError, PipelineStatus, RunSummary, SinkCounts, SinkSlot};
 pub use dlq::{DeadLetter, DeadLetterQueue, DlqConfig, DlqError, DlqOverflow};
 pub use event::{Columns, Event, NativeEnvelope, Op, Row, SourceMeta};
 pub use policy::CommitPolicy;

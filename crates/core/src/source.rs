@@ -183,4 +183,17 @@ pub trait Source: Send {
         let _ = pipeline;
         Ok(None)
     }
+
+    /// Checks a backfill request on the server before the control plane
+    /// queues it: each table's chunk statement, with `condition` (the
+    /// request's `where`) in it as the snapshot reader would build it, is
+    /// prepared — never run — in a read-only transaction. A statement the
+    /// server refuses is [`SourceError::Fatal`] with the server's message
+    /// (the request is refused); a server that cannot be reached is
+    /// [`SourceError::Retryable`]. The default (sources without backfills)
+    /// accepts everything.
+    async fn check_backfill(self: Box<Self>, tables: &[String], condition: Option<&str>) -> Result<(), SourceError> {
+        let _ = (tables, condition);
+        Ok(())
+    }
 }

@@ -236,7 +236,7 @@ async fn required_policy_advances_past_a_failing_optional_sink() {
         }
     });
     let dyn_storage: Arc<dyn StorageBackend> = storage.clone();
-    let p = pipeline(
+    let mut p = pipeline(
         dyn_storage.clone(),
         2000,
         1,
@@ -244,6 +244,8 @@ async fn required_policy_advances_past_a_failing_optional_sink() {
         CommitPolicy::Required,
         500,
     );
+    let (status_tx, status) = tokio::sync::watch::channel(PipelineStatus::default());
+    p.status = Some(status_tx);
     let summary =
         tokio::time::timeout(Duration::from_secs(20), p.run(CancellationToken::new())).await.unwrap().unwrap();
     assert_eq!(summary.checkpoint, Some(Seq::at(2000)));
@@ -251,6 +253,12 @@ async fn required_policy_advances_past_a_failing_optional_sink() {
     assert!(storage.violations.lock().unwrap().is_empty());
     assert!(opt.delivered.lock().unwrap().is_empty());
     assert!(opt.attempts.load(Ordering::SeqCst) >= 3, "the optional sink was retried before being given up");
+    // The live status counts each sink's work as the metrics do.
+    let counts = status.borrow().sinks.clone();
+    assert_eq!(counts["req"], SinkCounts { delivered: 2000, errors: 0, dropped: 0 }, "{counts:?}");
+    assert_eq!(counts["opt"].delivered, 0, "{counts:?}");
+    assert_eq!(counts["opt"].errors, opt.attempts.load(Ordering::SeqCst), "every failed attempt counts once");
+    assert!(counts["opt"].dropped >= 1, "the optional sink's batches were dropped: {counts:?}");
 }
 
 #[tokio::test]

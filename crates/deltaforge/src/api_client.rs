@@ -74,6 +74,12 @@ impl ApiClient {
     pub async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
+        if method != reqwest::Method::GET {
+            // The API refuses mutating requests of other media types (its
+            // defence against cross-site requests); the commands send no
+            // body, and an empty JSON request is what the API expects.
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

@@ -113,6 +113,9 @@ pub enum Command {
         #[command(flatten)]
         api: crate::ops_cmd::ApiArgs,
     },
+    /// Compare a sink's contents with the source, row by row per primary key
+    /// (exit 0: equal, 1: different, 2: error).
+    Verify(crate::verify_cmd::VerifyArgs),
     /// Print a shell completion script (e.g. `deltaforge completions bash > /etc/bash_completion.d/deltaforge`).
     Completions {
         /// The shell.
@@ -241,6 +244,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup { to, force, storage } => crate::backup_cmd::backup(&storage, &to, force).await,
         Command::Restore { from, force, storage } => crate::backup_cmd::restore(&storage, &from, force).await,
+        Command::Verify(args) => crate::verify_cmd::run(args).await,
         Command::Status { api } => crate::ops_cmd::status(&api).await,
         Command::Pipelines { action, api } => crate::ops_cmd::pipelines(action, &api).await,
         Command::Completions { shell } => crate::help_cmd::completions(shell, <Cli as clap::CommandFactory>::command()),

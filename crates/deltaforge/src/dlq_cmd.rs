@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use deltaforge_config::PipelineSpec;
-use deltaforge_core::{DeadLetterQueue, Event, Sink};
+use deltaforge_core::{DeadLetterQueue, Event, Processor, Sink};
 use deltaforge_storage::StorageBackend;
 
 use crate::registry::Registry;
@@ -49,11 +49,25 @@ pub async fn list(specs: &[PipelineSpec], name: &str, storage: Arc<dyn StorageBa
 /// Delivers the dead letters again, in order.
 pub async fn redrive(specs: &[PipelineSpec], name: &str, storage: Arc<dyn StorageBackend>) -> anyhow::Result<ExitCode> {
     let spec = find(specs, name)?;
-    let queue = queue(spec, storage);
+    let done = redrive_spec(spec, storage, None).await?;
+    println!("redrove {done} dead letter(s) of {name:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Delivers `spec`'s dead letters again through its own sinks and
+/// processors: the letter `only`, or every letter oldest first (the CLI
+/// and `POST /pipelines/{name}/dlq/redrive`). Returns how many left the queue.
+pub async fn redrive_spec(
+    spec: &PipelineSpec,
+    storage: Arc<dyn StorageBackend>,
+    only: Option<u64>,
+) -> anyhow::Result<u64> {
+    let queue = queue(spec, storage.clone());
     let registry = Registry;
     let mut sinks: Vec<(String, Box<dyn Sink>)> = Vec::new();
     for s in &spec.sinks {
-        let sink = registry.build_sink(&spec.name, s).map_err(|e| anyhow::anyhow!("building sink {}: {e}", s.id))?;
+        let sink =
+            registry.build_sink(spec, s, Some(&storage)).map_err(|e| anyhow::anyhow!("building sink {}: {e}", s.id))?;
         sinks.push((s.id.clone(), sink));
     }
     let mut processors = Vec::new();
@@ -61,11 +75,30 @@ pub async fn redrive(specs: &[PipelineSpec], name: &str, storage: Arc<dyn Storag
         processors
             .push(registry.build_processor(p).map_err(|e| anyhow::anyhow!("building processor {}: {e}", p.kind))?);
     }
+    let result = redrive_letters(&queue, &mut sinks, &mut processors, only).await;
+    for (_, sink) in sinks.iter_mut() {
+        let _ = sink.close().await;
+    }
+    result
+}
+
+async fn redrive_letters(
+    queue: &DeadLetterQueue,
+    sinks: &mut [(String, Box<dyn Sink>)],
+    processors: &mut [Box<dyn Processor>],
+    only: Option<u64>,
+) -> anyhow::Result<u64> {
     let mut done = 0u64;
     loop {
-        let batch = queue.list(500).await?;
+        let mut batch = queue.list(500).await?;
+        if let Some(wanted) = only {
+            batch.retain(|(id, _)| *id == wanted);
+            if batch.is_empty() && done == 0 {
+                bail!("no dead letter {wanted} in the queue (list it again: it may have been redriven already)");
+            }
+        }
         if batch.is_empty() {
-            break;
+            return Ok(done);
         }
         for (id, letter) in batch {
             let event = Event::from_native(&letter.event)
@@ -95,10 +128,8 @@ pub async fn redrive(specs: &[PipelineSpec], name: &str, storage: Arc<dyn Storag
             queue.ack(id).await?;
             done += 1;
         }
+        if only.is_some() {
+            return Ok(done);
+        }
     }
-    for (_, sink) in sinks.iter_mut() {
-        let _ = sink.close().await;
-    }
-    println!("redrove {done} dead letter(s) of {name:?}");
-    Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,13 @@
 //!   while the file exists (an outage);
 //! - `poison:ID=/path/flag@N` — while the file exists, sink `ID` rejects as
 //!   poison (for the event's own fault) every event whose `after.id` is a
-//!   multiple of N, and delivers the others.
+//!   multiple of N, and delivers the others;
+//! - `crash-after:ID=/path/flag` — once sink `ID` acknowledged a batch
+//!   while the file exists, the file is removed and the process aborts (as
+//!   `kill -9` would): exactly between the target's commit and the
+//!   checkpoint write;
+//! - `table-precommit:ID=/path/flag` — read by the table sinks themselves
+//!   (`deltaforge_table_core::failpoint`), not here.
 //!
 //! Unset, no sink is wrapped and nothing costs anything. Never enable it in
 //! production.
@@ -24,6 +30,9 @@ pub enum Hook {
     Outage(PathBuf),
     /// Reject events whose id is a multiple of N while the flag exists.
     Poison(PathBuf, u64),
+    /// Abort the process after an acknowledged delivery, once, when the
+    /// flag exists.
+    CrashAfter(PathBuf),
 }
 
 /// The hooks configured for a sink id.
@@ -34,6 +43,9 @@ pub fn for_sink(sink_id: &str) -> Vec<Hook> {
             let (name, arg) = item.trim().split_once('=')?;
             if name.strip_prefix("sink:") == Some(sink_id) {
                 return Some(Hook::Outage(PathBuf::from(arg)));
+            }
+            if name.strip_prefix("crash-after:") == Some(sink_id) {
+                return Some(Hook::CrashAfter(PathBuf::from(arg)));
             }
             if name.strip_prefix("poison:") == Some(sink_id) {
                 let (path, every) = arg.rsplit_once('@')?;
@@ -75,7 +87,18 @@ impl Sink for FailpointSink {
                 _ => {}
             }
         }
-        let Some(every) = poison_every else { return self.inner.deliver(events).await };
+        let Some(every) = poison_every else {
+            self.inner.deliver(events).await?;
+            for hook in &self.hooks {
+                if let Hook::CrashAfter(flag) = hook {
+                    if std::fs::remove_file(flag).is_ok() {
+                        tracing::warn!("failpoint crash-after: aborting after the acknowledgement (test hook)");
+                        std::process::abort();
+                    }
+                }
+            }
+            return Ok(());
+        };
         let is_poison = |e: &Event| event_id(e).is_some_and(|id| id.is_multiple_of(every));
         let good: Vec<Event> = events.iter().filter(|e| !is_poison(e)).cloned().collect();
         self.inner.deliver(&good).await?;
@@ -93,6 +116,18 @@ impl Sink for FailpointSink {
         } else {
             Err(SinkError::Rejected(rejected))
         }
+    }
+
+    fn held_batches(&self) -> usize {
+        self.inner.held_batches()
+    }
+
+    async fn flush(&mut self, drain: bool) -> Result<(), SinkError> {
+        self.inner.flush(drain).await
+    }
+
+    fn attach_schemas(&mut self, schemas: deltaforge_core::SchemaRegistry) {
+        self.inner.attach_schemas(schemas)
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {

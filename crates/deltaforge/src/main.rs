@@ -13,6 +13,7 @@ mod registry;
 mod runner;
 mod schema_cmd;
 mod storage;
+mod verify_cmd;
 
 use std::process::ExitCode;
 

@@ -72,6 +72,20 @@ pub enum PipelinesAction {
         #[arg(long)]
         yes: bool,
     },
+    /// List a pipeline's backfills with their state (pending, running,
+    /// done, failed with its error, cancelled).
+    Backfills {
+        /// Pipeline name.
+        name: String,
+    },
+    /// Cancel a backfill: a pending one never starts, a running one stops
+    /// before its next chunk (rows already read stay delivered).
+    BackfillCancel {
+        /// Pipeline name.
+        name: String,
+        /// The backfill's id (see `deltaforge pipelines backfills NAME`).
+        id: u64,
+    },
 }
 
 /// `deltaforge status`: the API's health, readiness and every pipeline.
@@ -163,8 +177,45 @@ pub async fn pipelines(action: PipelinesAction, args: &ApiArgs) -> anyhow::Resul
                 }
             }
         }
+        PipelinesAction::Backfills { name } => {
+            let body = client.get(&pipeline_path(&name, "/backfill")).await?.body;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print!("{}", backfills_text(&body));
+            }
+        }
+        PipelinesAction::BackfillCancel { name, id } => {
+            let body = client.delete(&pipeline_path(&name, &format!("/backfill/{id}"))).await?.body;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                println!("pipeline {name}: backfill {id} cancelled");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per backfill: id, state, tables, condition, error.
+fn backfills_text(body: &Value) -> String {
+    let list = body["backfills"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "no backfills\n".into();
+    }
+    let mut out = String::new();
+    for b in list {
+        let tables: Vec<String> = b["tables"].as_array().map(|t| t.iter().map(text).collect()).unwrap_or_default();
+        out.push_str(&format!("{:>4}  {:<9}  {}", text(&b["id"]), text(&b["state"]), tables.join(",")));
+        if let Some(w) = b["where"].as_str() {
+            out.push_str(&format!("  where {w}"));
+        }
+        if let Some(e) = b["error"].as_str() {
+            out.push_str(&format!("  error: {e}"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `/pipelines/{name}{suffix}` with the name percent-encoded where needed.

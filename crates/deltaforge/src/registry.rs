@@ -9,7 +9,9 @@
 //! component's JSON Schema ([`Registry::config_schemas`], assembled by
 //! `schema_cmd`). Adding a component means one module in its crate and one
 //! line in the table below (see CONTRIBUTING.md).
-//! This module must never open a connection while validating.
+//! This module must never open a connection while validating, and never
+//! let a build error carry a secret of the config (they go through
+//! [`deltaforge_common::redact::scrub_secrets`]).
 
 use deltaforge_config::{Catalog, ComponentSpec, PipelineSpec, SinkSpec};
 use deltaforge_core::component::{check_config, parse_config, BuildError};
@@ -20,14 +22,19 @@ use deltaforge_processors::{
 };
 use deltaforge_sink_http::{HttpConfig, HttpSink};
 use deltaforge_sink_kafka::{KafkaConfig, KafkaSink};
+use deltaforge_sink_mysql::{MysqlSink, MysqlSinkConfig};
 use deltaforge_sink_nats::{NatsConfig, NatsSink};
+use deltaforge_sink_object_store::{ObjectStoreConfig, ObjectStoreSink};
+use deltaforge_sink_postgres::{PostgresSink, PostgresSinkConfig, SinkPlace};
 use deltaforge_sink_redis::{RedisConfig, RedisSink};
 use deltaforge_sinks_basic::{DiscardConfig, DiscardSink, FileConfig, FileSink, StdoutConfig, StdoutSink};
 use deltaforge_source_datagen::{DatagenConfig, DatagenSource};
 use deltaforge_source_mysql::{MysqlConfig, MysqlSource};
 use deltaforge_source_postgres::{PostgresConfig, PostgresSource};
+use deltaforge_storage::StorageBackend;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use crate::failpoint::FailpointSink;
 
@@ -43,6 +50,23 @@ pub struct SinkContext<'a> {
     pub pipeline: &'a str,
     /// The sink's configured id.
     pub sink_id: &'a str,
+    /// The pipeline's tenant.
+    pub tenant: &'a str,
+    /// The pipeline's storage (the table sinks read the schema registry
+    /// from it); `None` where a sink is built without one.
+    pub storage: Option<&'a Arc<dyn StorageBackend>>,
+}
+
+impl SinkContext<'_> {
+    /// Where a table sink runs.
+    fn place(&self) -> SinkPlace {
+        SinkPlace {
+            pipeline: self.pipeline.into(),
+            sink_id: self.sink_id.into(),
+            tenant: self.tenant.into(),
+            storage: self.storage.cloned(),
+        }
+    }
 }
 
 /// The offline check of a component on the contract: parse (nested field
@@ -153,6 +177,21 @@ const SINKS: &[SinkEntry] = &[
         config: contract::<HttpConfig>(),
         build: |c, _| Ok(Box::new(HttpSink::new(parse_config(c)?)?)),
     },
+    SinkEntry {
+        kind: "object_store",
+        config: contract::<ObjectStoreConfig>(),
+        build: |c, _| Ok(Box::new(ObjectStoreSink::new(parse_config(c)?)?)),
+    },
+    SinkEntry {
+        kind: "postgres",
+        config: contract::<PostgresSinkConfig>(),
+        build: |c, x| Ok(Box::new(PostgresSink::new(parse_config(c)?, x.place())?)),
+    },
+    SinkEntry {
+        kind: "mysql",
+        config: contract::<MysqlSinkConfig>(),
+        build: |c, x| Ok(Box::new(MysqlSink::new(parse_config(c)?, x.place())?)),
+    },
 ];
 
 // Every processor runs wrapped in its metrics (`metered`).
@@ -193,6 +232,12 @@ fn processor_build_error(kind: &str, e: BuildError) -> String {
         BuildError::Config(p) => format!("processor {kind}: {}", p.message),
         BuildError::Other(m) => format!("processor {kind}: {m}"),
     }
+}
+
+/// `message` with the secret values of `config` masked: a build error may
+/// quote what a client library said about its settings.
+fn scrubbed(message: String, config: &Config) -> String {
+    deltaforge_common::redact::scrub_secrets(&message, &Value::Object(config.clone()))
 }
 
 /// The registry of every built-in component.
@@ -245,18 +290,31 @@ impl Registry {
             .iter()
             .find(|e| e.kind == spec.source.kind)
             .ok_or_else(|| SourceError::Fatal(format!("unknown source type {:?}", spec.source.kind)))?;
-        (entry.build)(&spec.source.config)
+        (entry.build)(&spec.source.config).map_err(|e| match e {
+            SourceError::Fatal(m) => SourceError::Fatal(scrubbed(m, &spec.source.config)),
+            SourceError::Retryable(m) => SourceError::Retryable(scrubbed(m, &spec.source.config)),
+        })
     }
 
-    /// Builds one sink, wrapped in its failpoint when one is configured.
-    pub fn build_sink(&self, pipeline: &str, spec: &SinkSpec) -> Result<Box<dyn Sink>, SinkError> {
+    /// Builds one sink of `pipeline` (with its storage, when it runs with
+    /// one), wrapped in its failpoint when one is configured.
+    pub fn build_sink(
+        &self,
+        pipeline: &PipelineSpec,
+        spec: &SinkSpec,
+        storage: Option<&Arc<dyn StorageBackend>>,
+    ) -> Result<Box<dyn Sink>, SinkError> {
         let entry = SINKS
             .iter()
             .find(|e| e.kind == spec.kind)
             .ok_or_else(|| SinkError::Fatal(format!("unknown sink type {:?}", spec.kind)))?;
-        let ctx = SinkContext { pipeline, sink_id: &spec.id };
+        let ctx = SinkContext { pipeline: &pipeline.name, sink_id: &spec.id, tenant: &pipeline.tenant, storage };
         tracing::debug!(pipeline = ctx.pipeline, sink = ctx.sink_id, kind = entry.kind, "building sink");
-        let sink = (entry.build)(&spec.config, &ctx)?;
+        let sink = (entry.build)(&spec.config, &ctx).map_err(|e| match e {
+            SinkError::Fatal(m) => SinkError::Fatal(scrubbed(m, &spec.config)),
+            SinkError::Retryable(m) => SinkError::Retryable(scrubbed(m, &spec.config)),
+            rejected => rejected,
+        })?;
         let hooks = crate::failpoint::for_sink(&spec.id);
         Ok(if hooks.is_empty() { sink } else { Box::new(FailpointSink::new(sink, hooks)) })
     }
@@ -268,7 +326,7 @@ impl Registry {
             .iter()
             .find(|e| e.kind == spec.kind)
             .ok_or_else(|| format!("unknown processor type {:?}", spec.kind))?;
-        (entry.build)(&spec.config).map_err(|e| processor_build_error(entry.kind, e))
+        (entry.build)(&spec.config).map_err(|e| scrubbed(processor_build_error(entry.kind, e), &spec.config))
     }
 }
 
@@ -285,7 +343,7 @@ mod tests {
     fn checks_name_the_field_once() {
         let ConfigProblem { field, message } = sink("http", json!({"url": "ftp://h/"})).unwrap_err();
         assert_eq!(field, "url");
-        assert!(message.starts_with("ftp://h/ must start with http://"), "{message}");
+        assert!(message.starts_with("*** must start with http://"), "the value is never quoted: {message}");
         assert_eq!(
             sink("redis", json!({"uri": "redis://h", "stream": "s", "max_len": 1})).unwrap_err().field,
             "max_len"
@@ -308,7 +366,7 @@ mod tests {
         let ConfigProblem { field, message } =
             check("mask", json!({"rules": [{"table": "a.b", "columns": {"x": "hsh"}}]}));
         assert_eq!(field, "rules[0].columns.x");
-        assert!(message.contains("hsh"), "{message}");
+        assert!(!message.contains("hsh") && message.contains("expected"), "the value is never quoted: {message}");
         assert_eq!(check("filter", json!({"opz": ["c"]})).field, "opz");
         assert_eq!(check("outbox", json!({"tables": ["a.b"], "topic": "x", "ops": ["x"]})).field, "ops[0]");
         assert_eq!(check("nope", json!({})).message, "unknown processor type \"nope\"");
@@ -326,7 +384,7 @@ mod tests {
     #[test]
     fn build_errors_are_fatal_and_name_the_field() {
         let http = SINKS.iter().find(|e| e.kind == "http").unwrap();
-        let ctx = SinkContext { pipeline: "p", sink_id: "s" };
+        let ctx = SinkContext { pipeline: "p", sink_id: "s", tenant: "t", storage: None };
         let config = json!({"url": "http://h/${nope}"});
         match (http.build)(config.as_object().unwrap(), &ctx) {
             Err(SinkError::Fatal(m)) => assert!(m.starts_with("url: unknown placeholder ${nope}"), "{m}"),

@@ -48,12 +48,36 @@ pub struct ControlArgs {
     /// Allow a non-loopback --api-addr without --api-token.
     #[arg(long)]
     pub insecure_api: bool,
+    /// Host names, besides IP addresses and localhost, under which clients
+    /// reach the API (`name` or `name:port`, comma-separated; `*`: any).
+    /// Requests for other hosts get 403 (DNS rebinding protection).
+    #[arg(long, env = "DELTAFORGE_API_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub api_allowed_hosts: Vec<String>,
+    /// Browser origins, besides the API's own, allowed to call the API
+    /// (`https://console.example.com`, comma-separated). Requests with any
+    /// other `Origin` header get 403.
+    #[arg(long, env = "DELTAFORGE_API_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub api_allowed_origins: Vec<String>,
+    /// Environment variables that specs sent through the API may read as
+    /// ${NAME} (comma-separated; `*`: every one). Default: none. Specs of
+    /// --config files read every variable.
+    #[arg(long, env = "DELTAFORGE_API_ENV_ALLOW", value_delimiter = ',')]
+    pub api_env_allow: Vec<String>,
+    /// Serve /metrics on a non-loopback --metrics-addr without requiring
+    /// the API token.
+    #[arg(long)]
+    pub insecure_metrics: bool,
     /// This instance's name in pipeline leases [default: HOSTNAME-PID].
     #[arg(long, env = "DELTAFORGE_INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// Lease time-to-live in seconds, on shared (postgres) storage; renewed every third of it.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_ttl_secs: u64,
+    /// Seconds between two samples of the console's one-hour events/s and
+    /// lag history (`GET /pipelines/{name}/history`; ignored in a build
+    /// without the `console` feature).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub history_resolution_secs: u64,
 }
 
 /// Builds pipelines from specs through the component registry.
@@ -70,6 +94,14 @@ impl PipelineFactory for Factory {
     }
     fn build_source(&self, spec: &PipelineSpec) -> Result<Option<Box<dyn Source>>, SourceError> {
         Registry.build_source(spec).map(Some)
+    }
+    fn redrive<'a>(
+        &'a self,
+        spec: &'a PipelineSpec,
+        storage: Arc<dyn StorageBackend>,
+        only: Option<u64>,
+    ) -> deltaforge_control::RedriveFuture<'a> {
+        Box::pin(async move { crate::dlq_cmd::redrive_spec(spec, storage, only).await.map_err(|e| format!("{e:#}")) })
     }
 }
 
@@ -125,6 +157,24 @@ pub async fn run(
              set --api-token (or DELTAFORGE_API_TOKEN), or pass --insecure-api if the network is trusted"
         );
     }
+    let metrics_addr = control.metrics_addr.unwrap_or_else(|| DEFAULT_METRICS_ADDR.parse().expect("valid default"));
+    let metrics_public = !metrics_addr.ip().is_loopback();
+    if metrics_public && token.is_none() && !control.insecure_metrics {
+        bail!(
+            "refusing to serve metrics on non-loopback address {metrics_addr} without authentication: \
+             set --api-token (or DELTAFORGE_API_TOKEN), which /metrics then requires as a bearer token, \
+             keep --metrics-addr on 127.0.0.1, or pass --insecure-metrics if the network is trusted"
+        );
+    }
+    // On loopback (or when the operator said the network is trusted)
+    // /metrics stays open; elsewhere it needs the API token.
+    let metrics_token: Option<Arc<str>> =
+        if metrics_public && !control.insecure_metrics { token.clone().map(Into::into) } else { None };
+    let guard = deltaforge_control::RequestGuard::new(&control.api_allowed_hosts, &control.api_allowed_origins)?;
+    let api_env = deltaforge_config::EnvAccess::from_list(
+        &control.api_env_allow,
+        "start deltaforge with --api-env-allow NAME (or DELTAFORGE_API_ENV_ALLOW) to let specs sent through the API read it",
+    );
     let api_listener = bind("REST API", control.api_addr, DEFAULT_API_ADDR).await?;
     let metrics_listener = bind("metrics endpoint", control.metrics_addr, DEFAULT_METRICS_ADDR).await?;
     let prometheus = match deltaforge_control::metrics::install() {
@@ -145,7 +195,7 @@ pub async fn run(
     }
     let manager = PipelineManager::new(
         Arc::new(Factory { grace }),
-        ManagerConfig { storage, leases, instance_id, stop_wait: grace + Duration::from_secs(5) },
+        ManagerConfig { storage, leases, instance_id, stop_wait: grace + Duration::from_secs(5), api_env },
     );
     let mut changes = manager.subscribe();
     for spec in specs {
@@ -155,12 +205,19 @@ pub async fn run(
     let servers = CancellationToken::new();
     let mut server_tasks = Vec::new();
     if let Some(l) = api_listener {
-        let state =
-            ApiState { manager: manager.clone(), token: token.map(Into::into), command_wait: Duration::from_secs(5) };
+        let state = ApiState {
+            manager: manager.clone(),
+            token: token.map(Into::into),
+            command_wait: Duration::from_secs(5),
+            guard: Arc::new(guard),
+            #[cfg(feature = "console")]
+            history: deltaforge_control::History::new(Duration::from_secs(control.history_resolution_secs)),
+            verify: deltaforge_control::VerifyJobs::new(Arc::new(crate::verify_cmd::ApiRunner)),
+        };
         server_tasks.push(tokio::spawn(deltaforge_control::api::serve(l, state, servers.clone())));
     }
     if let (Some(l), Some(h)) = (metrics_listener, prometheus) {
-        server_tasks.push(tokio::spawn(deltaforge_control::metrics::serve(l, h, servers.clone())));
+        server_tasks.push(tokio::spawn(deltaforge_control::metrics::serve(l, h, metrics_token, servers.clone())));
     }
 
     let failed = loop {
@@ -218,8 +275,9 @@ pub fn build(
     let source = registry.build_source(spec)?;
     let mut sinks = Vec::new();
     for s in &spec.sinks {
-        let sink =
-            registry.build_sink(&spec.name, s).map_err(|error| PipelineError::Sink { sink: s.id.clone(), error })?;
+        let sink = registry
+            .build_sink(spec, s, Some(&storage))
+            .map_err(|error| PipelineError::Sink { sink: s.id.clone(), error })?;
         sinks.push(SinkSlot { id: s.id.clone(), required: s.required, delivery: s.delivery.clone(), sink });
     }
     let mut processors = Vec::new();

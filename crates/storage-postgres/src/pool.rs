@@ -67,7 +67,10 @@ impl Pool {
             }
         }
         let client = self.connect().await.map_err(|e| StorageError::Backend {
-            op: format!("{op}: connecting to {}", self.location),
+            op: format!(
+                "{op}: connecting to {} (is the PostgreSQL storage server running and reachable?)",
+                self.location
+            ),
             source: Box::new(e),
         })?;
         Ok(PooledClient { client: Some(client), idle: self.idle.clone(), _permit: permit })

@@ -79,7 +79,15 @@ impl SqliteBackend {
             // A panic inside `f` rolls its transaction back while unwinding,
             // so a poisoned lock still guards a consistent connection.
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
+            let result = f(&mut conn);
+            if result.is_err() && !conn.is_autocommit() {
+                // A failed COMMIT (disk full, I/O error) may leave its
+                // transaction open; every later call would then fail with
+                // "cannot start a transaction within a transaction" even
+                // after the cause is gone.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            result
         })
         .await;
         match joined {
@@ -90,10 +98,29 @@ impl SqliteBackend {
     }
 }
 
+/// The file system holding the store has no room for a write.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the file system holding {path} is full ({cause}); free space there, or move the storage to a larger \
+     volume (--storage-path); writes succeed again by themselves once there is room"
+)]
+pub struct DiskFull {
+    /// The store's file.
+    pub path: String,
+    /// SQLite's error.
+    #[source]
+    pub cause: rusqlite::Error,
+}
+
 /// Converts a SQLite error of operation `op`; a store found corrupt is
-/// reported as [`StorageError::Unusable`].
+/// reported as [`StorageError::Unusable`], a full disk as a
+/// [`StorageError::Backend`] whose source is [`DiskFull`] (retrying helps
+/// once space is freed).
 fn sql_error(path: &Path, op: String, err: rusqlite::Error) -> StorageError {
     match err.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => {
+            StorageError::backend(op, DiskFull { path: path.display().to_string(), cause: err })
+        }
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StorageError::Unusable {
             location: path.display().to_string(),
             reason: format!("{op} found the file damaged: {err}"),

@@ -42,6 +42,6 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use backend::SqliteBackend;
+pub use backend::{DiskFull, SqliteBackend};
 pub use backup::{backup_file, inspect_copy, CopyInfo};
 pub use restore::{ensure_not_in_use, restore_file, RestoreReport};

@@ -223,3 +223,36 @@ async fn sequence_numbers_are_never_reused() {
     assert!(store.log_append("schemas", "a", "3").await.unwrap() > last);
     assert!(store.queue_push("dlq", "q", "y", 10).await.unwrap() > last_queued);
 }
+
+/// A full disk (SQLite's `max_page_count` reached gives the same
+/// SQLITE_FULL as a full file system): the error names the condition, the
+/// file and what to do; a failed write leaves no transaction open; once
+/// there is room, writes succeed again on the same connection.
+#[tokio::test]
+async fn disk_full_is_named_and_passes_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deltaforge.db");
+    let store = SqliteBackend::open(&path).await.unwrap();
+    store.kv_put("checkpoints", "a", "1", None).await.unwrap();
+    {
+        let conn = store.conn.lock().unwrap();
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+    }
+    let big = "x".repeat(64 * 1024);
+    let text = store.kv_put("checkpoints", "b", &big, None).await.unwrap_err().to_string();
+    assert!(
+        text.contains("kv_put checkpoints/b")
+            && text.contains("is full")
+            && text.contains(path.to_str().unwrap())
+            && text.contains("free space"),
+        "{text}"
+    );
+    let text = store.queue_push("dlq", "p", &big, 10).await.unwrap_err().to_string();
+    assert!(text.contains("is full"), "{text}");
+    assert!(store.conn.lock().unwrap().is_autocommit(), "a failed write left a transaction open");
+    store.conn.lock().unwrap().pragma_update(None, "max_page_count", 1_000_000).unwrap();
+    store.kv_put("checkpoints", "b", &big, None).await.unwrap();
+    assert_eq!(store.kv_get("checkpoints", "b").await.unwrap().as_deref(), Some(big.as_str()));
+    store.queue_push("dlq", "p", &big, 10).await.unwrap();
+}

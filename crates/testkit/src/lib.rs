@@ -3,7 +3,11 @@
 //! starting the real servers through the
 //! repository's own scripts (`scripts/services/*.sh`).
 //!
-//! Nothing here fakes a server; helpers for fakes do not belong here.
+//! Nothing here fakes a server; helpers for fakes do not belong here. The
+//! [`fault_proxy`] forwards to a real server and only misbehaves on the
+//! network between it and DeltaForge.
+
+pub mod fault_proxy;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod fuzz;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -66,6 +72,31 @@ pub fn service_action(name: &str, action: &str) {
         .output()
         .unwrap_or_else(|e| panic!("running {} {action}: {e}", script.display()));
     assert!(out.status.success(), "{} {action} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `scripts/services/{name}.sh {action}` with extra environment `envs`
+/// (e.g. a services folder and ports of the test's own, for a server only
+/// that test uses) and returns the script's last stdout line (the
+/// connection string for `start`).
+///
+/// # Panics
+/// If the script fails; its stderr is in the message.
+pub fn service_env(name: &str, action: &str, envs: &[(String, String)]) -> String {
+    let script = repo_root().join("scripts/services").join(format!("{name}.sh"));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(action)
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("running {} {action}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} {action} failed: {}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
 }
 
 /// Drops what a PostgreSQL test pipeline named after its table leaves on
@@ -150,6 +181,16 @@ impl Deltaforge {
     /// exists, so changes committed from now on are read).
     pub fn wait_pg_streaming(&self) {
         self.wait_log("streaming changes from PostgreSQL", Duration::from_secs(30));
+    }
+
+    /// Waits until the initial snapshot is over: every table was read and
+    /// its rows delivered. The snapshot runs beside the stream, so a row
+    /// written before this may arrive twice (its change, then a read);
+    /// tests that count exact events wait for this first.
+    pub fn wait_snapshot_over(&self) {
+        // The same text as `deltaforge_core::snapshot::SNAPSHOT_OVER_LOG`;
+        // testkit does not depend on the core.
+        self.wait_log("initial snapshot over: every table read and delivered", Duration::from_secs(60));
     }
 }
 
@@ -273,8 +314,10 @@ pub fn free_port() -> u16 {
 
 /// A minimal blocking HTTP/1.1 client for API tests: sends `method path`
 /// to `addr` (`127.0.0.1:PORT`) with optional bearer `token` and `body`,
-/// and returns the status code and the body text. Errors (connection
-/// refused, timeout) come back as `Err` so callers can poll.
+/// and returns the status code and the body text. A body goes with the
+/// Content-Type the API requires: `application/json` when it starts with
+/// `{` or `[`, else `application/yaml`. Errors (connection refused,
+/// timeout) come back as `Err` so callers can poll.
 pub fn http(
     addr: &str,
     method: &str,
@@ -282,12 +325,38 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    if let Some(b) = body {
+        let json = b.trim_start().starts_with(['{', '[']);
+        headers.push(("Content-Type", if json { "application/json" } else { "application/yaml" }));
+    }
+    http_raw(addr, method, path, &headers, body)
+}
+
+/// Like [`http`], with exactly the request headers given (plus
+/// `Connection: close`, `Content-Length` and, unless given, `Host: {addr}`):
+/// for tests of what the API does with foreign `Host`, `Origin` or
+/// `Content-Type` headers, as a browser or another client would send them.
+pub fn http_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     let body = body.unwrap_or("");
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));

@@ -3,6 +3,7 @@
 //! the first, and checks the shape of mappings (unknown keys, required
 //! mappings). The small helpers every check needs to word its messages
 //! (field-path joining, value descriptions, lists) live here too.
+//! Messages name the field and what is expected, never the value found.
 //!
 //! It must never know about a particular section of the spec: section
 //! rules belong to the modules that own those sections.
@@ -37,18 +38,19 @@ pub(super) fn join(base: &str, key: &str) -> String {
     }
 }
 
-/// A short description of a value for error messages.
-pub(super) fn describe(v: &Value) -> String {
+/// What kind of value `v` is, for error messages (`a string`, `a
+/// number`). Never the value itself: it may be a secret written in the
+/// wrong place, or expanded from the environment.
+pub(super) fn describe(v: &Value) -> &'static str {
     match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) if s.chars().count() > 40 => {
-            format!("string \"{}…\"", s.chars().take(40).collect::<String>())
-        }
-        Value::String(s) => format!("string \"{s}\""),
-        Value::Array(_) => "a list".into(),
-        Value::Object(_) => "a mapping".into(),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(n) if n.is_i64() && n.as_i64().is_some_and(|i| i < 0) => "a negative number",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
     }
 }
 

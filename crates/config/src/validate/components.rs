@@ -34,7 +34,7 @@ impl Ctx<'_> {
                     Some(k) => format!("did you mean `{k}`? set `type: {k}`"),
                     None => format!("use one of: {}", list(known)),
                 };
-                self.err(field, format!("unknown {what} type `{s}`; known: {}", list(known)), fix);
+                self.err(field, format!("unknown {what} type; known: {}", list(known)), fix);
                 None
             }
             Some(v) => {

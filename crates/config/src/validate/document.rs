@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::collect::{describe, Ctx};
 use super::identity::Identity;
-use super::naming::{sanitize_name, valid_name};
+use super::naming::valid_name;
 use super::schema::{API_VERSION, DEFAULT_TENANT, KIND, METADATA_KEYS, SPEC_KEYS, TOP_KEYS};
 use crate::error::ConfigError;
 use crate::{Catalog, ComponentSpec, PipelineSpec, SinkSpec, SourceSpec};
@@ -33,7 +33,8 @@ pub(crate) fn check_document(
     catalog: &dyn Catalog,
     errors: &mut Vec<ConfigError>,
 ) -> Checked {
-    let name = doc.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string);
+    // An invalid name is not shown with the errors: it may be a secret.
+    let name = doc.pointer("/metadata/name").and_then(Value::as_str).filter(|n| valid_name(n)).map(str::to_string);
     let source_id = doc
         .pointer("/spec/source/config/id")
         .and_then(Value::as_str)
@@ -144,14 +145,12 @@ impl Ctx<'_> {
                 );
                 None
             }
-            Some(Value::String(s)) => {
+            Some(Value::String(_)) => {
                 self.err(
                     "metadata.name",
-                    format!(
-                        "invalid pipeline name \"{s}\": it must be 1-63 lower-case letters, digits or '-', \
-                         starting and ending with a letter or digit (it is used in REST routes)"
-                    ),
-                    format!("rename it, e.g. `name: {}`", sanitize_name(s)),
+                    "invalid pipeline name: it must be 1-63 lower-case letters, digits or '-', \
+                     starting and ending with a letter or digit (it is used in REST routes)",
+                    "rename it, e.g. `name: orders-cdc`",
                 );
                 None
             }

@@ -38,26 +38,6 @@ pub(super) fn valid_name(s: &str) -> bool {
     !b.is_empty() && b.len() <= 63 && b.iter().all(|c| ok(c) || *c == b'-') && ok(&b[0]) && ok(&b[b.len() - 1])
 }
 
-/// A valid name resembling `s`, for the fix text.
-pub(super) fn sanitize_name(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            out.push(c);
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let out: String = out.trim_matches('-').chars().take(63).collect();
-    let out = out.trim_end_matches('-').to_string();
-    if out.is_empty() {
-        "my-pipeline".into()
-    } else {
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,9 +51,6 @@ mod tests {
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
             assert!(!valid_name(bad), "{bad}");
         }
-        assert_eq!(sanitize_name("Orders_CDC!"), "orders-cdc");
-        assert!(valid_name(&sanitize_name(&"Ab_".repeat(40))));
-        assert_eq!(sanitize_name("__"), "my-pipeline");
     }
 
     #[test]

@@ -87,14 +87,14 @@ fn parse_policy(s: &str) -> Result<CommitPolicy, (String, String)> {
     if let Some(inner) = t.strip_prefix("quorum(").and_then(|r| r.strip_suffix(')')) {
         return match inner.trim().parse::<usize>() {
             Ok(n) if n >= 1 => Ok(CommitPolicy::Quorum(n)),
-            _ => Err((format!("invalid quorum `{t}`: n must be a positive integer"), POLICY_FIX.to_string())),
+            _ => Err(("invalid quorum: n in quorum(n) must be a positive integer".to_string(), POLICY_FIX.to_string())),
         };
     }
     let fix = match suggest(t, &["all", "required", "quorum(n)"]) {
         Some(k) => format!("did you mean `{k}`? {POLICY_FIX}"),
         None => POLICY_FIX.to_string(),
     };
-    Err((format!("unknown commit policy `{t}`"), fix))
+    Err(("unknown commit policy".to_string(), fix))
 }
 
 #[cfg(test)]

@@ -30,7 +30,8 @@ fn reset_refused(name: &str, e: &SourceError) -> ManagerError {
 
 impl PipelineManager {
     /// Parses and validates one pipeline document from an API body, like
-    /// the config file (env expansion, structure, component configs), and
+    /// the config file (structure, component configs; env expansion only of
+    /// the variables [`ManagerConfig::api_env`](super::ManagerConfig::api_env) allows), and
     /// checks it against the other pipelines (`except`: the one it replaces).
     pub fn validate_body(&self, body: &str, except: Option<&str>) -> Result<PipelineSpec, ManagerError> {
         let spec = self.parse_body(body)?;
@@ -41,8 +42,14 @@ impl PipelineManager {
     /// Parses and validates one pipeline document (no cross-pipeline checks).
     fn parse_body(&self, body: &str) -> Result<PipelineSpec, ManagerError> {
         let env = |name: &str| std::env::var(name).ok();
-        let mut specs = deltaforge_config::parse_str(body, "<api>", &env, self.inner.factory.catalog())
-            .map_err(ManagerError::Invalid)?;
+        let mut specs = deltaforge_config::parse_str_with_env_access(
+            body,
+            "<api>",
+            &env,
+            &self.inner.config.api_env,
+            self.inner.factory.catalog(),
+        )
+        .map_err(ManagerError::Invalid)?;
         if specs.len() != 1 {
             return Err(ManagerError::BadRequest(format!(
                 "the body must hold exactly one Pipeline document; it holds {}",
@@ -130,6 +137,16 @@ impl PipelineManager {
         let _ =
             tokio::time::timeout(wait, rx.wait_for(|s| s.state != State::Running && s.state != State::Stopping)).await;
         self.get(name)
+    }
+
+    /// Delivers dead letters of `name` again (one `only`, or all, oldest
+    /// first) through the [`PipelineFactory`]; a delivery that fails stops
+    /// the redrive with a conflict naming why, leaving that letter queued.
+    pub async fn redrive_dead_letters(&self, name: &str, only: Option<u64>) -> Result<u64, ManagerError> {
+        let spec = self.spec(name)?;
+        let done = self.inner.factory.redrive(&spec, self.storage(), only).await.map_err(ManagerError::Conflict)?;
+        tracing::info!(pipeline = name, redriven = done, "dead letters redriven by the API");
+        Ok(done)
     }
 
     /// Resets a pipeline's checkpoint: stops it if running, lets the source

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
 use deltaforge_config::PipelineSpec;
-use deltaforge_core::{Checkpoint, CheckpointStore, PipelineStatus, SchemaRegistry};
+use deltaforge_core::{Checkpoint, CheckpointError, CheckpointStore, PipelineStatus, SchemaRegistry};
 use deltaforge_storage::StorageBackend;
 use serde_json::json;
 use tokio::sync::watch;
@@ -50,7 +50,9 @@ mod types;
 
 use supervisor::Supervisor;
 use types::{set_status_gauge, Control, StateInfo, Target};
-pub use types::{ManagerConfig, ManagerError, PipelineFactory, PipelineView, Reset, State};
+pub use types::{
+    unreadable_checkpoint_fix, ManagerConfig, ManagerError, PipelineFactory, PipelineView, RedriveFuture, Reset, State,
+};
 
 /// One pipeline: its spec, the ends of its supervisor's channels, and its tasks.
 struct Entry {
@@ -106,6 +108,11 @@ impl PipelineManager {
     /// The storage backend.
     pub fn storage(&self) -> Arc<dyn StorageBackend> {
         self.inner.config.storage.clone()
+    }
+
+    /// The factory that builds the pipelines' components.
+    pub(crate) fn factory(&self) -> Arc<dyn PipelineFactory> {
+        self.inner.factory.clone()
     }
 
     /// Adds a validated pipeline and starts supervising it (running).
@@ -196,7 +203,9 @@ impl PipelineManager {
             events_read: status.events_read,
             lag_seconds: status.lag_seconds,
             lag_bytes: status.lag_bytes,
+            sink_counts: status.sinks,
             checkpoint: status.checkpoint,
+            checkpoint_error: None,
             lease: e.lease.as_ref().map(|l| {
                 let l = l.borrow();
                 json!({ "held_here": l.held, "holder": l.holder, "instance": self.inner.config.instance_id })
@@ -205,10 +214,19 @@ impl PipelineManager {
         })
     }
 
-    /// Like [`get`](Self::get), with the checkpoint read from storage.
+    /// Like [`get`](Self::get), with the checkpoint read from storage; an
+    /// unreadable one is shown as `checkpoint_error` rather than hiding the
+    /// pipeline's state.
     pub async fn get_fresh(&self, name: &str) -> Result<PipelineView, ManagerError> {
         let mut view = self.get(name)?;
-        view.checkpoint = self.load_checkpoint(&view.source_id).await?;
+        match self.load_checkpoint(&view.source_id).await {
+            Ok(cp) => view.checkpoint = cp,
+            Err(e @ ManagerError::CheckpointUnreadable { .. }) => {
+                view.checkpoint = None;
+                view.checkpoint_error = Some(format!("{e}; {}", unreadable_checkpoint_fix(name, &view.source_id)));
+            }
+            Err(e) => return Err(e),
+        }
         Ok(view)
     }
 
@@ -217,12 +235,22 @@ impl PipelineManager {
         self.names().iter().filter_map(|n| self.get(n).ok()).collect()
     }
 
-    /// The stored checkpoint of a source id.
+    /// The stored checkpoint of a source id: storage failures are
+    /// [`ManagerError::Storage`], a record that cannot be parsed is
+    /// [`ManagerError::CheckpointUnreadable`].
     pub async fn load_checkpoint(&self, source_id: &str) -> Result<Option<Checkpoint>, ManagerError> {
-        CheckpointStore::new(self.inner.config.storage.clone())
-            .load(source_id)
-            .await
-            .map_err(|e| ManagerError::Storage(e.to_string()))
+        CheckpointStore::new(self.inner.config.storage.clone()).load(source_id).await.map_err(|e| match e {
+            CheckpointError::Corrupt { source_id, reason } => {
+                let pipeline = self
+                    .lock()
+                    .values()
+                    .find(|e| e.spec.source.id == source_id)
+                    .map(|e| e.spec.name.clone())
+                    .unwrap_or_default();
+                ManagerError::CheckpointUnreadable { pipeline, source_id, reason }
+            }
+            other => ManagerError::Storage(other.to_string()),
+        })
     }
 
     /// The schema registry of a pipeline's tenant.

@@ -163,7 +163,14 @@ impl Supervisor {
     }
 
     async fn run_once(&mut self, control: Control) -> RunEnd {
-        let mut pipeline = match self.factory.build(&self.spec, self.storage.clone()) {
+        // Building may block (a JavaScript processor runs its script's
+        // top-level code, up to its time limit): off the async workers.
+        let (factory, spec, storage) = (self.factory.clone(), self.spec.clone(), self.storage.clone());
+        let built = tokio::task::spawn_blocking(move || factory.build(&spec, storage)).await;
+        let Ok(built) = built else {
+            return RunEnd::Failed("building the pipeline panicked: see the log".into());
+        };
+        let mut pipeline = match built {
             Ok(p) => p,
             Err(e) if is_retryable(&e) => return RunEnd::Retry(e.to_string()),
             Err(e) => return RunEnd::Failed(e.to_string()),

@@ -5,11 +5,13 @@
 //! This module is the leaf of `manager`: it must never import from its
 //! sibling modules, and it holds no behaviour beyond small pure helpers.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deltaforge_config::{Catalog, ConfigErrors, PipelineSpec};
+use deltaforge_config::{Catalog, ConfigErrors, EnvAccess, PipelineSpec};
 use deltaforge_core::{Checkpoint, Pipeline, PipelineError, Position, SinkError, Source, SourceError};
 use deltaforge_storage::StorageBackend;
 use serde::Serialize;
@@ -32,7 +34,24 @@ pub trait PipelineFactory: Send + Sync + 'static {
         let _ = spec;
         Ok(None)
     }
+    /// Delivers `spec`'s dead letters again through its own sinks (and
+    /// processors, for letters a processor failed on): the one letter
+    /// `only`, or every letter oldest first; each is acknowledged only
+    /// after its delivery succeeded, and the first failure stops the
+    /// redrive. Returns how many were redriven. The default redrives none.
+    fn redrive<'a>(
+        &'a self,
+        spec: &'a PipelineSpec,
+        storage: Arc<dyn StorageBackend>,
+        only: Option<u64>,
+    ) -> RedriveFuture<'a> {
+        let _ = (spec, storage, only);
+        Box::pin(async { Err("this build cannot redrive dead letters".to_string()) })
+    }
 }
+
+/// What [`PipelineFactory::redrive`] returns: the count, or why it stopped.
+pub type RedriveFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, String>> + Send + 'a>>;
 
 /// A pipeline's state (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,6 +142,22 @@ pub enum ManagerError {
     /// Storage failed (503).
     #[error("storage: {0}")]
     Storage(String),
+    /// A pipeline exists but the thing asked for in it does not (404),
+    /// e.g. a backfill id; the message says what and how to list them.
+    #[error("{0}")]
+    Missing(String),
+    /// The stored checkpoint of a pipeline cannot be read (500): storage
+    /// works, but the record is damaged or of an unknown format, and
+    /// retrying will not help.
+    #[error("the checkpoint of pipeline {pipeline:?} (source id {source_id:?}) is unreadable: {reason}")]
+    CheckpointUnreadable {
+        /// The pipeline whose source id the record belongs to.
+        pipeline: String,
+        /// The source id (the record's key).
+        source_id: String,
+        /// Why it cannot be read (the parse error).
+        reason: String,
+    },
 }
 
 /// Settings of a [`PipelineManager`](super::PipelineManager).
@@ -136,6 +171,9 @@ pub struct ManagerConfig {
     pub instance_id: String,
     /// How long a reset waits for a running pipeline to stop before answering 409.
     pub stop_wait: Duration,
+    /// Which environment variables a spec sent through the API may read
+    /// (`--api-env-allow`); specs from the config files read every one.
+    pub api_env: EnvAccess,
 }
 
 /// One pipeline as the API shows it.
@@ -164,13 +202,30 @@ pub struct PipelineView {
     /// Current checkpoint lag in source log bytes (WAL or binlog; 0 for
     /// sources without a server log), as last measured; `null` until measured.
     pub lag_bytes: Option<u64>,
+    /// Per sink id: events delivered, failed attempts and batches dropped
+    /// by the current (or last) run.
+    pub sink_counts: std::collections::BTreeMap<String, deltaforge_core::SinkCounts>,
     /// The last durable checkpoint, if any.
     pub checkpoint: Option<Checkpoint>,
+    /// Why the stored checkpoint cannot be read, and how to fix it, when
+    /// it cannot (`checkpoint` is then `null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_error: Option<String>,
     /// Lease holder (shared storage only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<Value>,
     /// The spec with secrets redacted.
     pub spec: Value,
+}
+
+/// What to do about an unreadable checkpoint of pipeline `name` (source
+/// `source_id`): shown by the API beside [`ManagerError::CheckpointUnreadable`].
+pub fn unreadable_checkpoint_fix(name: &str, source_id: &str) -> String {
+    format!(
+        "reset it with DELETE /pipelines/{name}/checkpoint (or `deltaforge pipelines reset {name} --yes`; offline: \
+         `deltaforge checkpoints reset {source_id}`), after which the pipeline re-reads its source from the \
+         beginning, or stop deltaforge and restore a storage backup taken before the damage (`deltaforge restore`)"
+    )
 }
 
 /// Sets the status gauge of `pipeline`: 1 for `state`, 0 for every other state.

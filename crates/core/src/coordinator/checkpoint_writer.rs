@@ -2,6 +2,12 @@
 //! the ones offered while a write is under way), retrying a failed write,
 //! and only then publishes its position on the source's `durable` watch.
 //!
+//! When a write still fails after its retries, the writer task ends with
+//! that error and [`CheckpointWriter::died`] resolves at once: the run
+//! loop then stops the run with a retryable error (the supervisor restarts
+//! it from the last stored checkpoint), rather than delivering on while
+//! nothing is checkpointed.
+//!
 //! This module owns the second half of the delivery invariant: a position
 //! must never reach `durable` (and so the source's server) before its
 //! checkpoint write returned.
@@ -16,10 +22,22 @@ use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::coordinator::outcome::{PipelineError, PipelineStatus};
 use crate::position::Position;
 
+/// Attempts of one checkpoint write before the writer gives up.
+const WRITE_ATTEMPTS: u32 = 8;
+
+/// How the writer task ended: the last position it wrote, and the error
+/// that ended it early (`None`: its feed closed).
+struct WriterEnd {
+    last: Option<Position>,
+    error: Option<CheckpointError>,
+}
+
 /// The writer task of one run and the watch that feeds it.
 pub(crate) struct CheckpointWriter {
     offered: watch::Sender<Option<Checkpoint>>,
-    task: JoinHandle<Result<Option<Position>, CheckpointError>>,
+    task: JoinHandle<WriterEnd>,
+    /// Set once [`Self::died`] saw the task end (its last position).
+    ended: Option<Option<Position>>,
 }
 
 impl CheckpointWriter {
@@ -34,7 +52,31 @@ impl CheckpointWriter {
     ) -> Self {
         let (offered, rx) = watch::channel::<Option<Checkpoint>>(None);
         let task = tokio::spawn(checkpoint_writer(store, source_id, rx, durable, status, pipeline));
-        CheckpointWriter { offered, task }
+        CheckpointWriter { offered, task, ended: None }
+    }
+
+    /// Whether the writer task already ended (see [`Self::died`]).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.ended.is_some()
+    }
+
+    /// Resolves when the writer task ends before [`Self::finish`] (its
+    /// retries ran out), with the reason. Must not be polled again once it
+    /// resolved (guard with [`Self::is_dead`]).
+    pub(crate) async fn died(&mut self) -> PipelineError {
+        match (&mut self.task).await {
+            Ok(WriterEnd { last, error }) => {
+                self.ended = Some(last);
+                match error {
+                    Some(e) => PipelineError::CheckpointWriter(e),
+                    None => PipelineError::Internal("the checkpoint writer ended before the run".into()),
+                }
+            }
+            Err(e) => {
+                self.ended = Some(None);
+                PipelineError::Internal(format!("checkpoint writer: {e}"))
+            }
+        }
     }
 
     /// Offers the newest committed checkpoint; an older one not yet written
@@ -44,11 +86,16 @@ impl CheckpointWriter {
     }
 
     /// Writes what was offered last, then returns the last position written.
+    /// After [`Self::died`], returns the last position written (the
+    /// failure was reported then).
     pub(crate) async fn finish(self) -> Result<Option<Position>, PipelineError> {
         drop(self.offered);
+        if let Some(last) = self.ended {
+            return Ok(last);
+        }
         match self.task.await {
-            Ok(Ok(last)) => Ok(last),
-            Ok(Err(e)) => Err(PipelineError::Checkpoint(e)),
+            Ok(WriterEnd { last, error: None }) => Ok(last),
+            Ok(WriterEnd { error: Some(e), .. }) => Err(PipelineError::CheckpointWriter(e)),
             Err(e) => Err(PipelineError::Internal(format!("checkpoint writer: {e}"))),
         }
     }
@@ -63,7 +110,7 @@ async fn checkpoint_writer(
     durable: watch::Sender<Option<Position>>,
     status: Option<watch::Sender<PipelineStatus>>,
     pipeline: String,
-) -> Result<Option<Position>, CheckpointError> {
+) -> WriterEnd {
     let written = counter!("deltaforge_checkpoints_written_total", "pipeline" => pipeline.clone());
     // Every failed storage write, retried or not: an alert on its rate sees
     // a sick storage before the retries run out and the pipeline stops.
@@ -84,11 +131,18 @@ async fn checkpoint_writer(
                     }
                     match result {
                         Ok(()) => break,
-                        Err(e) if attempt < 8 => {
+                        Err(e) if attempt < WRITE_ATTEMPTS => {
                             tracing::warn!(source = %source_id, attempt, "checkpoint write failed, retrying: {e}");
                             tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            tracing::error!(pipeline = %pipeline, source = %source_id, attempts = attempt,
+                                "checkpoint write failed {attempt} times; stopping the pipeline (it restarts from its \
+                                 last stored checkpoint): {e}");
+                            counter!("deltaforge_checkpoint_writer_failures_total", "pipeline" => pipeline.clone())
+                                .increment(1);
+                            return WriterEnd { last, error: Some(e) };
+                        }
                     }
                 }
                 written.increment(1);
@@ -101,7 +155,7 @@ async fn checkpoint_writer(
             }
         }
         if closed {
-            return Ok(last);
+            return WriterEnd { last, error: None };
         }
     }
 }

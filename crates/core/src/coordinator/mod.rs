@@ -37,7 +37,7 @@
 //! | `checkpoint_writer` | writing checkpoints, then publishing them as durable |
 //! | `lag` | the lag in bytes (`deltaforge_checkpoint_lag_bytes`) |
 //! | `settings` | [`SinkSlot`], [`DeliveryConfig`] |
-//! | `outcome` | [`PipelineStatus`], [`RunSummary`], [`PipelineError`] |
+//! | `outcome` | [`PipelineStatus`], [`SinkCounts`], [`RunSummary`], [`PipelineError`] |
 //!
 //! This file holds only docs and re-exports; the submodules import each
 //! other directly, never through it.
@@ -53,6 +53,6 @@ mod sink_worker;
 mod source_run;
 
 pub use lag::LAG_PROBE_EVERY;
-pub use outcome::{PipelineError, PipelineStatus, RunSummary};
+pub use outcome::{PipelineError, PipelineStatus, RunSummary, SinkCounts};
 pub use pipeline::Pipeline;
 pub use settings::{DeliveryConfig, SinkSlot};

@@ -5,6 +5,8 @@
 //! Plain data and error types shared by the coordinator's tasks; this
 //! module must never import another coordinator module.
 
+use std::collections::BTreeMap;
+
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::dlq::DlqError;
 use crate::position::Position;
@@ -26,6 +28,23 @@ pub struct PipelineStatus {
     /// The value last set on `deltaforge_checkpoint_lag_bytes` (polled every
     /// `LAG_PROBE_EVERY`); `None` until the source's probe first answered.
     pub lag_bytes: Option<u64>,
+    /// Per sink id: what its worker did in this run (the same increments as
+    /// the `deltaforge_sink_*_total` metrics, which count since the process
+    /// started).
+    pub sinks: BTreeMap<String, SinkCounts>,
+}
+
+/// One sink's delivery counts in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SinkCounts {
+    /// Events acknowledged by the sink (`deltaforge_sink_events_delivered_total`).
+    pub delivered: u64,
+    /// Failed delivery or flush attempts, each retried or dead-lettered
+    /// (`deltaforge_sink_errors_total`).
+    pub errors: u64,
+    /// Batches given up by a sink the commit policy does not need
+    /// (`deltaforge_sink_batches_dropped_total`).
+    pub dropped: u64,
 }
 
 /// What a finished run did.
@@ -63,6 +82,13 @@ pub enum PipelineError {
     /// Checkpoints could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The checkpoint writer gave up on a write after its retries; the run
+    /// stopped so that nothing is delivered without being checkpointed.
+    /// Retryable: the next run resumes from the last stored checkpoint.
+    #[error(
+        "checkpoint writer stopped after repeated storage failures (restarting from the last stored checkpoint): {0}"
+    )]
+    CheckpointWriter(CheckpointError),
     /// The source task panicked or was cancelled abnormally.
     #[error("internal: {0}")]
     Internal(String),
@@ -71,6 +97,10 @@ pub enum PipelineError {
 impl PipelineError {
     /// Whether restarting the pipeline may help.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, PipelineError::Source(SourceError::Retryable(_)))
+        matches!(
+            self,
+            PipelineError::Source(SourceError::Retryable(_))
+                | PipelineError::CheckpointWriter(CheckpointError::Storage(_))
+        )
     }
 }

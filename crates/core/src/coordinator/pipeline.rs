@@ -78,6 +78,10 @@ impl Pipeline {
         let label = name.to_string();
         let store = CheckpointStore::new(storage.clone());
         let (resume, schemas) = load_resume(&store, &storage, &name, &tenant, &source_id).await?;
+        let mut sinks = sinks;
+        for slot in &mut sinks {
+            slot.sink.attach_schemas(schemas.clone());
+        }
         let start = SourceStart {
             pipeline: name.clone(),
             tenant,
@@ -89,9 +93,19 @@ impl Pipeline {
         let (source, durable) = SourceRun::start(source, start, &shutdown);
         let dlq_queue = dlq.map(|c| DeadLetterQueue::new(storage.clone(), &name, c));
         let sink_resume = resume.as_ref().map(|c| &c.sinks);
-        let sinks = SinkFleet::start(sinks, &policy, batch.max_inflight, sink_resume, dlq_queue.clone(), &label);
+        let sinks = SinkFleet::start(
+            sinks,
+            &policy,
+            batch.max_inflight,
+            sink_resume,
+            dlq_queue.clone(),
+            &label,
+            status.clone(),
+        );
         let writer = CheckpointWriter::spawn(store, source_id, durable, status.clone(), label);
-        let stage = (!processors.is_empty()).then(|| ProcessorStage::spawn(processors, dlq_queue));
+        // The processors' pushes to a full `block` queue end with the sinks' abort too.
+        let stage_dlq = dlq_queue.map(|q| q.stopping_on(sinks.abort.clone()));
+        let stage = (!processors.is_empty()).then(|| ProcessorStage::spawn(processors, stage_dlq));
         let parts = RunParts {
             name,
             batch,

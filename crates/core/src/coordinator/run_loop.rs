@@ -41,6 +41,18 @@ struct InFlight {
     acked: Vec<bool>,
     /// Per sink: finished with the batch (acknowledged, gave up or failed).
     done: Vec<bool>,
+    /// Per sink: took the batch into its buffer (acknowledgement to follow).
+    held: Vec<bool>,
+}
+
+impl InFlight {
+    /// Whether the batch still takes a place in flight: some sink has
+    /// neither finished with it nor taken it into its buffer. Held batches
+    /// wait for their acknowledgement without holding back new batches, so
+    /// a sink can gather many batches into one file.
+    fn occupies(&self) -> bool {
+        self.done.iter().zip(&self.held).any(|(done, held)| !done && !held)
+    }
 }
 
 /// The parts of a run the loop drives.
@@ -151,7 +163,7 @@ impl RunLoop {
             if self.finished() {
                 break;
             }
-            let room = self.pending.is_empty() && self.ready.is_empty() && self.inflight.len() < self.max_inflight();
+            let room = self.pending.is_empty() && self.ready.is_empty() && self.occupied() < self.max_inflight();
             tokio::select! {
                 biased;
                 report = self.sinks.reports.recv() => {
@@ -168,6 +180,7 @@ impl RunLoop {
                     self.deadline = None;
                 }
                 _ = self.lag_tick.tick() => self.update_lag_seconds(),
+                died = self.writer.died(), if !self.writer.is_dead() => self.on_writer_died(died),
                 _ = self.shutdown.cancelled(), if self.grace_deadline.is_none() => self.on_shutdown(),
                 _ = sleep_until_opt(self.grace_deadline), if self.grace_deadline.is_some() && !self.sinks.abort.is_cancelled() => {
                     self.on_grace_expired();
@@ -179,6 +192,11 @@ impl RunLoop {
 
     fn max_inflight(&self) -> usize {
         self.batch.max_inflight.max(1)
+    }
+
+    /// Batches taking a place in flight (see [`InFlight::occupies`]).
+    fn occupied(&self) -> usize {
+        self.inflight.iter().filter(|f| f.occupies()).count()
     }
 
     /// Hands closed batches to the processors: on their own task when there
@@ -205,14 +223,21 @@ impl RunLoop {
 
     /// Dispatches processed batches while there is room in flight.
     async fn dispatch(&mut self) {
-        while self.inflight.len() < self.max_inflight() && self.failure.is_none() {
+        while self.occupied() < self.max_inflight() && self.failure.is_none() {
             let Some(Processed { events, commit, commit_index, last_ts_ms }) = self.ready.pop_front() else { break };
             self.batch_events.record(events.len() as f64);
             let seq = self.next_seq;
             self.next_seq += 1;
             self.sinks.send(Arc::new(Delivery { seq, events, commit: commit.clone(), commit_index })).await;
             let n = self.sinks.len();
-            self.inflight.push_back(InFlight { seq, commit, last_ts_ms, acked: vec![false; n], done: vec![false; n] });
+            self.inflight.push_back(InFlight {
+                seq,
+                commit,
+                last_ts_ms,
+                acked: vec![false; n],
+                done: vec![false; n],
+                held: vec![false; n],
+            });
         }
     }
 
@@ -226,6 +251,10 @@ impl RunLoop {
             && self.ready.is_empty();
         if (draining || self.failure.is_some()) && self.inflight.is_empty() {
             return true;
+        }
+        if draining && !self.sinks.drain.is_cancelled() {
+            // No batch will follow: sinks holding batches make them durable now.
+            self.sinks.drain.cancel();
         }
         if self.failure.is_none() {
             return false;
@@ -248,6 +277,11 @@ impl RunLoop {
                     if let Some(c) = &f.commit {
                         self.sink_positions.insert(self.sinks.ids[r.sink].clone(), c.clone());
                     }
+                }
+            }
+            SinkOutcome::Held => {
+                if let Some(f) = f {
+                    f.held[r.sink] = true;
                 }
             }
             SinkOutcome::GaveUp => {
@@ -362,6 +396,16 @@ impl RunLoop {
                 changed
             });
         }
+    }
+
+    /// The checkpoint writer gave up: stop at once (the sinks abort, the
+    /// source stops) instead of delivering without checkpoints.
+    fn on_writer_died(&mut self, e: PipelineError) {
+        if let Some(s) = &self.status {
+            let text = e.to_string();
+            s.send_modify(|st| st.last_error = Some(text));
+        }
+        self.failure.get_or_insert(e);
     }
 
     fn on_shutdown(&mut self) {

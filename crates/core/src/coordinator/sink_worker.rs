@@ -6,18 +6,26 @@
 //! A worker never decides that a batch is committed: it only reports
 //! acknowledgements; the run loop applies the commit policy. A sink the
 //! policy needs must never give a batch up while the pipeline runs.
+//!
+//! A sink that buffers across batches ([`Sink::held_batches`](crate::Sink::held_batches))
+//! gets its batches reported as `Held` first (they no longer occupy a place
+//! in flight, but are not acknowledged) and `Acked` only when the sink no
+//! longer holds them, always in batch order; while it holds any, the worker
+//! calls its `flush` whenever no batch arrived for [`FLUSH_POLL`].
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::coordinator::outcome::{PipelineStatus, SinkCounts};
 use crate::coordinator::settings::SinkSlot;
-use crate::dlq::DeadLetterQueue;
+use crate::dlq::{DeadLetterQueue, DlqError};
 use crate::event::Event;
 use crate::policy::CommitPolicy;
 use crate::position::Position;
@@ -34,9 +42,15 @@ pub(crate) struct Delivery {
     pub(crate) commit_index: usize,
 }
 
+/// How often a worker whose sink holds batches asks it to flush while no
+/// batch arrives.
+const FLUSH_POLL: Duration = Duration::from_millis(200);
+
 /// How a sink finished with one batch.
 pub(crate) enum SinkOutcome {
     Acked,
+    /// Taken into the sink's buffer, not yet durable: `Acked` follows.
+    Held,
     GaveUp,
     Fatal(SinkError),
 }
@@ -60,6 +74,9 @@ pub(crate) struct SinkFleet {
     pub(crate) committed_seq: Arc<AtomicU64>,
     /// Fires to make every worker give up its batch now.
     pub(crate) abort: CancellationToken,
+    /// Fires when no more batches will come (source ended, shutdown): sinks
+    /// holding batches make them durable now.
+    pub(crate) drain: CancellationToken,
     /// Per sink: whether `required` policy waits for it.
     pub(crate) required: Vec<bool>,
     /// Per sink: its configured id.
@@ -76,11 +93,17 @@ impl SinkFleet {
         resume: Option<&std::collections::BTreeMap<String, Position>>,
         dlq: Option<DeadLetterQueue>,
         pipeline: &str,
+        status: Option<watch::Sender<PipelineStatus>>,
     ) -> Self {
         let committed_seq = Arc::new(AtomicU64::new(0));
         let abort = CancellationToken::new();
+        let drain = CancellationToken::new();
         let required: Vec<bool> = sinks.iter().map(|s| s.required).collect();
         let ids: Vec<String> = sinks.iter().map(|s| s.id.clone()).collect();
+        if let Some(status) = &status {
+            // Every sink shows, with zeros, from the run's start.
+            status.send_modify(|s| s.sinks = ids.iter().map(|id| (id.clone(), SinkCounts::default())).collect());
+        }
         let (report_tx, reports) = mpsc::unbounded_channel::<SinkReport>();
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
@@ -95,13 +118,16 @@ impl SinkFleet {
                 resume_at,
                 committed_seq: committed_seq.clone(),
                 abort: abort.clone(),
-                dlq: dlq.clone(),
+                drain: drain.clone(),
+                // A full `block` queue must not outlive the abort.
+                dlq: dlq.as_ref().map(|q| q.stopping_on(abort.clone())),
                 reports: report_tx.clone(),
                 pipeline: pipeline.to_string(),
+                status: status.clone(),
             };
             tasks.push(tokio::spawn(worker.run(rx)));
         }
-        SinkFleet { queues, tasks, reports, committed_seq, abort, required, ids }
+        SinkFleet { queues, tasks, reports, committed_seq, abort, drain, required, ids }
     }
 
     /// Number of sinks.
@@ -128,6 +154,15 @@ impl SinkFleet {
     }
 }
 
+/// A batch the sink returned `Ok` for, not yet acknowledged.
+struct HeldBatch {
+    seq: u64,
+    events: usize,
+    /// Whether the sink saw it (an empty remainder after a restart never
+    /// reaches the sink, so it does not count in `held_batches`).
+    counted: bool,
+}
+
 /// Delivers one sink's batches in order, reporting each outcome.
 struct SinkWorker {
     index: usize,
@@ -136,28 +171,118 @@ struct SinkWorker {
     resume_at: Option<Position>,
     committed_seq: Arc<AtomicU64>,
     abort: CancellationToken,
+    drain: CancellationToken,
     dlq: Option<DeadLetterQueue>,
     reports: mpsc::UnboundedSender<SinkReport>,
     pipeline: String,
+    status: Option<watch::Sender<PipelineStatus>>,
+}
+
+/// One sink's counts, kept twice: in the Prometheus metrics (since the
+/// process started) and in the pipeline's live status (this run), which
+/// the control plane reads in-process.
+struct SinkCounters {
+    sink: String,
+    delivered: metrics::Counter,
+    errors: metrics::Counter,
+    dropped: metrics::Counter,
+    status: Option<watch::Sender<PipelineStatus>>,
+}
+
+impl SinkCounters {
+    fn new(pipeline: &str, sink: &str, status: Option<watch::Sender<PipelineStatus>>) -> Self {
+        let labels = [("pipeline", pipeline.to_string()), ("sink", sink.to_string())];
+        SinkCounters {
+            sink: sink.to_string(),
+            delivered: counter!("deltaforge_sink_events_delivered_total", &labels),
+            errors: counter!("deltaforge_sink_errors_total", &labels),
+            dropped: counter!("deltaforge_sink_batches_dropped_total", &labels),
+            status,
+        }
+    }
+
+    fn count(&self, change: impl FnOnce(&mut SinkCounts)) {
+        if let Some(status) = &self.status {
+            status.send_modify(|s| change(s.sinks.entry(self.sink.clone()).or_default()));
+        }
+    }
+
+    fn delivered(&self, events: u64) {
+        self.delivered.increment(events);
+        self.count(|c| c.delivered += events);
+    }
+
+    fn error(&self) {
+        self.errors.increment(1);
+        self.count(|c| c.errors += 1);
+    }
+
+    fn dropped(&self) {
+        self.dropped.increment(1);
+        self.count(|c| c.dropped += 1);
+    }
 }
 
 impl SinkWorker {
     async fn run(mut self, mut rx: mpsc::Receiver<Arc<Delivery>>) {
-        let delivered = counter!("deltaforge_sink_events_delivered_total", "pipeline" => self.pipeline.clone(), "sink" => self.slot.id.clone());
-        let errors = counter!("deltaforge_sink_errors_total", "pipeline" => self.pipeline.clone(), "sink" => self.slot.id.clone());
-        let dropped = counter!("deltaforge_sink_batches_dropped_total", "pipeline" => self.pipeline.clone(), "sink" => self.slot.id.clone());
+        let counters = SinkCounters::new(&self.pipeline, &self.slot.id, self.status.take());
         let latency = histogram!("deltaforge_sink_delivery_seconds", "pipeline" => self.pipeline.clone(), "sink" => self.slot.id.clone());
-        while let Some(d) = rx.recv().await {
+        let mut held = VecDeque::new();
+        let mut poll = FLUSH_POLL;
+        loop {
+            let next = if held.is_empty() {
+                rx.recv().await
+            } else {
+                tokio::select! {
+                    d = rx.recv() => d,
+                    _ = tokio::time::sleep(poll) => {
+                        poll = match self.flush_held(&mut held, &counters).await {
+                            Ok(()) => FLUSH_POLL,
+                            Err(SinkError::Retryable(m)) => {
+                                counters.error();
+                                tracing::warn!(sink = %self.slot.id, retry_in = ?poll, "flushing held events failed: {m}");
+                                (poll * 2).min(self.slot.delivery.max_backoff.max(FLUSH_POLL))
+                            }
+                            Err(e) => {
+                                counters.error();
+                                tracing::error!(sink = %self.slot.id, "sink failed permanently: {e}");
+                                let seq = held.front().map(|h: &HeldBatch| h.seq).unwrap_or(0);
+                                let _ = self.reports.send(SinkReport { seq, sink: self.index, outcome: SinkOutcome::Fatal(e) });
+                                break;
+                            }
+                        };
+                        continue;
+                    }
+                    _ = self.abort.cancelled() => {
+                        for h in held.drain(..) {
+                            counters.dropped();
+                            let _ = self.reports.send(SinkReport { seq: h.seq, sink: self.index, outcome: SinkOutcome::GaveUp });
+                        }
+                        continue;
+                    }
+                }
+            };
+            let Some(d) = next else { break };
             let events = self.events_to_send(&d);
-            let outcome = if events.is_empty() {
+            let mut outcome = if events.is_empty() {
                 SinkOutcome::Acked
             } else {
-                self.deliver_with_retries(&d, events, &errors, &latency).await
+                self.deliver_with_retries(&d, events, &counters, &latency).await
             };
-            match &outcome {
-                SinkOutcome::Acked => delivered.increment(events.len() as u64),
-                SinkOutcome::GaveUp => dropped.increment(1),
-                SinkOutcome::Fatal(_) => {}
+            if matches!(outcome, SinkOutcome::Acked) && (!held.is_empty() || !events.is_empty()) {
+                // Acknowledged in order, once the sink no longer holds it.
+                held.push_back(HeldBatch { seq: d.seq, events: events.len(), counted: !events.is_empty() });
+                self.release(&mut held, &counters);
+                if held.back().is_some_and(|h| h.seq == d.seq) {
+                    outcome = SinkOutcome::Held;
+                } else {
+                    continue;
+                }
+            } else if matches!(outcome, SinkOutcome::Acked) {
+                counters.delivered(events.len() as u64);
+            }
+            if matches!(outcome, SinkOutcome::GaveUp) {
+                counters.dropped();
             }
             let fatal = matches!(outcome, SinkOutcome::Fatal(_));
             if self.reports.send(SinkReport { seq: d.seq, sink: self.index, outcome }).is_err() || fatal {
@@ -166,6 +291,38 @@ impl SinkWorker {
         }
         if let Err(e) = self.slot.sink.close().await {
             tracing::warn!(sink = %self.slot.id, "closing sink failed: {e}");
+        }
+    }
+
+    /// Asks the sink to make held events durable (all of them once the run
+    /// drains), then acknowledges what it no longer holds.
+    async fn flush_held(&mut self, held: &mut VecDeque<HeldBatch>, counters: &SinkCounters) -> Result<(), SinkError> {
+        let drain = self.drain.is_cancelled();
+        let result = tokio::time::timeout(self.slot.delivery.timeout, self.slot.sink.flush(drain)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(SinkError::Retryable(format!("flush timed out after {:?}", self.slot.delivery.timeout)))
+        });
+        // Even a failed flush may have made some batches durable.
+        self.release(held, counters);
+        result
+    }
+
+    /// Reports `Acked`, oldest first, for the held batches the sink no
+    /// longer holds: every batch before the oldest one it still holds.
+    fn release(&mut self, held: &mut VecDeque<HeldBatch>, counters: &SinkCounters) {
+        let still = self.slot.sink.held_batches();
+        let mut counted = 0usize;
+        let mut keep_from = held.len();
+        for (i, h) in held.iter().enumerate().rev() {
+            if counted == still {
+                break;
+            }
+            keep_from = i;
+            counted += usize::from(h.counted);
+        }
+        for h in held.drain(..keep_from) {
+            counters.delivered(h.events as u64);
+            let _ = self.reports.send(SinkReport { seq: h.seq, sink: self.index, outcome: SinkOutcome::Acked });
         }
     }
 
@@ -185,7 +342,7 @@ impl SinkWorker {
         &mut self,
         d: &Delivery,
         events: &[Event],
-        errors: &metrics::Counter,
+        counters: &SinkCounters,
         latency: &metrics::Histogram,
     ) -> SinkOutcome {
         let cfg = self.slot.delivery.clone();
@@ -210,17 +367,17 @@ impl SinkWorker {
                     return SinkOutcome::Acked;
                 }
                 Err(SinkError::Rejected(rejected)) => {
-                    errors.increment(1);
+                    counters.error();
                     let (queue, sink_id) = (self.dlq.clone(), self.slot.id.clone());
                     return dead_letter(queue.as_ref(), &sink_id, events, rejected).await;
                 }
                 Err(SinkError::Fatal(m)) => {
-                    errors.increment(1);
+                    counters.error();
                     tracing::error!(sink = %self.slot.id, "sink failed permanently: {m}");
                     return SinkOutcome::Fatal(SinkError::Fatal(m));
                 }
                 Err(SinkError::Retryable(m)) => {
-                    errors.increment(1);
+                    counters.error();
                     let committed = self.committed_seq.load(Ordering::Acquire) >= d.seq;
                     if !self.needed && committed && attempts >= cfg.max_attempts {
                         tracing::error!(sink = %self.slot.id, attempts, events = events.len(), "giving up on a batch for a sink the commit policy does not need: {m}");
@@ -264,8 +421,11 @@ async fn dead_letter(
                     events.len()
                 )));
             };
-            if let Err(e) = queue.push(event, &r.reason, Some(sink_id), None).await {
-                return SinkOutcome::Fatal(SinkError::Fatal(e.to_string()));
+            match queue.push(event, &r.reason, Some(sink_id), None).await {
+                Ok(_) => {}
+                // Aborted while waiting for room: the batch is not acknowledged.
+                Err(DlqError::Stopped(_)) => return SinkOutcome::GaveUp,
+                Err(e) => return SinkOutcome::Fatal(SinkError::Fatal(e.to_string())),
             }
         }
         SinkOutcome::Acked

@@ -32,9 +32,14 @@
 //! high watermark appeared on the source's durable positions, so a crash
 //! (even `kill -9`) resumes from the last chunk whose events were all
 //! delivered, never past one that was not. A backfill (`kind: backfill`,
-//! with an optional `where`) is the same record, requested through
-//! [`SnapshotStore::request_backfill`] and picked up by the running source
-//! with [`SnapshotStore::pending_backfills`].
+//! with an optional `where` and the request's id in `backfill`) is the same
+//! record, requested through [`SnapshotStore::request_backfill`] and picked
+//! up by the running source with [`SnapshotStore::pending_backfills`]. A
+//! backfill whose read fails on the server (its `where`) is stored as
+//! `failed` with its `error`, and one cancelled by an operator
+//! ([`SnapshotStore::cancel_backfill`]) as `cancelled`; neither is resumed,
+//! and neither stops the source. The history of started backfills (key
+//! `{pipeline}#backfill-history`) says where each request stands.
 //!
 //! # Scheduling
 //!
@@ -81,10 +86,12 @@ pub mod writer;
 
 pub use config::{SnapshotConfig, SnapshotMode, DEFAULT_CHUNK_SIZE};
 pub use output::{progress_bar, ProgressLog, SnapshotMetrics};
-pub use progress::{BackfillRequest, PendingProgress, ReadKind, TableProgress, TableState};
+pub use progress::{
+    BackfillRequest, BackfillState, BackfillStatus, PendingProgress, ReadKind, TableProgress, TableState,
+};
 pub use reader_side::{await_verdict, on_stored};
 pub use schedule::{Schedule, SnapshotBackend, SnapshotJob, TableReader};
-pub use store::{SnapshotError, SnapshotStore, NAMESPACE};
+pub use store::{CancelOutcome, SnapshotError, SnapshotStore, NAMESPACE};
 pub use stream_side::{
     reader_finished, reader_outcome, try_reader_outcome, ClosedChunk, OpenWindow, SnapshotChunk, StreamSide,
 };

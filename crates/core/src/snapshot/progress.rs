@@ -18,6 +18,11 @@ pub enum TableState {
     Running,
     /// Every chunk was delivered.
     Done,
+    /// A backfill stopped on an error it cannot recover from (its `where`
+    /// failed on the server); see `error`. Not resumed.
+    Failed,
+    /// A backfill cancelled by an operator. Not resumed.
+    Cancelled,
 }
 
 /// Why a table is being read.
@@ -52,6 +57,12 @@ pub struct TableProgress {
     /// The backfill's SQL condition, when one was given.
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// The backfill request this read belongs to (`None`: a snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<u64>,
+    /// Why the read failed (`state: failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl TableProgress {
@@ -65,6 +76,8 @@ impl TableProgress {
             rows_total_estimate,
             chunk: 0,
             condition,
+            backfill: None,
+            error: None,
         }
     }
 }
@@ -80,6 +93,57 @@ pub struct BackfillRequest {
     /// Optional SQL condition the re-read rows must match.
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+}
+
+/// Where a backfill request stands (`GET /pipelines/{name}/backfill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillState {
+    /// Queued; the source has not started it.
+    Pending,
+    /// Its tables are being read.
+    Running,
+    /// Every table was read.
+    Done,
+    /// A table's read failed (see `error`); the pipeline went on.
+    Failed,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+/// A started or ended backfill request, as kept in the backfill history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillStatus {
+    /// The request's id.
+    pub id: u64,
+    /// The request's tables.
+    pub tables: Vec<String>,
+    /// The request's condition.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Where it stands.
+    pub state: BackfillState,
+    /// Tables read to the end.
+    #[serde(default)]
+    pub tables_done: Vec<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl BackfillStatus {
+    /// A request in the given state.
+    pub fn new(request: &BackfillRequest, state: BackfillState) -> Self {
+        BackfillStatus {
+            id: request.id,
+            tables: request.tables.clone(),
+            condition: request.condition.clone(),
+            state,
+            tables_done: Vec::new(),
+            error: None,
+        }
+    }
 }
 
 /// A progress record to store once its chunk is durable.

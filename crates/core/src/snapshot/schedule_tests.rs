@@ -179,3 +179,121 @@ async fn backfills_are_polled_and_unmatched_tables_ignored() {
     assert!(h.store.pending_backfills().await.unwrap().is_empty());
     assert_eq!(h.stop().await, vec!["s.done"]);
 }
+
+/// Snapshot reads succeed; a backfill read fails (fatal) or, with
+/// `wait_cancel`, runs until its job is cancelled.
+struct BackfillReader {
+    wait_cancel: bool,
+}
+
+#[async_trait]
+impl TableReader for BackfillReader {
+    async fn read_table(&self, job: SnapshotJob) -> Result<bool, SourceError> {
+        if job.progress.kind != ReadKind::Backfill {
+            return Ok(true);
+        }
+        if !self.wait_cancel {
+            return Err(SourceError::Fatal("Subquery returns more than 1 row".into()));
+        }
+        job.cancel.cancelled().await;
+        Ok(false)
+    }
+}
+
+/// Runs a `never` schedule over `s.t` with one backfill request.
+async fn backfill_run(
+    wait_cancel: bool,
+) -> (SnapshotStore, u64, mpsc::Receiver<()>, tokio::task::JoinHandle<Result<bool, SourceError>>) {
+    let store = SnapshotStore::new(Arc::new(MemoryBackend::new()), "p");
+    let req = store.request_backfill(vec!["s.t".into()], Some("x".into())).await.unwrap();
+    let (_stored_tx, stored) = mpsc::unbounded_channel();
+    let (chunks, chunks_rx) = mpsc::channel::<()>(1);
+    let schedule = Schedule {
+        cfg: SnapshotConfig { mode: SnapshotMode::Never, chunk_size: 10, max_parallel_tables: 2 },
+        source_id: "src".into(),
+        pipeline: "p".into(),
+        store: store.clone(),
+        fresh: false,
+        stored,
+        chunks,
+    };
+    let task = tokio::spawn(async move {
+        let _keep = _stored_tx;
+        let mut catalogue = FakeCatalogue { tables: vec!["s.t".into()], estimated: vec![] };
+        schedule.run(&mut catalogue, BackfillReader { wait_cancel }).await
+    });
+    (store, req.id, chunks_rx, task)
+}
+
+async fn wait_backfill_state(store: &SnapshotStore, id: u64, state: BackfillState) -> crate::snapshot::BackfillStatus {
+    for _ in 0..500 {
+        if let Some(b) = store.backfill(id).await.unwrap().filter(|b| b.state == state) {
+            return b;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("backfill {id} never {state:?}: {:?}", store.backfills().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_failing_backfill_is_marked_failed_and_the_reader_goes_on() {
+    let (store, id, chunks_rx, task) = backfill_run(false).await;
+    let b = wait_backfill_state(&store, id, BackfillState::Failed).await;
+    assert_eq!(b.error.as_deref(), Some("Subquery returns more than 1 row"));
+    let rec = store.load("s.t").await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.backfill, rec.error.as_deref()), (TableState::Failed, Some(id), b.error.as_deref()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!task.is_finished(), "the backfill's failure ended the snapshot reader (and the source)");
+    drop(chunks_rx);
+    assert!(matches!(task.await.unwrap(), Ok(false)));
+}
+
+#[tokio::test]
+async fn a_cancelled_backfill_stops_and_is_not_resumed() {
+    let (store, id, chunks_rx, task) = backfill_run(true).await;
+    wait_backfill_state(&store, id, BackfillState::Running).await;
+    assert!(matches!(store.cancel_backfill(id).await.unwrap(), crate::snapshot::CancelOutcome::Cancelled(_)));
+    for _ in 0..500 {
+        if store.load("s.t").await.unwrap().is_some_and(|r| r.state == TableState::Cancelled) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.load("s.t").await.unwrap().unwrap().state, TableState::Cancelled);
+    assert!(matches!(store.cancel_backfill(id).await.unwrap(), crate::snapshot::CancelOutcome::AlreadyEnded(_)));
+    assert_eq!(store.cancel_backfill(id + 100).await.unwrap(), crate::snapshot::CancelOutcome::NotFound);
+    drop(chunks_rx);
+    assert!(matches!(task.await.unwrap(), Ok(false)));
+    // A stale `running` record (stored by the progress writer after the
+    // cancel) is not resumed by the next run.
+    let mut stale = store.load("s.t").await.unwrap().unwrap();
+    stale.state = TableState::Running;
+    store.save("s.t", &stale).await.unwrap();
+    let (_tx, stored) = mpsc::unbounded_channel();
+    let (chunks, _rx) = mpsc::channel::<()>(1);
+    let schedule = Schedule {
+        cfg: SnapshotConfig { mode: SnapshotMode::Never, chunk_size: 10, max_parallel_tables: 2 },
+        source_id: "src".into(),
+        pipeline: "p".into(),
+        store: store.clone(),
+        fresh: false,
+        stored,
+        chunks,
+    };
+    let mut catalogue = FakeCatalogue { tables: vec!["s.t".into()], estimated: vec![] };
+    let queue = schedule.initial_queue(&mut catalogue, &["s.t".to_string()]).await.unwrap();
+    assert!(queue.is_empty(), "a cancelled backfill was queued again");
+    assert_eq!(store.load("s.t").await.unwrap().unwrap().state, TableState::Cancelled);
+}
+
+#[tokio::test]
+async fn a_pending_backfill_cancelled_never_starts() {
+    let store = SnapshotStore::new(Arc::new(MemoryBackend::new()), "p");
+    let req = store.request_backfill(vec!["s.t".into()], None).await.unwrap();
+    let crate::snapshot::CancelOutcome::Cancelled(b) = store.cancel_backfill(req.id).await.unwrap() else {
+        panic!("not cancelled")
+    };
+    assert_eq!(b.state, BackfillState::Cancelled);
+    assert!(store.pending_backfills().await.unwrap().is_empty());
+    assert_eq!(store.backfills().await.unwrap(), vec![b]);
+}

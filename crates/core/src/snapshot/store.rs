@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use deltaforge_storage::{CasOutcome, StorageBackend, StorageError};
 
-use crate::snapshot::progress::{BackfillRequest, TableProgress};
+use crate::snapshot::progress::{BackfillRequest, BackfillState, BackfillStatus, TableProgress};
 
 /// The Slot namespace of snapshot progress and backfill requests.
 pub const NAMESPACE: &str = "snapshots";
@@ -51,6 +51,20 @@ impl std::fmt::Debug for SnapshotStore {
 
 /// Attempts of a compare-and-swap loop before giving up.
 const CAS_ATTEMPTS: usize = 8;
+/// Ended backfills kept in the history (the oldest ended ones go first).
+const HISTORY_KEPT: usize = 100;
+
+/// What a cancellation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Cancelled (it was pending or running); the reader stops after the
+    /// chunk under way.
+    Cancelled(BackfillStatus),
+    /// It had already ended in that state.
+    AlreadyEnded(BackfillStatus),
+    /// No backfill of that id.
+    NotFound,
+}
 
 impl SnapshotStore {
     /// The store of `pipeline`'s records.
@@ -67,6 +81,12 @@ impl SnapshotStore {
     /// names never contain `#`, so this key cannot be a table's.
     fn requests_key(&self) -> String {
         format!("{}#backfill-requests", self.pipeline)
+    }
+
+    /// The history of started backfills; pipeline names never contain
+    /// `#`, so this key cannot be a table's.
+    fn history_key(&self) -> String {
+        format!("{}#backfill-history", self.pipeline)
     }
 
     /// Reads a table's record.
@@ -151,6 +171,118 @@ impl SnapshotStore {
             }
         }
         Err(SnapshotError::Contended(key))
+    }
+
+    async fn read_history(&self) -> Result<(Option<u64>, Vec<BackfillStatus>), SnapshotError> {
+        let key = self.history_key();
+        match self.storage.slot_get(NAMESPACE, &key).await? {
+            None => Ok((None, Vec::new())),
+            Some(v) => {
+                let list = serde_json::from_str(&v.value)
+                    .map_err(|e| SnapshotError::Corrupt { key, reason: e.to_string() })?;
+                Ok((Some(v.version), list))
+            }
+        }
+    }
+
+    /// Changes the history with `f` (compare-and-swap); returns what `f` returned.
+    async fn update_history<T>(&self, mut f: impl FnMut(&mut Vec<BackfillStatus>) -> T) -> Result<T, SnapshotError> {
+        let key = self.history_key();
+        for _ in 0..CAS_ATTEMPTS {
+            let (version, mut list) = self.read_history().await?;
+            let out = f(&mut list);
+            while list.len() > HISTORY_KEPT {
+                match list.iter().position(|b| b.state != BackfillState::Running) {
+                    Some(i) => list.remove(i),
+                    None => break,
+                };
+            }
+            let value = serde_json::to_string(&list).expect("history always serializes");
+            if let CasOutcome::Swapped(_) = self.storage.slot_cas(NAMESPACE, &key, version, &value).await? {
+                return Ok(out);
+            }
+        }
+        Err(SnapshotError::Contended(key))
+    }
+
+    /// Every backfill: the pending requests, then the started ones (oldest first).
+    pub async fn backfills(&self) -> Result<Vec<BackfillStatus>, SnapshotError> {
+        let mut out: Vec<BackfillStatus> =
+            self.pending_backfills().await?.iter().map(|r| BackfillStatus::new(r, BackfillState::Pending)).collect();
+        let (_, history) = self.read_history().await?;
+        out.retain(|p| !history.iter().any(|h| h.id == p.id));
+        out.extend(history);
+        out.sort_by_key(|b| b.id);
+        Ok(out)
+    }
+
+    /// The started backfill `id`, if the history has it.
+    pub async fn backfill(&self, id: u64) -> Result<Option<BackfillStatus>, SnapshotError> {
+        Ok(self.read_history().await?.1.into_iter().find(|b| b.id == id))
+    }
+
+    /// Records a request as started (running), before its tables are read.
+    pub async fn backfill_started(&self, request: &BackfillRequest) -> Result<(), SnapshotError> {
+        self.update_history(|list| {
+            if !list.iter().any(|b| b.id == request.id) {
+                list.push(BackfillStatus::new(request, BackfillState::Running));
+            }
+        })
+        .await
+    }
+
+    /// Records a table of a running backfill as read to the end; the
+    /// backfill is done when all its tables are.
+    pub async fn backfill_table_done(&self, id: u64, table: &str) -> Result<(), SnapshotError> {
+        self.update_history(|list| {
+            if let Some(b) = list.iter_mut().find(|b| b.id == id && b.state == BackfillState::Running) {
+                if !b.tables_done.iter().any(|t| t == table) {
+                    b.tables_done.push(table.to_string());
+                }
+                if b.tables.iter().all(|t| b.tables_done.contains(t)) {
+                    b.state = BackfillState::Done;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Marks a running backfill failed with `error`.
+    pub async fn backfill_failed(&self, id: u64, error: &str) -> Result<(), SnapshotError> {
+        self.update_history(|list| {
+            if let Some(b) = list.iter_mut().find(|b| b.id == id && b.state == BackfillState::Running) {
+                b.state = BackfillState::Failed;
+                b.error = Some(error.to_string());
+            }
+        })
+        .await
+    }
+
+    /// Cancels a pending or running backfill (see [`CancelOutcome`]).
+    pub async fn cancel_backfill(&self, id: u64) -> Result<CancelOutcome, SnapshotError> {
+        let pending = self.pending_backfills().await?.into_iter().find(|r| r.id == id);
+        // Into the history first, so that a source starting it meanwhile sees it cancelled.
+        let outcome = self
+            .update_history(|list| match list.iter_mut().find(|b| b.id == id) {
+                Some(b) if matches!(b.state, BackfillState::Running | BackfillState::Pending) => {
+                    b.state = BackfillState::Cancelled;
+                    CancelOutcome::Cancelled(b.clone())
+                }
+                Some(b) => CancelOutcome::AlreadyEnded(b.clone()),
+                None => match &pending {
+                    Some(r) => {
+                        let b = BackfillStatus::new(r, BackfillState::Cancelled);
+                        list.push(b.clone());
+                        CancelOutcome::Cancelled(b)
+                    }
+                    None => CancelOutcome::NotFound,
+                },
+            })
+            .await?;
+        if pending.is_some() {
+            self.remove_backfill(id).await?;
+        }
+        Ok(outcome)
     }
 }
 

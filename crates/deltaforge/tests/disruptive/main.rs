@@ -13,6 +13,8 @@ mod nats_outage;
 mod pg_restart;
 mod redis_outage;
 mod sink_outage;
+mod storage_full;
+mod storage_pg_restart;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -13,7 +13,8 @@ pub mod storage;
 
 pub use common::*;
 pub use deltaforge_testkit::{
-    mariadb_sql, pg_command, pg_sql, service, service_action, unique_suffix, wait_for, Deltaforge,
+    free_port, http, mariadb_sql, metric_value, pg_command, pg_sql, service, service_action, unique_suffix, wait_for,
+    Deltaforge,
 };
 pub use sinks::read_jsonl;
 pub use spec::Pipeline;

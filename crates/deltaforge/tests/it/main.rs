@@ -9,11 +9,14 @@
 // Shared with the `disruptive` binary (`#[path]`).
 mod support;
 
+mod console;
 mod control;
 mod crash;
+mod faults;
 mod mysql;
 mod ops;
 mod pg;
 mod processors;
 mod sinks;
 mod snapshot;
+mod verify;

@@ -17,14 +17,34 @@ use deltaforge_core::{ComponentConfig, ConfigProblem};
 use super::config::JavascriptConfig;
 
 impl ComponentConfig for JavascriptConfig {
-    /// Checks the limits and compiles the script in a throw-away engine,
-    /// so a syntax error or a missing `process` function is reported at
-    /// validation time.
+    /// Checks the limits and compiles the script without running any of
+    /// it, in a throw-away engine on a thread of its own whose stack is the
+    /// engine's (limit plus margin). Validation runs on an async worker of
+    /// the REST API: it must neither wait for the script's code (its
+    /// top-level code runs when the pipeline starts, on the engine thread)
+    /// nor risk the worker's stack. A syntax error is reported here; so is
+    /// a script that never mentions `process`. Whether `process` really is
+    /// a function is known only once the top-level code has run, when the
+    /// pipeline starts.
     fn check(&self) -> Result<(), ConfigProblem> {
         self.check_limits()?;
-        Engine::new(self, Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false))).map(|_| ())
+        let cfg = self.clone();
+        std::thread::Builder::new()
+            .name("js-check".into())
+            .stack_size(self.thread_stack_bytes())
+            .spawn(move || Engine::compile_only(&cfg))
+            .map_err(|e| ConfigProblem::new("", format!("cannot start the JavaScript check thread: {e}")))?
+            .join()
+            .map_err(|_| ConfigProblem::new("script", "the JavaScript compiler failed unexpectedly"))??;
+        if !self.script.contains("process") {
+            return Err(ConfigProblem::new("script", MISSING_PROCESS));
+        }
+        Ok(())
     }
 }
+
+/// The message for a script without a `process` function.
+const MISSING_PROCESS: &str = "the script must define a global function `process(events)` returning an array";
 
 /// Why a call into the engine failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -67,12 +87,60 @@ pub(super) struct Engine {
 }
 
 impl Engine {
+    /// An engine with the script loaded: its top-level code has run (under
+    /// the time limit) and `process` is a function. Must run on a thread
+    /// whose stack is [`JavascriptConfig::thread_stack_bytes`].
     pub(super) fn new(
         cfg: &JavascriptConfig,
         deadline: Arc<AtomicU64>,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self, ConfigProblem> {
-        let script_err = |m: String| ConfigProblem::new("script", m);
+        let engine = Engine::empty(cfg, deadline, interrupted)?;
+        // Top-level code runs under the same time limit as a batch.
+        engine.arm();
+        let loaded = engine.context.with(|ctx| -> Result<(), JsFailure> {
+            let mut opts = rquickjs::context::EvalOptions::default();
+            opts.global = true;
+            opts.strict = false;
+            opts.filename = Some("script.js".into());
+            ctx.eval_with_options::<(), _>(cfg.script.as_str(), opts).catch(&ctx).map_err(|e| engine.failure(e))?;
+            let f: rquickjs::Value = ctx.globals().get("process").catch(&ctx).map_err(|e| engine.failure(e))?;
+            if !f.is_function() {
+                return Err(JsFailure::Script(MISSING_PROCESS.into()));
+            }
+            Ok(())
+        });
+        engine.disarm();
+        loaded.map_err(|e| ConfigProblem::new("script", e.to_string()))?;
+        Ok(engine)
+    }
+
+    /// Compiles the script as a function body (`new Function(script)`)
+    /// without calling it: syntax errors, and nothing of the script runs.
+    /// Must run on a thread whose stack is
+    /// [`JavascriptConfig::thread_stack_bytes`].
+    pub(super) fn compile_only(cfg: &JavascriptConfig) -> Result<(), ConfigProblem> {
+        let engine = Engine::empty(cfg, Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)))?;
+        engine.arm();
+        let compiled = engine.context.with(|ctx| -> Result<(), JsFailure> {
+            ctx.globals().set("__deltaforge_script", cfg.script.as_str()).catch(&ctx).map_err(|e| engine.failure(e))?;
+            let mut opts = rquickjs::context::EvalOptions::default();
+            opts.global = true;
+            opts.filename = Some("script.js".into());
+            ctx.eval_with_options::<(), _>("void new Function(__deltaforge_script)", opts)
+                .catch(&ctx)
+                .map_err(|e| engine.failure(e))
+        });
+        engine.disarm();
+        compiled.map_err(|e| ConfigProblem::new("script", e.to_string()))
+    }
+
+    /// A runtime with the limits set and an empty context.
+    fn empty(
+        cfg: &JavascriptConfig,
+        deadline: Arc<AtomicU64>,
+        interrupted: Arc<AtomicBool>,
+    ) -> Result<Self, ConfigProblem> {
         let runtime =
             Runtime::new().map_err(|e| ConfigProblem::new("", format!("cannot start the JavaScript engine: {e}")))?;
         runtime.set_memory_limit((cfg.memory_limit_mb as usize) << 20);
@@ -93,7 +161,7 @@ impl Engine {
         }
         let context = Context::full(&runtime)
             .map_err(|e| ConfigProblem::new("", format!("cannot create a JavaScript context: {e}")))?;
-        let engine = Engine {
+        Ok(Engine {
             context,
             _runtime: runtime,
             memory_mb: cfg.memory_limit_mb,
@@ -102,26 +170,7 @@ impl Engine {
             deadline,
             interrupted,
             epoch,
-        };
-        // Top-level code runs under the same time limit as a batch.
-        engine.arm();
-        let loaded = engine.context.with(|ctx| -> Result<(), JsFailure> {
-            let mut opts = rquickjs::context::EvalOptions::default();
-            opts.global = true;
-            opts.strict = false;
-            opts.filename = Some("script.js".into());
-            ctx.eval_with_options::<(), _>(cfg.script.as_str(), opts).catch(&ctx).map_err(|e| engine.failure(e))?;
-            let f: rquickjs::Value = ctx.globals().get("process").catch(&ctx).map_err(|e| engine.failure(e))?;
-            if !f.is_function() {
-                return Err(JsFailure::Script(
-                    "the script must define a global function `process(events)` returning an array".into(),
-                ));
-            }
-            Ok(())
-        });
-        engine.disarm();
-        loaded.map_err(|e| script_err(e.to_string()))?;
-        Ok(engine)
+        })
     }
 
     pub(super) fn arm(&self) {

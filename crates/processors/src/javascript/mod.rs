@@ -7,7 +7,7 @@
 //!   config:
 //!     timeout_ms: 1000        # per batch (default 1000)
 //!     memory_limit_mb: 64     # heap of this processor's engine (default 64)
-//!     stack_limit_kb: 512     # (default 512)
+//!     stack_limit_kb: 512     # (default 512, at most 16384)
 //!     script: |
 //!       function process(events) {
 //!         return events
@@ -51,10 +51,20 @@
 //! loader, `fetch`, `XMLHttpRequest`, `std`/`os` modules, file, socket,
 //! process or environment access: none is registered, and scripts are
 //! evaluated as global code without a module loader. Limits:
-//! `memory_limit_mb` caps the engine's heap, `stack_limit_kb` its stack,
-//! and `timeout_ms` bounds each batch through QuickJS's interrupt handler,
-//! which stops even `while (true) {}`. After a limit breach the engine is
-//! rebuilt from the script (its top-level state restarts).
+//! `memory_limit_mb` caps the engine's heap, `stack_limit_kb` (64 to
+//! 16384) its stack, and `timeout_ms` bounds each batch through QuickJS's
+//! interrupt handler, which stops even `while (true) {}`. After a limit
+//! breach the engine is rebuilt from the script (its top-level state
+//! restarts). The engine thread's real stack is `stack_limit_kb` plus a
+//! 4 MiB margin, so unbounded recursion, at any allowed limit, is a
+//! stack-limit error of the event, never a crash of the process.
+//!
+//! **Validation** (`deltaforge validate`, `POST /pipelines`) only compiles
+//! the script, on a short-lived thread with the engine's stack: no code of
+//! the script runs on the caller's (async) thread, so validation never
+//! waits for the script's time limit. Top-level code runs when the
+//! pipeline starts, on the engine thread, off the async workers; that is
+//! when a `process` that is not a function is reported.
 //!
 //! **Errors** name the processor and, when one event is at fault, the
 //! event: when `process` throws, the batch is re-run one event at a time

@@ -42,8 +42,11 @@ impl JavascriptProcessor {
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let thread_name = format!("js-{name}");
         let worker_name = name.clone();
+        // The thread's stack holds the engine's stack limit plus a margin,
+        // so QuickJS's own check fires before the real stack runs out.
         std::thread::Builder::new()
             .name(thread_name)
+            .stack_size(cfg.thread_stack_bytes())
             .spawn(move || {
                 let deadline = Arc::new(AtomicU64::new(0));
                 let interrupted = Arc::new(AtomicBool::new(false));

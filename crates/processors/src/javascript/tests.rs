@@ -173,6 +173,63 @@ async fn deep_recursion_hits_the_stack_limit() {
     assert!(err.message.contains("stack limit of 512 KB"), "{}", err.message);
 }
 
+/// Issue 14: at the largest allowed stack limit, unbounded recursion —
+/// in `process`, in top-level code, in `JSON.stringify` of a deep value,
+/// and in the parser at validation — is an error, not a crash. Before, the
+/// engine thread had the default 2 MiB stack and `check()` ran on the
+/// caller's thread: this test binary died with SIGSEGV.
+#[tokio::test]
+async fn unbounded_recursion_at_the_largest_stack_limit_is_an_error() {
+    let at_max = |script: &str| {
+        let mut c = cfg(script);
+        c.stack_limit_kb = config::MAX_STACK_LIMIT_KB;
+        c.timeout_ms = 30_000;
+        c.memory_limit_mb = 256;
+        c
+    };
+    let recursion = "function f(n) { return f(n + 1) + 1; } function process(events) { f(0); return events; }";
+    at_max(recursion).check().unwrap();
+    let mut p = JavascriptProcessor::new(at_max(recursion)).unwrap();
+    let err = p.process(batch(2)).await.unwrap_err();
+    assert!(err.message.contains("stack limit of 16384 KB"), "{}", err.message);
+    // The engine survives a stack overflow: the next batch runs again.
+    let err = p.process(batch(1)).await.unwrap_err();
+    assert!(err.message.contains("stack limit"), "{}", err.message);
+
+    let deep_value = "function process(events) { let a = []; for (let i = 0; i < 500000; i++) a = [a]; \
+                      events[0].after.deep = a; return events; }";
+    let result = JavascriptProcessor::new(at_max(deep_value)).unwrap().process(batch(1)).await;
+    assert!(result.is_err(), "a value nested 500000 deep cannot come back as an event");
+
+    let top_level = "function f() { return f() + 1; } f(); function process(events) { return events; }";
+    let ConfigProblem { field, message } = build_problem(JavascriptProcessor::new(at_max(top_level)));
+    assert_eq!(field, "script");
+    assert!(message.contains("stack limit"), "{message}");
+
+    let deep_source =
+        format!("var x = {}1{}; function process(e) {{ return e; }}", "(".repeat(200_000), ")".repeat(200_000));
+    let ConfigProblem { field, .. } = at_max(&deep_source).check().unwrap_err();
+    assert_eq!(field, "script");
+    let mut too_big = cfg(recursion);
+    too_big.stack_limit_kb = config::MAX_STACK_LIMIT_KB + 1;
+    assert_eq!(too_big.check().unwrap_err().field, "stack_limit_kb");
+}
+
+/// Validation compiles only: a script whose top-level code would spin
+/// for the whole time limit validates at once (it used to run, blocking
+/// the REST API's worker), and nothing of it runs.
+#[test]
+fn check_compiles_without_running_the_script() {
+    let mut c = cfg("while (true) {} function process(e) { return e; }");
+    c.timeout_ms = 600_000;
+    let start = Instant::now();
+    c.check().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5), "check took {:?}", start.elapsed());
+    let ConfigProblem { field, message } = cfg("function process(e) { return e; } }").check().unwrap_err();
+    assert_eq!(field, "script");
+    assert!(message.contains("SyntaxError"), "{message}");
+}
+
 #[tokio::test]
 async fn no_file_network_or_process_access() {
     for name in [

@@ -10,9 +10,11 @@
 //! A 2xx response acknowledges. 408, 429, 5xx, connection errors and
 //! timeouts are [`SinkError::Retryable`]: the coordinator retries the batch
 //! with backoff. `Retry-After` (seconds or an HTTP date) is honoured by
-//! sleeping that long — capped at `retry_after_max_ms` (default 5 s) so an
-//! attempt stays inside the sink's `timeout_ms` — before the error is
-//! returned, and the value is named in the error. Any other status (other
+//! sleeping that long — capped at `retry_after_max_ms` (default 5 s, at
+//! most 10 minutes) so an attempt stays inside the sink's `timeout_ms` —
+//! before the error is returned, and the value is named in the error. A
+//! `Retry-After` beyond a day (any number of digits, any date up to year
+//! 9999) counts as a day: no arithmetic on it can overflow. Any other status (other
 //! 4xx, and 3xx: redirects are not followed, since a redirected POST may
 //! silently become a GET) is [`SinkError::Fatal`] with the start of the
 //! response body in the message. When a batch is split into several
@@ -26,7 +28,8 @@
 //! This module owns the config, the requests and the status mapping. It
 //! never retries by itself, never writes checkpoints, and never logs or
 //! returns header values (they often hold API keys: they are also marked
-//! sensitive for the HTTP stack) or the URL's credentials (URLs are shown
+//! sensitive for the HTTP stack, and masked in a quoted response body that
+//! echoes them) or the URL's credentials (URLs are shown
 //! through [`deltaforge_common::redact_dsn`], which masks user-info
 //! passwords and `token=`/`key=`-style query parameters).
 //!
@@ -46,6 +49,13 @@ use serde::Deserialize;
 
 /// Longest part of a response body quoted in an error.
 const BODY_EXCERPT: usize = 512;
+
+/// Largest `retry_after_max_ms` accepted: 10 minutes.
+pub const MAX_RETRY_AFTER_MAX_MS: u64 = 600_000;
+
+/// Longest `Retry-After` taken at its word (a day); longer values, however
+/// many digits or however far the date, count as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// One request per batch or per event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
@@ -80,7 +90,8 @@ pub struct HttpConfig {
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// Longest `Retry-After` honoured by sleeping before the retryable error
-    /// is returned, in milliseconds (default 5000; 0 = never sleep).
+    /// is returned, in milliseconds (default 5000; 0 = never sleep; at most
+    /// 600000).
     #[serde(default = "default_retry_after_max_ms")]
     pub retry_after_max_ms: u64,
 }
@@ -140,6 +151,9 @@ impl HttpConfig {
         if self.request_timeout_ms == 0 {
             return Err(bad("request_timeout_ms", "must be at least 1"));
         }
+        if self.retry_after_max_ms > MAX_RETRY_AFTER_MAX_MS {
+            return Err(bad("retry_after_max_ms", format!("must be at most {MAX_RETRY_AFTER_MAX_MS} (10 minutes)")));
+        }
         Ok(Parts { url, method, headers })
     }
 }
@@ -152,6 +166,9 @@ pub struct HttpSink {
     batch_mode: BatchMode,
     envelope: Envelope,
     retry_after_max: Duration,
+    /// The header values, masked in quoted response bodies (an echo
+    /// endpoint sends them back).
+    header_values: Vec<String>,
 }
 
 impl HttpSink {
@@ -173,6 +190,7 @@ impl HttpSink {
             batch_mode: cfg.batch_mode,
             envelope: cfg.envelope,
             retry_after_max: Duration::from_millis(cfg.retry_after_max_ms),
+            header_values: cfg.headers.values().filter(|v| v.len() >= 3).cloned().collect(),
         })
     }
 
@@ -213,7 +231,7 @@ impl HttpSink {
             return Ok(());
         }
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let body = resp.bytes().await.map(|b| excerpt(&b)).unwrap_or_default();
+        let body = resp.bytes().await.map(|b| self.without_secrets(&excerpt(&b))).unwrap_or_default();
         let msg = format!("http {} {shown}: {status}: {body}", self.method);
         if is_retryable_status(status) {
             let msg = match retry_after {
@@ -235,20 +253,39 @@ impl HttpSink {
     }
 }
 
+impl HttpSink {
+    /// `text` with the header values and anything the one redaction
+    /// ([`redact_dsn`]) recognises masked.
+    fn without_secrets(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for v in &self.header_values {
+            out = out.replace(v.as_str(), deltaforge_common::redact::MASK);
+        }
+        redact_dsn(&out)
+    }
+}
+
 /// 408, 429 and 5xx may succeed later.
 pub fn is_retryable_status(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3),
+/// at most [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    retry_after_at(v, std::time::SystemTime::now())
+}
+
+/// [`parse_retry_after`] as seen at `now`.
+fn retry_after_at(v: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "a long time".
+        let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER.as_secs())));
     }
     let when = httpdate(v)?;
-    let now = std::time::SystemTime::now();
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
 }
 
 /// Parses the IMF-fixdate form `Sun, 06 Nov 1994 08:49:37 GMT` (the only
@@ -259,12 +296,13 @@ fn httpdate(v: &str) -> Option<std::time::SystemTime> {
     if parts.len() != 6 || parts[5] != "GMT" {
         return None;
     }
-    let day: i64 = parts[1].parse().ok()?;
+    // Ranges first: with them no step below can overflow.
+    let day: i64 = parts[1].parse().ok().filter(|d| (1..=31).contains(d))?;
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = MONTHS.iter().position(|m| *m == parts[2])? as i64 + 1;
-    let year: i64 = parts[3].parse().ok()?;
+    let year: i64 = parts[3].parse().ok().filter(|y| (1..=9999).contains(y))?;
     let hms: Vec<i64> = parts[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    if hms.len() != 3 {
+    if hms.len() != 3 || !(0..24).contains(&hms[0]) || !(0..60).contains(&hms[1]) || !(0..=60).contains(&hms[2]) {
         return None;
     }
     // Days from civil (Howard Hinnant).
@@ -276,7 +314,12 @@ fn httpdate(v: &str) -> Option<std::time::SystemTime> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
-    u64::try_from(secs).ok().map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
+    let offset = Duration::from_secs(secs.unsigned_abs());
+    if secs < 0 {
+        std::time::UNIX_EPOCH.checked_sub(offset)
+    } else {
+        std::time::UNIX_EPOCH.checked_add(offset)
+    }
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -395,6 +438,27 @@ mod tests {
         let t = httpdate("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
         assert_eq!(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 784_111_777);
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    /// Issue 14: huge seconds and far dates used to overflow (a panic in
+    /// the sink's task) or be ignored; now they are capped at a day.
+    #[test]
+    fn retry_after_cannot_overflow() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let day = Some(MAX_RETRY_AFTER);
+        assert_eq!(retry_after_at("18446744073709551615", now), day);
+        assert_eq!(retry_after_at("184467440737095516150000", now), day);
+        assert_eq!(retry_after_at("Fri, 31 Dec 9999 23:59:59 GMT", now), day);
+        assert_eq!(retry_after_at("Sun, 06 Nov 99999999999999 08:49:37 GMT", now), None);
+        assert_eq!(retry_after_at("Sun, 06 Nov 1994 99999999999999:49:37 GMT", now), None);
+        assert_eq!(retry_after_at("Sun, 06 Nov -99999999999999 08:49:37 GMT", now), None);
+        assert_eq!(retry_after_at("Mon, 01 Jan 0001 00:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after_at("Tue, 14 Nov 2023 22:14:20 GMT", now),
+            Some(Duration::from_secs(1_700_000_060 - 1_700_000_000))
+        );
+        let c = cfg(json!({"url": "http://h/", "retry_after_max_ms": u64::MAX}));
+        assert_eq!(c.check().unwrap_err().field, "retry_after_max_ms");
     }
 
     #[test]

@@ -60,10 +60,12 @@ impl schemars::JsonSchema for ClientConf {
     }
 }
 
-/// True for librdkafka properties whose value must never be printed.
+/// True for librdkafka properties whose value must never be printed: the
+/// one secret list of DeltaForge, [`deltaforge_common::is_secret_key`]
+/// (`sasl.password`, `ssl.key.pem`, `ssl.keystore.password`,
+/// `sasl.oauthbearer.config`, ...).
 pub fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.contains("sasl.oauthbearer.config") || k.ends_with(".pem")
+    deltaforge_common::is_secret_key(key)
 }
 
 impl fmt::Debug for ClientConf {
@@ -166,7 +168,13 @@ impl ComponentConfig for KafkaConfig {
             Template::parse(k).map_err(|e| e.at("key"))?;
         }
         for (k, v) in &self.client_conf.0 {
-            conf_value(k, v)?;
+            let text = conf_value(k, v)?;
+            if let Some(why) = crate::client_conf::refusal(k, &text) {
+                return Err(ConfigProblem::new(
+                    "client_conf",
+                    format!("client_conf.{k} is not allowed: it {why}; remove it (see docs/security.md)"),
+                ));
+            }
             if let Some((_, field)) = RESERVED.iter().find(|(r, _)| r == k) {
                 return Err(ConfigProblem::new(
                     "client_conf",
@@ -192,7 +200,7 @@ impl ComponentConfig for KafkaConfig {
             if !valid_topic_name(t) {
                 return Err(ConfigProblem::new(
                     "progress_topic",
-                    format!("{t:?} is not a valid Kafka topic name (1-249 of [A-Za-z0-9._-])"),
+                    "is not a valid Kafka topic name (1-249 of [A-Za-z0-9._-])",
                 ));
             }
         }
@@ -204,9 +212,7 @@ impl ComponentConfig for KafkaConfig {
                     if !ok {
                         return Err(ConfigProblem::new(
                             "client_conf",
-                            format!(
-                                "client_conf.{k}={v} contradicts `exactly_once: true` (transactions need {k}={must})"
-                            ),
+                            format!("client_conf.{k} contradicts `exactly_once: true` (transactions need {k}={must})"),
                         ));
                     }
                 }

@@ -18,6 +18,7 @@
 //! This crate never writes checkpoints and never acknowledges a batch the
 //! broker has not durably accepted; the coordinator owns retries.
 
+pub mod client_conf;
 pub mod config;
 pub mod message;
 pub mod progress;

@@ -80,10 +80,20 @@ pub struct NatsConfig {
     /// milliseconds (default 5000).
     #[serde(default = "default_ack_timeout_ms")]
     pub ack_timeout_ms: u64,
+    /// How often the client pings the server, in milliseconds (default
+    /// 10000). Two pings without a pong mark the connection dead and the
+    /// client reconnects, so a stalled link (no reply, no close) is left
+    /// after about two intervals instead of the client default of minutes.
+    #[serde(default = "default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
 }
 
 fn default_ack_timeout_ms() -> u64 {
     5_000
+}
+
+fn default_ping_interval_ms() -> u64 {
+    10_000
 }
 
 fn bad(field: &str, message: impl Into<String>) -> ConfigProblem {
@@ -139,6 +149,9 @@ impl NatsConfig {
         if self.ack_timeout_ms == 0 {
             return Err(bad("ack_timeout_ms", "must be at least 1"));
         }
+        if self.ping_interval_ms < 100 {
+            return Err(bad("ping_interval_ms", "must be at least 100"));
+        }
         Ok((subject, addrs))
     }
 
@@ -187,6 +200,7 @@ impl NatsSink {
             .name("deltaforge")
             .connection_timeout(self.timeout())
             .request_timeout(Some(self.timeout()))
+            .ping_interval(Duration::from_millis(self.cfg.ping_interval_ms))
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::Connected => tracing::info!("nats: connected"),
@@ -373,6 +387,7 @@ mod tests {
         assert!(!c.create_stream);
         assert_eq!(c.stream_subjects(), vec!["cdc.*.*"]);
         assert_eq!(wildcard_subject("orders"), "orders");
+        assert_eq!((c.ack_timeout_ms, c.ping_interval_ms), (5_000, 10_000));
     }
 
     #[test]
@@ -384,6 +399,7 @@ mod tests {
             cfg(b).check().unwrap_err()
         };
         assert_eq!(with("subject", json!("a.${nope}")).field, "subject");
+        assert_eq!(with("ping_interval_ms", json!(50)).field, "ping_interval_ms");
         assert_eq!(with("stream", json!("a.b")).field, "stream");
         assert_eq!(with("user", json!("u")).field, "password");
         assert_eq!(with("subjects", json!(["x.>"])).field, "subjects");

@@ -29,6 +29,10 @@
 //! rebuilt sink. The connection is opened lazily on the first delivery, so
 //! building a sink (and `deltaforge validate`) never touches the network
 //! and a server that is down at start-up is a retryable condition.
+//! Connecting and every round trip are bounded by `response_timeout_ms`;
+//! after a failed attempt the connection is dropped and the next attempt
+//! opens a new one, so a stalled link (no reply, no close) costs one
+//! timeout, not every attempt until the link unsticks.
 
 use std::task::Poll;
 use std::time::Duration;
@@ -224,6 +228,21 @@ impl Sink for RedisSink {
             return Ok(());
         }
         let conn = self.connection().await?;
+        let result = self.deliver_on(conn, events).await;
+        if matches!(result, Err(SinkError::Retryable(_))) {
+            // A timed-out or broken connection is not reused: the client keeps a
+            // connection whose replies stopped coming (a stalled link that
+            // neither delivers nor closes) and would time out on it for as long
+            // as the link stays stuck. The next attempt connects afresh.
+            self.conn = None;
+        }
+        result
+    }
+}
+
+impl RedisSink {
+    /// Sends the batch's `XADD`s on `conn` and checks every reply.
+    async fn deliver_on(&mut self, conn: ConnectionManager, events: &[Event]) -> Result<(), SinkError> {
         // Sub-pipelines on the one multiplexed connection, each written as
         // soon as it is encoded: Redis executes one while the next is
         // encoded, instead of waiting for the whole batch's encoding. They

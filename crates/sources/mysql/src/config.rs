@@ -219,14 +219,16 @@ pub fn parse_dsn(dsn: &str) -> Result<Dsn, String> {
         .strip_prefix("mysql://")
         .or_else(|| dsn.strip_prefix("mariadb://"))
         .ok_or_else(|| format!("{shown} is not a MySQL DSN: expected mysql://user:pass@host:port/db"))?;
-    let (authority, path) = match rest.split_once('/') {
+    // The user-info ends at the last `@`, so that a password holding an
+    // unencoded `/`, `?` or `@` stays whole (and out of the host and port).
+    let (userinfo, rest) = rest
+        .rsplit_once('@')
+        .ok_or_else(|| format!("{shown} names no user: expected mysql://user:pass@host:port/db"))?;
+    let (hostport, path) = match rest.split_once('/') {
         Some((a, p)) => (a, p),
         None => (rest, ""),
     };
     let path = path.split_once('?').map(|(p, _)| p).unwrap_or(path);
-    let (userinfo, hostport) = authority
-        .rsplit_once('@')
-        .ok_or_else(|| format!("{shown} names no user: expected mysql://user:pass@host:port/db"))?;
     let (user, password) = match userinfo.split_once(':') {
         Some((u, p)) => (u, p),
         None => (userinfo, ""),
@@ -249,7 +251,7 @@ pub fn parse_dsn(dsn: &str) -> Result<Dsn, String> {
     let port = if port.is_empty() {
         3306
     } else {
-        port.parse::<u16>().map_err(|_| format!("{shown}: port {port:?} is not a number between 1 and 65535"))?
+        port.parse::<u16>().map_err(|_| format!("{shown}: the port is not a number between 1 and 65535"))?
     };
     let decode =
         |s: &str, what: &str| percent_decode(s).ok_or_else(|| format!("{shown}: bad percent-encoding in the {what}"));
@@ -338,6 +340,11 @@ mod tests {
         assert_eq!(redact_dsn("mysql://u:topsecret@h/db"), "mysql://u:***@h/db");
         // A `/` in the password must not end the authority early.
         assert!(!redact_dsn("mysql://u:top/secret@h/db").contains("secret"));
+        // Nor parsing: the password stays whole (issue 14).
+        let d = parse_dsn("mysql://u:to/p?s@cret@h:3307/db").unwrap();
+        assert_eq!((d.password.as_str(), d.host.as_str(), d.port), ("to/p?s@cret", "h", 3307));
+        let err = parse_dsn("mysql://u:to/p9x@h:zz8/db").unwrap_err();
+        assert!(err.contains("port") && !err.contains("p9x"), "{err}");
     }
 
     #[test]

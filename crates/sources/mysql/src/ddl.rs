@@ -3,8 +3,9 @@
 //! and `TRUNCATE` (comments stripped, backquoted and qualified names).
 //!
 //! It only finds names, so that the stream knows which tables' schemas to
-//! reload; it must never try to understand the statement's effect (the
-//! new schema comes from the catalogue or the next TABLE_MAP event).
+//! reload and which table a `TRUNCATE` empties; it must never try to
+//! understand any other effect of a statement (the new schema comes from
+//! the catalogue or the next TABLE_MAP event).
 
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,20 @@ pub(crate) fn ddl_tables(query: &str) -> Option<Vec<(Option<String>, String)>> {
         _ => return None,
     }
     Some(out)
+}
+
+/// The table a `TRUNCATE [TABLE] [db.]table` statement empties, as `(db
+/// or None, table)`; `None` for any other statement.
+pub(crate) fn truncated_table(query: &str) -> Option<(Option<String>, String)> {
+    let q = strip_comments(query);
+    let mut toks = Tokens { s: q.as_str() };
+    if !toks.word()?.eq_ignore_ascii_case("TRUNCATE") {
+        return None;
+    }
+    toks.skip_words(&["TABLE"]);
+    let name = toks.ident()?;
+    let rest = toks.s.trim();
+    (rest.is_empty() || rest == ";").then_some(name)
 }
 
 /// The query with its `/* … */` comments replaced by a space.

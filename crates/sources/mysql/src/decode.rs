@@ -135,6 +135,8 @@ struct TmeMeta {
     primary_key: Vec<usize>,
 }
 
+/// Reads what the TABLE_MAP's optional metadata says; an unreadable block
+/// gives empty lists (shorter than the column count: callers use `get`).
 fn tme_meta(tme: &TableMapEvent<'_>, types: &[ColumnType]) -> TmeMeta {
     let mut meta = TmeMeta::default();
     let n = types.len();
@@ -225,7 +227,7 @@ impl TableDecoder {
                         MYSQL_TYPE_LONG => 32,
                         _ => 64,
                     };
-                    let unsigned = col.map(|c| c.unsigned).or(meta.unsigned[i]).unwrap_or(false);
+                    let unsigned = col.map(|c| c.unsigned).or(meta.unsigned.get(i).copied().flatten()).unwrap_or(false);
                     Kind::Int { bits, unsigned }
                 }
                 MYSQL_TYPE_FLOAT => Kind::Float,
@@ -262,7 +264,7 @@ impl TableDecoder {
                     if col.is_some_and(|c| c.json) {
                         Kind::JsonText
                     } else {
-                        match (meta.charsets[i], col) {
+                        match (meta.charsets.get(i).copied().flatten(), col) {
                             (Some(63), _) => Kind::Binary,
                             (_, Some(c)) => match c.charset.as_deref() {
                                 None => Kind::Binary,

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use mysql_async::binlog::events::{Event as BinlogEvent, EventData, QueryEvent, RotateEvent, RowsEventData};
 use mysql_async::BinlogStream;
 
-use deltaforge_core::{Event, SourceMeta};
+use deltaforge_core::{Event, Op, SourceMeta};
 
 use crate::config::TablePattern;
-use crate::ddl::ddl_tables;
+use crate::ddl::{ddl_tables, truncated_table};
 use crate::decode::decode_rows;
 use crate::error::{MysqlSourceError, Result};
 use crate::gtid::{
@@ -104,6 +104,12 @@ impl Run<'_> {
             }
             return Ok(());
         }
+        // Counts `mysql_common` would size allocations by must fit the body.
+        crate::event_bounds::check(raw, ev.data()).map_err(|msg| MysqlSourceError::Decode {
+            id: self.id(),
+            at: self.at(&ev),
+            msg,
+        })?;
         let data = match ev.read_data() {
             Ok(Some(d)) => d,
             Ok(None) => return Ok(()),
@@ -198,11 +204,52 @@ impl Run<'_> {
             // Part of the open group.
         } else {
             let schema = q.schema().into_owned();
+            if let Some((db, table)) = truncated_table(trimmed) {
+                self.truncate(ev, db.unwrap_or_else(|| schema.clone()), table).await?;
+            }
             self.ddl(&schema, trimmed, end);
             if !self.tx.in_tx {
                 self.commit(end).await?;
             }
         }
+        Ok(())
+    }
+
+    /// A `TRUNCATE` of a captured table: one op `t` event (no row images)
+    /// in the statement's group, as the PostgreSQL source emits; open
+    /// snapshot windows of the table emit none of their rows.
+    async fn truncate(&mut self, ev: &BinlogEvent, db: String, table: String) -> Result<()> {
+        if !TablePattern::any(&self.src.patterns, &db, &table) {
+            return Ok(());
+        }
+        let start = event_start(ev).unwrap_or(0);
+        let tx_start = *self.tx.start.get_or_insert(start);
+        let version = self.ctx.schemas.latest(&db, &table).map(|v| v.version);
+        if let Some(side) = self.snap.side.as_mut() {
+            side.truncate(&format!("{db}.{table}"));
+        }
+        let event = Event {
+            op: Op::Truncate,
+            before: None,
+            after: None,
+            source: SourceMeta {
+                connector: "mysql",
+                source_id: self.src.source_id.clone(),
+                pipeline: self.ctx.pipeline.clone(),
+                tenant: self.ctx.tenant.clone(),
+                db: db.into(),
+                table: table.into(),
+                position: self.pos(start),
+                ts_ms: ev.header().timestamp() as i64 * 1000,
+            },
+            tx_id: self.tx.gtid_text.clone(),
+            tx_position: self.pos(tx_start),
+            index: self.tx.index,
+            schema_version: version,
+            key_columns: None,
+        };
+        self.tx.index += 1;
+        self.ctx.sender.push(event).await?;
         Ok(())
     }
 

@@ -110,6 +110,8 @@
 
 pub mod config;
 pub mod decode;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod gtid;
 pub mod lag;
 #[cfg(test)]
@@ -120,7 +122,7 @@ pub mod snapshot;
 mod tablemap_tests;
 
 // The running source. Layers, each importing only from the ones before it
-// (no two modules import each other): `error`, `position`, `ddl`; `server`;
+// (no two modules import each other): `error`, `position`, `ddl`, `event_bounds`; `server`;
 // `preflight`; `binlog_files`; `lag`; `run_state`; `snapshot_side`,
 // `decoders`; `events`; `stream`; `source`. The `impl Run` blocks of
 // `snapshot_side`, `decoders`, `events` and `stream` extend the state that
@@ -129,12 +131,15 @@ mod binlog_files;
 mod ddl;
 mod decoders;
 mod error;
+mod event_bounds;
 mod events;
+pub mod plain_read;
 pub mod position;
 mod preflight;
 mod run_state;
 mod server;
 mod snapshot_side;
+mod snapshot_sql;
 mod source;
 mod stream;
 

@@ -20,7 +20,7 @@ fn lenenc(n: usize) -> Vec<u8> {
 }
 
 /// A v4 event: 19-byte header, then `body` (no checksum).
-fn event(type_code: u8, log_pos: u32, body: &[u8]) -> Vec<u8> {
+pub(crate) fn event(type_code: u8, log_pos: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&1_700_000_000u32.to_le_bytes()); // timestamp
     out.push(type_code);
@@ -39,7 +39,7 @@ fn read(bytes: &[u8]) -> BinlogEvent {
 
 /// TABLE_MAP of `shop.items (id BIGINT UNSIGNED, name VARCHAR(40), doc JSON)`
 /// with MySQL 8 optional metadata (signedness, default charset, names).
-fn table_map() -> Vec<u8> {
+pub(crate) fn table_map() -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&[42, 0, 0, 0, 0, 0]); // table id
     b.extend_from_slice(&1u16.to_le_bytes()); // flags
@@ -65,9 +65,9 @@ fn table_map() -> Vec<u8> {
 }
 
 /// Binary JSON `{"k": 7}` (small object, one key, inline int16).
-const JSONB_K7: [u8; 13] = [0x00, 0x01, 0x00, 0x0c, 0x00, 0x0b, 0x00, 0x01, 0x00, 0x05, 0x07, 0x00, b'k'];
+pub(crate) const JSONB_K7: [u8; 13] = [0x00, 0x01, 0x00, 0x0c, 0x00, 0x0b, 0x00, 0x01, 0x00, 0x05, 0x07, 0x00, b'k'];
 
-fn row_image(id: u64, name: &str, doc: Option<&[u8]>) -> Vec<u8> {
+pub(crate) fn row_image(id: u64, name: &str, doc: Option<&[u8]>) -> Vec<u8> {
     let mut r = vec![if doc.is_none() { 0b100 } else { 0 }]; // null bitmap
     r.extend_from_slice(&id.to_le_bytes());
     r.push(name.len() as u8);
@@ -81,7 +81,7 @@ fn row_image(id: u64, name: &str, doc: Option<&[u8]>) -> Vec<u8> {
 
 /// Rows event v2 post-header with extra row info (a partition id, as MySQL
 /// 8 writes for partitioned tables): extra_data_len counts its own 2 bytes.
-fn rows_v2_header(update: bool) -> Vec<u8> {
+pub(crate) fn rows_v2_header(update: bool) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&[42, 0, 0, 0, 0, 0]);
     b.extend_from_slice(&1u16.to_le_bytes()); // STMT_END_F
@@ -139,7 +139,8 @@ fn update_rows_v2_with_extra_data() {
     assert_eq!(after.as_ref().unwrap().to_json(), json!({"id": 1, "name": "new", "doc": {"k": 7}}));
 }
 
-const UUID: [u8; 16] = [0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x62];
+pub(crate) const UUID: [u8; 16] =
+    [0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x62];
 
 #[test]
 fn mysql_gtid_event() {

@@ -506,7 +506,9 @@ pub fn from_table_map(tme: &TableMapEvent<'_>, collations: &Collations) -> Resul
 /// Parses the labels of `enum('a','b''c')` / `set(...)`.
 pub fn parse_labels(column_type: &str) -> Vec<String> {
     let Some(start) = column_type.find('(') else { return Vec::new() };
-    let inner = &column_type[start + 1..column_type.rfind(')').unwrap_or(column_type.len())];
+    // A `)` only before the `(` (not a type the server prints) closes nothing.
+    let end = column_type.rfind(')').filter(|e| *e > start).unwrap_or(column_type.len());
+    let inner = &column_type[start + 1..end];
     let mut labels = Vec::new();
     let mut chars = inner.chars().peekable();
     while let Some(c) = chars.next() {

@@ -19,9 +19,13 @@
 //! Per chunk (autocommit, one statement, so one consistent read and no
 //! transaction held across chunks; InnoDB takes no row locks for it and an
 //! `ALTER TABLE` waits at most for that statement's metadata lock):
-//! `SELECT … WHERE key > last ORDER BY key LIMIT chunk_size`, with the
+//! `SELECT … WHERE key > last ORDER BY key LIMIT chunk_size` (the last key
+//! bound as parameters, see [`crate::snapshot_sql`]), with the
 //! session in UTC and utf8mb4 so values map to the same JSON as the binlog's
-//! ([`crate::decode::snapshot_value`]).
+//! ([`crate::decode::snapshot_value`]). A backfill's `where` is added in
+//! parentheses, and that statement runs alone in a `START TRANSACTION READ
+//! ONLY` … `COMMIT` (the same single consistent read); a server error while
+//! running it is fatal for that backfill only (the core marks it `failed`).
 //!
 //! Keys: the primary key; else the `NOT NULL` unique index with fewest
 //! columns; else the whole table is read in one chunk (a single consistent
@@ -60,11 +64,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::TablePattern;
 use crate::decode::{snapshot_value, Kind};
 use crate::schema;
-
-/// A backquoted identifier.
-fn ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
-}
+use crate::snapshot_sql::{chunk_query, encode_key, ident};
 
 /// A chunk's rows with their key strings, being converted on a blocking
 /// thread.
@@ -348,6 +348,22 @@ impl TableReader for Worker {
     }
 }
 
+/// The columns of the table's smallest unique index over NOT NULL columns
+/// (empty when it has none): the key of a table without a primary key, for
+/// the snapshot and for `verify` alike.
+pub(crate) async fn unique_key_columns(conn: &mut Conn, db: &str, t: &str) -> Result<Vec<String>, SourceError> {
+    let r: Option<Option<String>> = conn
+        .exec_first(
+            "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX SEPARATOR '\\n') FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 GROUP BY INDEX_NAME \
+             HAVING SUM(NULLABLE = 'YES') = 0 ORDER BY COUNT(*), INDEX_NAME LIMIT 1",
+            (db, t),
+        )
+        .await
+        .map_err(sql_error("reading the table's unique keys"))?;
+    Ok(r.flatten().map(|s| s.split('\n').map(str::to_string).collect()).unwrap_or_default())
+}
+
 impl Worker {
     async fn shape(&self, conn: &mut Conn, table: &str) -> Result<Option<Shape>, SourceError> {
         let (db, t) = table.split_once('.').unwrap_or(("", table));
@@ -358,16 +374,7 @@ impl Worker {
         let names: Vec<String> = s.columns.iter().map(|c| c.name.clone()).collect();
         let mut key_names = s.primary_key.clone();
         if key_names.is_empty() {
-            let r: Option<Option<String>> = conn
-                .exec_first(
-                    "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX SEPARATOR '\\n') FROM information_schema.STATISTICS \
-                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 GROUP BY INDEX_NAME \
-                     HAVING SUM(NULLABLE = 'YES') = 0 ORDER BY COUNT(*), INDEX_NAME LIMIT 1",
-                    (db, t),
-                )
-                .await
-                .map_err(sql_error("reading the table's unique keys"))?;
-            key_names = r.flatten().map(|s| s.split('\n').map(str::to_string).collect()).unwrap_or_default();
+            key_names = unique_key_columns(conn, db, t).await?;
         }
         let key = key_names.iter().filter_map(|k| names.iter().position(|n| n == k)).collect::<Vec<_>>();
         let key = if key.len() == key_names.len() { key } else { Vec::new() };
@@ -421,6 +428,10 @@ impl Worker {
         // (chunk id, the key columns it names).
         let mut low: Option<(u64, Vec<String>)> = None;
         loop {
+            if job.cancel.is_cancelled() {
+                // A cancelled backfill ends between chunks.
+                return Ok(false);
+            }
             let fresh = cached.is_none();
             if fresh {
                 let Some(shape) = self.shape(&mut conn, &job.table).await? else {
@@ -507,7 +518,10 @@ impl Worker {
         }
     }
 
-    /// Selects one chunk (one autocommit statement: one consistent read).
+    /// Selects one chunk (one statement: one consistent read), its last
+    /// key bound as parameters ([`crate::snapshot_sql`]). A backfill's
+    /// condition runs inside a read-only transaction, and a server error
+    /// while running it is fatal for that backfill (retrying cannot help).
     async fn select(
         &self,
         conn: &mut Conn,
@@ -518,33 +532,35 @@ impl Worker {
         let cols =
             if star { "*".to_string() } else { s.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ") };
         let table = format!("{}.{}", ident(&s.db), ident(&s.table));
-        let mut conds: Vec<String> = Vec::new();
-        if let (false, Some(last)) = (s.key.is_empty(), &progress.last_key) {
-            if last.len() == s.key.len() {
-                // (k1 > v1) OR (k1 = v1 AND k2 > v2) OR …: indexable on both servers.
-                let k: Vec<String> = s.key.iter().map(|i| ident(&s.columns[*i])).collect();
-                let ors: Vec<String> = (0..k.len())
-                    .map(|i| {
-                        let mut parts: Vec<String> = (0..i).map(|j| format!("{} = {}", k[j], last[j])).collect();
-                        parts.push(format!("{} > {}", k[i], last[i]));
-                        format!("({})", parts.join(" AND "))
-                    })
-                    .collect();
-                conds.push(format!("({})", ors.join(" OR ")));
+        let key: Vec<String> = s.key.iter().map(|i| s.columns[*i].to_string()).collect();
+        let q = chunk_query(
+            &table,
+            &cols,
+            &key,
+            progress.last_key.as_deref(),
+            progress.condition.as_deref(),
+            self.chunk_size,
+        )
+        .map_err(|m| SourceError::Fatal(format!("snapshot of {table}: {m}; delete its record to read it again")))?;
+        let Some(condition) = &progress.condition else {
+            return conn.exec(q.sql, q.params).await.map_err(sql_error("reading a chunk"));
+        };
+        conn.query_drop("START TRANSACTION READ ONLY").await.map_err(sql_error("starting a read-only chunk"))?;
+        match conn.exec(q.sql, q.params).await {
+            Ok(rows) => {
+                conn.query_drop("COMMIT").await.map_err(sql_error("ending a read-only chunk"))?;
+                Ok(rows)
+            }
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                Err(match e {
+                    mysql_async::Error::Server(se) => SourceError::Fatal(format!(
+                        "backfill of {table} with `where` {condition:?} failed on the server: {se}"
+                    )),
+                    other => sql_error("reading a backfill chunk")(other),
+                })
             }
         }
-        if let Some(c) = &progress.condition {
-            conds.push(format!("({c})"));
-        }
-        let mut sql = format!("SELECT {cols} FROM {table}");
-        if !conds.is_empty() {
-            sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
-        }
-        if !s.key.is_empty() {
-            let order = s.key.iter().map(|i| ident(&s.columns[*i])).collect::<Vec<_>>().join(", ");
-            sql.push_str(&format!(" ORDER BY {order} LIMIT {}", self.chunk_size));
-        }
-        conn.exec(sql, ()).await.map_err(sql_error("reading a chunk"))
     }
 
     /// The table's record after this chunk, and its rows converted on a
@@ -560,9 +576,8 @@ impl Worker {
         next.chunk += 1;
         next.rows_done += read as u64;
         if let (false, Some(last)) = (s.key.is_empty(), data.last()) {
-            next.last_key = Some(
-                s.key.iter().map(|i| last.as_ref(*i).map(|v| v.as_sql(false)).unwrap_or_default()).collect::<Vec<_>>(),
-            );
+            next.last_key =
+                Some(s.key.iter().map(|i| last.as_ref(*i).map(encode_key).unwrap_or_default()).collect::<Vec<_>>());
         }
         if s.key.is_empty() || read < self.chunk_size {
             next.state = TableState::Done;

@@ -61,4 +61,15 @@ impl Source for MysqlSource {
         tracing::info!(source = %server.source_id, start = %start, "checkpoint reset: the next start reads from the oldest binlog");
         Ok(Some(start))
     }
+
+    /// Prepares each table's chunk statement with the condition (see
+    /// [`crate::snapshot_sql::check_backfill`]).
+    async fn check_backfill(self: Box<Self>, tables: &[String], condition: Option<&str>) -> Result<(), SourceError> {
+        let mut conn = self.server.connect().await.map_err(|e| match e.into_source_error() {
+            SourceError::Fatal(m) | SourceError::Retryable(m) => SourceError::Retryable(m),
+        })?;
+        let result = crate::snapshot_sql::check_backfill(&mut conn, tables, condition).await;
+        let _ = conn.disconnect().await;
+        result
+    }
 }

@@ -323,12 +323,12 @@ impl Run<'_> {
     /// The next stream item; when none is ready, flushes what was sent and
     /// waits for an item, the snapshot reader's end or shutdown.
     async fn next_event(&mut self, stream: &mut BinlogStream, silence: Duration) -> Result<Next> {
-        if let Some(n) = stream.next().now_or_never() {
+        if let Some(n) = guarded(stream.next()).now_or_never() {
             return Ok(Next::Event(n));
         }
         self.ctx.sender.flush().await?;
         tokio::select! {
-            n = stream.next() => Ok(Next::Event(n)),
+            n = guarded(stream.next()) => Ok(Next::Event(n)),
             outcome = reader_outcome(&mut self.snap.side) => {
                 Ok(if self.reader_finished(outcome)? { Next::Stop } else { Next::Again })
             }
@@ -340,6 +340,34 @@ impl Run<'_> {
                     secs: silence.as_secs(),
                 })
             }
+        }
+    }
+}
+
+/// Polls `next` (the binlog stream's next item) with a panic of the client
+/// library's event decoder turned into an error of that item. `mysql_common`
+/// panics (`Event::read`) when an event's header announces more bytes than
+/// its packet holds, i.e. on a damaged packet: the run then ends with a
+/// retryable error that says so and resumes from its checkpoint, instead of
+/// the panic ending the source task.
+pub(crate) async fn guarded<T>(
+    next: impl std::future::Future<Output = Option<std::result::Result<T, mysql_async::Error>>>,
+) -> Option<std::result::Result<T, mysql_async::Error>> {
+    match std::panic::AssertUnwindSafe(next).catch_unwind().await {
+        Ok(item) => item,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Some(Err(mysql_async::Error::Other(
+                format!(
+                    "the MySQL client library could not decode a binlog event ({what}): the packet is damaged \
+                     or the event's header announces more bytes than it holds"
+                )
+                .into(),
+            )))
         }
     }
 }

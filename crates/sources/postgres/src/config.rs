@@ -45,6 +45,21 @@ pub struct PostgresConfig {
     /// default 5).
     #[serde(default = "five")]
     pub status_interval_secs: u64,
+    /// Seconds to wait for the server to accept a connection and
+    /// authenticate it (default 10). A server that accepts the TCP
+    /// connection and then says nothing (a blackholed route, a stuck
+    /// proxy) fails the attempt after this long, and the pipeline retries.
+    #[serde(default = "ten")]
+    pub connect_timeout_secs: u64,
+    /// Seconds of silence from the server on the replication stream after
+    /// which the connection is considered dead and the source reconnects
+    /// from its checkpoint (like PostgreSQL's own `wal_receiver_timeout`).
+    /// The session's `wal_sender_timeout` is set to the same value, so an
+    /// idle server pings every half of it and drops a silent client too.
+    /// Default: the larger of 20 and 3 × `status_interval_secs`; at least
+    /// 3 × `status_interval_secs` when set.
+    #[serde(default)]
+    pub receive_timeout_secs: Option<u64>,
     /// Snapshot of the matched tables (`mode`, `chunk_size`,
     /// `max_parallel_tables`); see [`crate::snapshot`].
     #[serde(default)]
@@ -62,6 +77,8 @@ impl std::fmt::Debug for PostgresConfig {
             .field("publication", &self.publication)
             .field("create_publication", &self.create_publication)
             .field("status_interval_secs", &self.status_interval_secs)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("receive_timeout_secs", &self.receive_timeout_secs)
             .field("snapshot", &self.snapshot)
             .finish()
     }
@@ -73,6 +90,10 @@ fn yes() -> bool {
 
 fn five() -> u64 {
     5
+}
+
+fn ten() -> u64 {
+    10
 }
 
 impl ComponentConfig for PostgresConfig {
@@ -100,6 +121,21 @@ impl ComponentConfig for PostgresConfig {
         if !(1..=60).contains(&self.status_interval_secs) {
             return Err(ConfigProblem::new("status_interval_secs", "must be between 1 and 60"));
         }
+        if !(1..=3600).contains(&self.connect_timeout_secs) {
+            return Err(ConfigProblem::new("connect_timeout_secs", "must be between 1 and 3600"));
+        }
+        if let Some(t) = self.receive_timeout_secs {
+            let least = 3 * self.status_interval_secs;
+            if t < least || t > 3600 {
+                return Err(ConfigProblem::new(
+                    "receive_timeout_secs",
+                    format!(
+                        "must be between 3 × status_interval_secs ({least}) and 3600: the server is only \
+                         asked to ping when the source has been quiet for half of it"
+                    ),
+                ));
+            }
+        }
         // Its fields already carry the `snapshot.` prefix.
         self.snapshot.check().map_err(|(field, message)| ConfigProblem::new(field, message))?;
         Ok(())
@@ -115,6 +151,13 @@ impl PostgresConfig {
     /// The publication name: the configured one, or derived from the pipeline name.
     pub fn publication_name(&self, pipeline: &str) -> String {
         self.publication.clone().unwrap_or_else(|| derived_name(pipeline))
+    }
+
+    /// How long the replication stream may stay silent before the source
+    /// reconnects (`receive_timeout_secs`, or its default).
+    pub fn receive_timeout(&self) -> std::time::Duration {
+        let secs = self.receive_timeout_secs.unwrap_or_else(|| (3 * self.status_interval_secs).max(20));
+        std::time::Duration::from_secs(secs)
     }
 
     /// The table patterns, parsed.
@@ -205,7 +248,28 @@ impl std::fmt::Debug for Dsn {
     }
 }
 
-/// A DSN that cannot be used; the message never contains the password.
+/// The DSN parameters DeltaForge understands (others are refused).
+const SUPPORTED_PARAMS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "application_name",
+    "connect_timeout",
+    "replication",
+    "options",
+    "target_session_attrs",
+];
+
+/// A DSN that cannot be used. The message never contains a value of the
+/// DSN, so no piece of the password can appear in it, however malformed
+/// the DSN is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid dsn: {0}")]
 pub struct DsnError(String);
@@ -228,63 +292,66 @@ impl Dsn {
         if s.is_empty() {
             return Err(DsnError("empty; expected postgres://user@host:port/db or host=… dbname=…".into()));
         }
-        let params: Vec<(String, String)> = if let Some(rest) =
-            s.strip_prefix("postgres://").or_else(|| s.strip_prefix("postgresql://"))
-        {
-            let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let (authority, path) = main.split_once('/').unwrap_or((main, ""));
-            let (userinfo, hostport) = match authority.rsplit_once('@') {
-                Some((u, h)) => (Some(u), h),
-                None => (None, authority),
-            };
-            let mut params = Vec::new();
-            if let Some(u) = userinfo {
-                let (user, pass) = match u.split_once(':') {
-                    Some((a, b)) => (a, Some(b)),
-                    None => (u, None),
+        let params: Vec<(String, String)> =
+            if let Some(rest) = s.strip_prefix("postgres://").or_else(|| s.strip_prefix("postgresql://")) {
+                // The user-info ends at the last `@`: a password may hold an
+                // unencoded `/`, `?`, `#` or `@`, and splitting at any of those
+                // first would turn pieces of it into the host, port, database
+                // or query (and into error messages). An `@` in a query value
+                // must be written `%40`.
+                let (userinfo, rest) = match rest.rsplit_once('@') {
+                    Some((u, r)) => (Some(u), r),
+                    None => (None, rest),
                 };
-                if !user.is_empty() {
-                    params.push(("user".into(), percent_decode(user)?));
+                let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let (hostport, path) = main.split_once('/').unwrap_or((main, ""));
+                let mut params = Vec::new();
+                if let Some(u) = userinfo {
+                    let (user, pass) = match u.split_once(':') {
+                        Some((a, b)) => (a, Some(b)),
+                        None => (u, None),
+                    };
+                    if !user.is_empty() {
+                        params.push(("user".into(), percent_decode(user)?));
+                    }
+                    if let Some(p) = pass {
+                        params.push(("password".into(), percent_decode(p)?));
+                    }
                 }
-                if let Some(p) = pass {
-                    params.push(("password".into(), percent_decode(p)?));
+                let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+                    // [ipv6]:port
+                    let (h, rest) = h.split_once(']').ok_or_else(|| DsnError("unclosed [ in the host".into()))?;
+                    (h.to_string(), rest.strip_prefix(':').map(str::to_string))
+                } else {
+                    match hostport.rsplit_once(':') {
+                        Some((h, p)) => (h.to_string(), Some(p.to_string())),
+                        None => (hostport.to_string(), None),
+                    }
+                };
+                if !host.is_empty() {
+                    params.push(("host".into(), percent_decode(&host)?));
                 }
-            }
-            let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-                // [ipv6]:port
-                let (h, rest) = h.split_once(']').ok_or_else(|| DsnError("unclosed [ in host".into()))?;
-                (h.to_string(), rest.strip_prefix(':').map(str::to_string))
+                if let Some(p) = port {
+                    params.push(("port".into(), p));
+                }
+                if !path.is_empty() {
+                    params.push(("dbname".into(), percent_decode(path)?));
+                }
+                for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                    let (k, v) = kv.split_once('=').ok_or_else(|| DsnError("a query parameter has no `=`".into()))?;
+                    params.push((k.to_string(), percent_decode(v)?));
+                }
+                params
+            } else if s.contains("://") {
+                return Err(DsnError("unsupported URL scheme; use postgres:// or postgresql://".into()));
             } else {
-                match hostport.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), Some(p.to_string())),
-                    None => (hostport.to_string(), None),
-                }
+                parse_key_values(s)?
             };
-            if !host.is_empty() {
-                params.push(("host".into(), percent_decode(&host)?));
-            }
-            if let Some(p) = port {
-                params.push(("port".into(), p));
-            }
-            if !path.is_empty() {
-                params.push(("dbname".into(), percent_decode(path)?));
-            }
-            for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-                let (k, v) = kv.split_once('=').ok_or_else(|| DsnError(format!("query parameter {kv:?} has no =")))?;
-                params.push((k.to_string(), percent_decode(v)?));
-            }
-            params
-        } else if s.contains("://") {
-            return Err(DsnError("unsupported URL scheme; use postgres:// or postgresql://".into()));
-        } else {
-            parse_key_values(s)?
-        };
         for (k, v) in params {
             match k.as_str() {
                 "host" | "hostaddr" => dsn.host = v,
                 "port" => {
-                    dsn.port =
-                        v.parse().map_err(|_| DsnError(format!("port {v:?} is not a number between 1 and 65535")))?
+                    dsn.port = v.parse().map_err(|_| DsnError("the port is not a number between 1 and 65535".into()))?
                 }
                 "user" => dsn.user = v,
                 "password" => dsn.password = v,
@@ -296,10 +363,10 @@ impl Dsn {
                         "require" => SslMode::Require,
                         "verify-ca" => SslMode::VerifyCa,
                         "verify-full" => SslMode::VerifyFull,
-                        other => {
-                            return Err(DsnError(format!(
-                            "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                        )))
+                        _ => {
+                            return Err(DsnError(
+                                "sslmode is not one of disable, allow, prefer, require, verify-ca, verify-full".into(),
+                            ))
                         }
                     }
                 }
@@ -308,14 +375,17 @@ impl Dsn {
                 "sslkey" => dsn.sslkey = Some(v),
                 // Harmless libpq parameters that do not change how we connect.
                 "application_name" | "connect_timeout" | "replication" | "options" | "target_session_attrs" => {}
-                other => return Err(DsnError(format!("unsupported parameter {other:?}"))),
+                // The name is not quoted: with an unquoted space in a
+                // password, the rest of the password arrives here.
+                _ => {
+                    return Err(DsnError(format!("unsupported parameter; supported: {}", SUPPORTED_PARAMS.join(", "))))
+                }
             }
         }
         if dsn.dbname.is_empty() {
-            return Err(DsnError(format!(
-                "no database named; add it as the URL path (postgres://…/mydb) or dbname=mydb ({})",
-                dsn.redacted()
-            )));
+            return Err(DsnError(
+                "no database named; add it as the URL path (postgres://…/mydb) or dbname=mydb".into(),
+            ));
         }
         if dsn.host.is_empty() {
             return Err(DsnError("empty host".into()));
@@ -356,9 +426,11 @@ fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, DsnError> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(DsnError(format!(
-                "expected key=value pairs, found {key:?} without =; or use a URL postgres://user@host/db"
-            )));
+            return Err(DsnError(
+                "expected key=value pairs, found a word without `=` (quote values with spaces: password='a b'); \
+                 or use a URL postgres://user@host/db"
+                    .into(),
+            ));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -371,7 +443,7 @@ fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, DsnError> {
                     Some('\\') => value.extend(chars.next()),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(DsnError(format!("unterminated quoted value for {key:?}"))),
+                    None => return Err(DsnError("unterminated quoted value".into())),
                 }
             }
         } else {
@@ -414,6 +486,32 @@ fn percent_decode(s: &str) -> Result<String, DsnError> {
 mod tests {
     use super::*;
 
+    fn pg_config(extra: serde_json::Value) -> PostgresConfig {
+        let mut v = serde_json::json!({"id": "s", "dsn": "postgres://u@h/d", "tables": ["public.t"]});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn connection_deadlines_default_and_check() {
+        let c = pg_config(serde_json::json!({}));
+        assert_eq!(c.connect_timeout_secs, 10);
+        assert_eq!(c.receive_timeout(), std::time::Duration::from_secs(20));
+        // The server pings after half the timeout; status updates must come more often.
+        let c = pg_config(serde_json::json!({"status_interval_secs": 30}));
+        assert_eq!(c.receive_timeout(), std::time::Duration::from_secs(90));
+        let c = pg_config(serde_json::json!({"status_interval_secs": 10, "receive_timeout_secs": 29}));
+        let e = c.check().unwrap_err();
+        assert_eq!(e.field, "receive_timeout_secs");
+        assert!(e.to_string().contains("(30)"), "{e}");
+        let c = pg_config(serde_json::json!({"status_interval_secs": 10, "receive_timeout_secs": 30}));
+        assert!(c.check().is_ok());
+        assert_eq!(
+            pg_config(serde_json::json!({"connect_timeout_secs": 0})).check().unwrap_err().field,
+            "connect_timeout_secs"
+        );
+    }
+
     #[test]
     fn url_dsn() {
         let d = Dsn::parse("postgres://bob:s%40cret@db.example:6543/shop?sslmode=require&sslrootcert=/ca.pem").unwrap();
@@ -452,6 +550,39 @@ mod tests {
         assert!(Dsn::parse("host=h dbname=d sslmode=sometimes").unwrap_err().to_string().contains("sslmode"));
         assert!(Dsn::parse("mysql://h/d").is_err());
         assert!(Dsn::parse("justtext").is_err());
+    }
+
+    /// Issue 14: a password with an unencoded `/`, `?`, `@`, `:` or a
+    /// space used to be split into host, port, database or query, and
+    /// those pieces were quoted in errors. Now the user-info ends at the
+    /// last `@` and no error quotes any part of the DSN.
+    #[test]
+    fn no_piece_of_a_password_reaches_an_error_or_the_shown_form() {
+        for (dsn, password) in [
+            ("postgres://u:pa/ss@h:5432/db", "pa/ss"),
+            ("postgres://u:pa?ss@h/db", "pa?ss"),
+            ("postgres://u:p@ss@h/db", "p@ss"),
+            ("postgres://u:a:b/c?d=e@h/db?sslmode=disable", "a:b/c?d=e"),
+        ] {
+            let d = Dsn::parse(dsn).unwrap();
+            assert_eq!(d.password, password, "{dsn}");
+            assert_eq!((d.host.as_str(), d.dbname.as_str()), ("h", "db"), "{dsn}");
+            assert!(!d.redacted().contains(password), "{}", d.redacted());
+        }
+        for (dsn, pieces) in [
+            ("postgres://u:pw/xyz99@h:notaport/db", &["xyz99", "notaport"][..]),
+            ("postgres://u:pw?zz=1@h/", &["zz"][..]),
+            ("postgres://u:tops3cret@h/db?bad9param", &["tops3cret", "bad9param"][..]),
+            ("postgres://u:tops3cret@h/db?sslmode=s3cretmode", &["s3cretmode"][..]),
+            ("host=h dbname=d password=top s3cret", &["s3cret"][..]),
+            ("host=h dbname=d password=top s3cret=1", &["s3cret"][..]),
+            ("host=h dbname=d password='s3cret", &["s3cret"][..]),
+        ] {
+            let e = Dsn::parse(dsn).unwrap_err().to_string();
+            for p in pieces {
+                assert!(!e.contains(p), "{dsn}: {e}");
+            }
+        }
     }
 
     #[test]

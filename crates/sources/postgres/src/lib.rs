@@ -101,6 +101,9 @@ pub mod tls;
 pub mod transport;
 pub mod values;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use config::{Dsn, PostgresConfig, TablePattern};
 pub use position::{Lsn, PgPosition, Resume};
 pub use source::PostgresSource;

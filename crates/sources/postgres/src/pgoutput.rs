@@ -202,10 +202,17 @@ impl<'a> Reader<'a> {
         Ok(self.buf.slice(start..start + n))
     }
 
+    /// Bytes left after the read position: a bound for any count a
+    /// message announces, so that a damaged count never sizes an allocation.
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     fn tuple(&mut self) -> Result<Vec<TupleValue>, DecodeError> {
         let n = self.i16()?;
         let n = usize::try_from(n).map_err(|_| self.err("negative column count"))?;
-        let mut out = Vec::with_capacity(n);
+        // Every value takes at least its one kind byte.
+        let mut out = Vec::with_capacity(n.min(self.remaining()));
         for _ in 0..n {
             out.push(match self.u8()? {
                 b'n' => TupleValue::Null,
@@ -247,7 +254,8 @@ pub fn decode(buf: &Bytes) -> Result<Message, DecodeError> {
             let replica_identity = r.u8()?;
             let n = r.i16()?;
             let n = usize::try_from(n).map_err(|_| r.err("negative column count"))?;
-            let mut columns = Vec::with_capacity(n);
+            // Every column takes at least 10 bytes (flags, NUL, OID, typmod).
+            let mut columns = Vec::with_capacity(n.min(r.remaining() / 10));
             for _ in 0..n {
                 let flags = r.u8()?;
                 columns.push(RelationColumn {
@@ -297,7 +305,7 @@ pub fn decode(buf: &Bytes) -> Result<Message, DecodeError> {
         b'T' => {
             let n = r.u32()? as usize;
             let options = r.u8()?;
-            let mut relations = Vec::with_capacity(n.min(4096));
+            let mut relations = Vec::with_capacity(n.min(r.remaining() / 4));
             for _ in 0..n {
                 relations.push(r.u32()?);
             }

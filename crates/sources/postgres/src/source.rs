@@ -52,6 +52,8 @@ impl PostgresSource {
             publication: self.cfg.publication_name(pipeline),
             start_lsn,
             status_interval: Duration::from_secs(self.cfg.status_interval_secs),
+            connect_timeout: Duration::from_secs(self.cfg.connect_timeout_secs),
+            receive_timeout: self.cfg.receive_timeout(),
         }
     }
 }
@@ -142,5 +144,11 @@ impl Source for PostgresSource {
             "checkpoint reset: the next start creates a new slot at the server's current position"
         );
         Ok(None)
+    }
+
+    /// Prepares each table's chunk statement with the condition (see
+    /// [`snapshot::check_backfill`]).
+    async fn check_backfill(self: Box<Self>, tables: &[String], condition: Option<&str>) -> Result<(), SourceError> {
+        snapshot::check_backfill(&self.dsn, tables, condition).await
     }
 }

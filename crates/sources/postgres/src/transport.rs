@@ -15,6 +15,19 @@
 //! same TLS settings, so no second PostgreSQL client crate is needed; and
 //! because protocol version 1 is all this source needs.
 //!
+//! Dead connections: connecting and authenticating are bounded by
+//! `connect_timeout`; on the stream, a server silent for `receive_timeout`
+//! ends the session with a retryable error (a half-open connection, a stuck
+//! proxy or route that neither delivers nor closes would otherwise hang the
+//! source for ever; TCP keepalives cannot see a middlebox that still
+//! acknowledges). So that a healthy idle server is never silent that long,
+//! the session sets `wal_sender_timeout` to `receive_timeout`: the server
+//! then pings (reply requested) once the client has been quiet for half of
+//! it, and the client's idle wakeup is set to `receive_timeout` so that it
+//! stays quiet long enough for that ping. The server also ends a session
+//! whose client went silent for that long, which frees the slot for the
+//! reconnect.
+//!
 //! This module owns the connection only. It must never decide what is
 //! durable: it reports exactly the LSN the source acknowledges.
 
@@ -134,10 +147,17 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const SESSION_OPTIONS: &str =
     "-c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c TimeZone=UTC -c extra_float_digits=1";
 
+/// [`SESSION_OPTIONS`] plus the session's `wal_sender_timeout` (see the
+/// module docs).
+fn session_options(receive_timeout: Duration) -> String {
+    format!("{SESSION_OPTIONS} -c wal_sender_timeout={}", receive_timeout.as_millis())
+}
+
 /// [`Transport`] over `pgwire-replication`.
 pub struct PgWire {
     client: ReplicationClient,
     target: String,
+    receive_timeout: Duration,
 }
 
 /// What a session needs besides the DSN.
@@ -151,6 +171,10 @@ pub struct SessionParams {
     pub start_lsn: u64,
     /// Seconds between standby status updates.
     pub status_interval: Duration,
+    /// Bound on connecting and authenticating.
+    pub connect_timeout: Duration,
+    /// Longest silence of the server on the stream (see the module docs).
+    pub receive_timeout: Duration,
 }
 
 impl PgWire {
@@ -179,11 +203,32 @@ impl PgWire {
         .with_tls(tls)
         .with_start_lsn(WireLsn(params.start_lsn))
         .with_status_interval(params.status_interval)
-        .with_wakeup_interval(params.status_interval)
-        .with_options(SESSION_OPTIONS)
+        .with_wakeup_interval(params.receive_timeout)
+        .with_options(session_options(params.receive_timeout))
         .with_application_name("deltaforge");
-        let client = ReplicationClient::connect_gated(cfg).await.map_err(|e| classify(&target, "connecting", e))?;
-        Ok(PgWire { client, target })
+        // The gated client connects and authenticates in its worker; the
+        // first round trip (IDENTIFY_SYSTEM) waits for that, so both are
+        // bounded here.
+        let connect = async {
+            let mut client = ReplicationClient::connect_gated(cfg).await?;
+            client.identify_system().await?;
+            Ok::<_, PgWireError>(client)
+        };
+        let client = match tokio::time::timeout(params.connect_timeout, connect).await {
+            Ok(r) => r.map_err(|e| classify(&target, "connecting", e))?,
+            Err(_) => {
+                return Err(TransportError {
+                    severity: Severity::Retryable,
+                    message: format!(
+                        "PostgreSQL at {target}: connecting: no answer within {} s (connect_timeout_secs; is the \
+                         server reachable?)",
+                        params.connect_timeout.as_secs()
+                    ),
+                    sqlstate: None,
+                })
+            }
+        };
+        Ok(PgWire { client, target, receive_timeout: params.receive_timeout })
     }
 }
 
@@ -214,8 +259,22 @@ impl Transport for PgWire {
     }
 
     async fn recv(&mut self) -> Result<WireEvent, TransportError> {
-        let r = self.client.recv().await;
-        convert(&self.target, r)
+        // Restarted whenever the caller polls anew (after each acknowledgement,
+        // which also makes the client speak, so the server's ping comes at most
+        // a status interval plus half the timeout later).
+        match tokio::time::timeout(self.receive_timeout, self.client.recv()).await {
+            Ok(r) => convert(&self.target, r),
+            Err(_) => Err(TransportError {
+                severity: Severity::Retryable,
+                message: format!(
+                    "PostgreSQL at {}: nothing received on the replication stream for {} s (receive_timeout_secs): \
+                     the connection is considered dead; reconnecting",
+                    self.target,
+                    self.receive_timeout.as_secs()
+                ),
+                sqlstate: None,
+            }),
+        }
     }
 
     fn acknowledge(&self, lsn: u64) {

@@ -219,10 +219,14 @@ pub fn to_json(type_oid: u32, text: &str) -> Value {
 /// `\x0a0b…` (hex output) or the legacy escape format to bytes.
 fn decode_bytea(text: &str) -> Option<Vec<u8>> {
     if let Some(hex) = text.strip_prefix("\\x") {
-        if hex.len() % 2 != 0 {
+        // Pairs of ASCII hex digits only (slicing a string two bytes at a
+        // time would cut a multi-byte character in half).
+        let hex = hex.as_bytes();
+        if hex.len() % 2 != 0 || !hex.iter().all(u8::is_ascii_hexdigit) {
             return None;
         }
-        return (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+        let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        return hex.chunks_exact(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect();
     }
     // Escape format: backslash-octal and doubled backslashes.
     let b = text.as_bytes();
@@ -334,12 +338,16 @@ fn parse_array(text: &str) -> Option<ArrayNode> {
     let text = if text.starts_with('[') { text.split_once('=')?.1 } else { text };
     let chars: Vec<char> = text.chars().collect();
     let mut pos = 0;
-    let node = parse_list(&chars, &mut pos)?;
+    let node = parse_list(&chars, &mut pos, 1)?;
     (pos == chars.len()).then_some(node)
 }
 
-fn parse_list(c: &[char], pos: &mut usize) -> Option<ArrayNode> {
-    if c.get(*pos) != Some(&'{') {
+/// Most array dimensions PostgreSQL allows (`MAXDIM`): a deeper literal is
+/// not one the server prints, and is kept as text rather than recursed into.
+const MAX_ARRAY_DIMS: usize = 6;
+
+fn parse_list(c: &[char], pos: &mut usize, depth: usize) -> Option<ArrayNode> {
+    if c.get(*pos) != Some(&'{') || depth > MAX_ARRAY_DIMS {
         return None;
     }
     *pos += 1;
@@ -350,7 +358,7 @@ fn parse_list(c: &[char], pos: &mut usize) -> Option<ArrayNode> {
     }
     loop {
         match c.get(*pos)? {
-            '{' => items.push(parse_list(c, pos)?),
+            '{' => items.push(parse_list(c, pos, depth + 1)?),
             '"' => {
                 *pos += 1;
                 let mut s = String::new();

@@ -145,7 +145,9 @@ fn every_route_with_its_errors() {
     assert_eq!(status, 400);
     // Component configs are parsed with their field paths: the field itself is named.
     assert_eq!(body["detail"]["errors"][0]["field"], "spec.source.config.rate", "{body}");
-    assert!(body["detail"]["errors"][0]["message"].as_str().unwrap().contains("\"fast\""), "{body}");
+    // What is expected is said; the value is never quoted (it may be a secret).
+    let message = body["detail"]["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("expected") && !message.contains("fast"), "{body}");
     let typo = pipeline("audit", json!({ "id": "dg-audit", "rat": 5 })).file_sink("a", &audit_out, Value::Null).text();
     let (status, body) = inst.ok("POST", "/pipelines", Some(&typo));
     assert_eq!(status, 400);

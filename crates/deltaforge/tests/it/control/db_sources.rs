@@ -181,6 +181,7 @@ fn postgres_lag_in_seconds_and_wal_bytes_follows_a_sink_outage() {
     pg_sql(&url, &format!("CREATE TABLE {table} (id int PRIMARY KEY, pad text)"));
     let inst = Instance::start(&name, postgres_source(&url, &name, &table));
     inst.df.wait_pg_streaming();
+    inst.df.wait_snapshot_over();
 
     // Caught up first: a checkpoint exists and the probe measured.
     pg_sql(&url, &format!("INSERT INTO {table} SELECT g, 'x' FROM generate_series(1, 10) g"));
@@ -215,6 +216,7 @@ fn mariadb_lag_in_seconds_and_binlog_bytes_follows_a_sink_outage() {
     let inst = Instance::start(&name, mariadb_source(&url, &name, &db, Value::Null));
     wait_for(Duration::from_secs(30), || inst.df.log_text().contains("streaming the binlog").then_some(()))
         .unwrap_or_else(|| panic!("not streaming\n{}", inst.df.log_text()));
+    inst.df.wait_snapshot_over();
 
     mariadb_sql(&url, &format!("INSERT INTO {db}.t SELECT seq, 'x' FROM seq_1_to_10"));
     inst.wait_ids(1..=10, 1, Duration::from_secs(30));

@@ -43,6 +43,7 @@ fn ddl_mid_stream_and_replay_across_it() {
     let mut df = args.start(&log, &[]);
     let start = wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
+    df.wait_snapshot_over();
 
     // One step at a time: each DDL is applied only after the source has
     // delivered the change before it, so each new version is the
@@ -179,6 +180,7 @@ fn several_ddls_while_stopped_decode_with_their_own_layout() {
     let mut df = args.start(&log, &[]);
     let start = wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
+    df.wait_snapshot_over();
     wait_for(Duration::from_secs(30), || {
         (!storage::log_records(&store, "schemas", &format!("test/{db}/t")).is_empty()).then_some(())
     })
@@ -301,6 +303,71 @@ fn several_ddls_while_stopped_decode_with_their_own_layout() {
         4,
         "replay registered new versions"
     );
+    df.terminate();
+    assert_eq!(df.wait_exit(Duration::from_secs(20)), Some(0), "{}", df.log_text());
+    mariadb_sql(&url, &format!("DROP DATABASE {db}"));
+}
+
+/// `TRUNCATE t` and `TRUNCATE TABLE db.t` (QUERY events in the binlog)
+/// reach the pipeline as op `t` events of the table, in order with the
+/// rows around them; a truncate of a table `tables` does not match emits
+/// nothing.
+#[test]
+fn truncate_becomes_a_truncate_event() {
+    let url = service("mariadb");
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+    let db = format!("dft_trunc_{}_{nanos}", std::process::id());
+    mariadb_sql(
+        &url,
+        &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY); CREATE TABLE {db}.other (id INT PRIMARY KEY)"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let id = format!("my-trunc-{nanos}");
+    let cfg = dir.path().join("pipeline.yaml");
+    let out = dir.path().join("out.jsonl");
+    crate::support::Pipeline::new("trunc-my")
+        .tenant("test")
+        .source("mysql", json!({ "id": id, "dsn": url, "tables": [format!("{db}.t")], "heartbeat_secs": 2 }))
+        .file_sink("out", &out, Value::Null)
+        .batch(100, 20)
+        .write(&cfg);
+    let store = dir.path().join("df.db");
+    let log = dir.path().join("df.log");
+    let mut df = RunArgs::new(&cfg, &store).start(&log, &[]);
+    wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
+        .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
+    df.wait_snapshot_over();
+    mariadb_sql(
+        &url,
+        &format!(
+            "USE {db}; INSERT INTO t VALUES (1); TRUNCATE t; INSERT INTO t VALUES (2); \
+             TRUNCATE other; /* c */ TRUNCATE TABLE `{db}`.`t`; INSERT INTO t VALUES (3);"
+        ),
+    );
+    wait_for(Duration::from_secs(30), || (read_jsonl(&out).len() >= 5).then_some(()))
+        .unwrap_or_else(|| panic!("events missing: {:#?}\n{}", read_jsonl(&out), df.log_text()));
+    // Nothing more may follow (the truncate of `other` is not captured).
+    std::thread::sleep(Duration::from_millis(500));
+    let events = read_jsonl(&out);
+    let seen: Vec<(String, String, Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap().to_string(),
+                e["source"]["table"].as_str().unwrap().to_string(),
+                e["after"]["id"].clone(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, Value)> =
+        [("c", json!(1)), ("t", Value::Null), ("c", json!(2)), ("t", Value::Null), ("c", json!(3))]
+            .into_iter()
+            .map(|(op, id)| (op.to_string(), "t".to_string(), id))
+            .collect();
+    assert_eq!(seen, expected, "{events:#?}");
+    for w in events.windows(2) {
+        assert!(at(&w[0]["source"]["position"]) < at(&w[1]["source"]["position"]), "out of order: {w:#?}");
+    }
     df.terminate();
     assert_eq!(df.wait_exit(Duration::from_secs(20)), Some(0), "{}", df.log_text());
     mariadb_sql(&url, &format!("DROP DATABASE {db}"));

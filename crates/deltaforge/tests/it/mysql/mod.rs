@@ -1,4 +1,6 @@
-//! The MySQL/MariaDB source: DDL mid-stream, every column type, setup errors.
+//! The MySQL/MariaDB source: DDL mid-stream, every column type, setup errors,
+//! snapshot resume keys of every kind.
 
 mod ddl;
+mod snapshot_keys;
 mod types;

@@ -86,6 +86,7 @@ fn every_type_arrives_with_exact_values() {
     // The source records its start position at once.
     wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
+    df.wait_snapshot_over();
     let sql_db = |sql: &str| mariadb_sql(&url, &format!("USE {db}; {sql}"));
     sql_db(INSERT);
     sql_db("UPDATE t SET vc = 'changed', biu = 0, e = 'large', s = '' WHERE id = 1");

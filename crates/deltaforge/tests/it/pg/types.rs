@@ -92,6 +92,7 @@ fn every_type_and_op_arrive_with_exact_values() {
     );
     let mut df = setup.start();
     df.wait_pg_streaming();
+    df.wait_snapshot_over();
 
     let big: String = (0..400).map(|i| format!("{:x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))).collect();
     pg_sql(
@@ -222,6 +223,7 @@ fn ddl_mid_stream_is_decoded_with_each_schema_version() {
     );
     let mut df = setup.start();
     df.wait_pg_streaming();
+    df.wait_snapshot_over();
     pg_sql(&url, &format!("INSERT INTO {t} VALUES (1, 'x')"));
     setup.wait_events(&df, 1);
     // Let the first event's checkpoint become durable before the DDL.
@@ -285,6 +287,7 @@ fn dropped_slot_stops_with_a_clear_error_and_reads_nothing() {
     );
     let mut df = setup.start();
     df.wait_pg_streaming();
+    df.wait_snapshot_over();
     pg_sql(&url, &format!("INSERT INTO {t} VALUES (1)"));
     setup.wait_events(&df, 1);
     wait_for(Duration::from_secs(10), || storage::checkpoint(&setup.db, &format!("pgdrop-{sd}")))

@@ -79,6 +79,7 @@ fn postgres_outbox_rows_become_routed_messages() {
     let log = dir.path().join("df.log");
     let df = RunArgs::new(&cfg, &store).start(&log, &[]);
     df.wait_pg_streaming();
+    df.wait_snapshot_over();
     pg_sql(
         &url,
         &format!(
@@ -135,6 +136,7 @@ fn mariadb_outbox_rows_become_routed_messages() {
     let df = RunArgs::new(&cfg, &store).start(&log, &[]);
     wait_for(Duration::from_secs(30), || storage::checkpoint(&store, &id))
         .unwrap_or_else(|| panic!("no start checkpoint\n{}", df.log_text()));
+    df.wait_snapshot_over();
     mariadb_sql(
         &url,
         &format!(

@@ -566,6 +566,7 @@ fn postgres_changes_reach_kafka_redis_nats_and_http_with_their_envelopes_keys_an
     let db = dir.path().join("df.db");
     let mut df = RunArgs::new(&cfg, &db).start(&dir.path().join("df.log"), &[("RUST_LOG", "info")]);
     df.wait_pg_streaming();
+    df.wait_snapshot_over();
 
     let w = workload(&orders, &lines);
     let total: usize = w.txs.iter().map(Vec::len).sum();

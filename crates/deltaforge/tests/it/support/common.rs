@@ -143,6 +143,16 @@ pub fn gtid_reached(position: &str, target: &str) -> bool {
     seqs(target).iter().all(|(d, n)| have.iter().any(|(hd, hn)| hd == d && hn >= n))
 }
 
+/// The python of the venv that `scripts/services/s3.sh` installs (moto,
+/// boto3 and DuckDB), for reading object storage back.
+#[allow(dead_code, reason = "used by the `it` binary only")]
+pub fn service_python() -> String {
+    let script = deltaforge_testkit::repo_root().join("scripts/services/s3.sh");
+    let out = std::process::Command::new("bash").arg(&script).arg("python").output().expect("running s3.sh python");
+    assert!(out.status.success(), "s3.sh python failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::gtid_reached;

@@ -20,6 +20,9 @@ pub enum Answer {
     Unavailable = 1,
     /// 400 with a body naming the problem.
     BadRequest = 2,
+    /// 400 with the request's headers in the body, as debugging endpoints
+    /// do (the sink must not quote them back in its error).
+    EchoHeaders = 3,
 }
 
 /// One request the [`HttpRecorder`] received.
@@ -60,8 +63,13 @@ async fn record(State(hook): State<HttpRecorder>, uri: Uri, headers: HeaderMap, 
         StatusCode::NO_CONTENT.into_response()
     } else if mode == Answer::Unavailable as u8 {
         (StatusCode::SERVICE_UNAVAILABLE, [("Retry-After", "1")], "maintenance").into_response()
-    } else {
+    } else if mode == Answer::BadRequest as u8 {
         (StatusCode::BAD_REQUEST, "bad schema xyz: field amount must be a number").into_response()
+    } else {
+        let echoed = hook.log.lock().unwrap().last().map(|r| {
+            r.headers.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?"))).collect::<Vec<_>>().join("\n")
+        });
+        (StatusCode::BAD_REQUEST, format!("rejected; you sent:\n{}", echoed.unwrap_or_default())).into_response()
     }
 }
 

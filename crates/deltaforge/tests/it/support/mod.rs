@@ -7,7 +7,7 @@
 //! - `common.rs`, re-exported here: the binary under test ([`BIN`],
 //!   [`start`], [`RunArgs`]), unique names, datagen's expected keys, and — re-exported from the
 //!   `deltaforge-testkit` crate — starting the servers, SQL clients,
-//!   waiting, the API client and metrics parsing.
+//!   waiting, the API client, metrics parsing and the TCP fault proxy.
 //!
 //! The `disruptive` binary has a support module of its own
 //! (`tests/disruptive/support.rs`) that includes the files of this directory
@@ -21,8 +21,8 @@ pub mod storage;
 
 pub use common::*;
 pub use deltaforge_testkit::{
-    free_port, http, http_json, mariadb_command, mariadb_sql, metric_value, pg_cleanup, pg_command, pg_lsn, pg_sql,
-    pg_tls_ca, service, unique_suffix, wait_for, Deltaforge, Rng,
+    fault_proxy, free_port, http, http_json, http_raw, mariadb_command, mariadb_sql, metric_value, pg_cleanup,
+    pg_command, pg_lsn, pg_sql, pg_tls_ca, service, service_env, unique_suffix, wait_for, Deltaforge, Rng,
 };
 pub use sinks::read_jsonl;
 pub use spec::Pipeline;

@@ -1,6 +1,6 @@
 //! Reading back what each sink wrote, one helper per sink: the file sink's
 //! JSON Lines, Kafka topics (rdkafka consumer), Redis streams (XRANGE),
-//! NATS JetStream streams. (The HTTP sink's recorder, used by the `it`
+//! NATS JetStream streams, PostgreSQL tables (the table sinks). (The HTTP sink's recorder, used by the `it`
 //! binary only, is in `http_recorder.rs`.)
 
 use std::collections::HashMap;
@@ -184,4 +184,127 @@ pub fn nats_delete_stream(url: &str, name: &str) {
         let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
         let _ = js.delete_stream(name).await;
     });
+}
+
+/// PostgreSQL table (source or a table sink's target): every row as
+/// `row_to_json(t)::jsonb` text (`json` normalised like `jsonb`), ordered
+/// by `order`, so a source and a target table compare row by row.
+#[allow(dead_code, reason = "used by the `it` binary only")]
+pub fn pg_table_rows(url: &str, table: &str, order: &str) -> Vec<String> {
+    deltaforge_testkit::pg_sql(
+        url,
+        &format!("SELECT row_to_json(df_row)::jsonb::text FROM {table} df_row ORDER BY {order}"),
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// A table sink's apply log (`{progress}_log`) of one sink, by batch
+/// sequence: `(batch_seq, first_event, last_event, events)`.
+#[allow(dead_code, reason = "used by the `it` binary only")]
+pub fn pg_apply_log(url: &str, log_table: &str, sink_id: &str) -> Vec<(u64, String, String, u64)> {
+    deltaforge_testkit::pg_sql(
+        url,
+        &format!(
+            "SELECT batch_seq, first_event, last_event, events FROM {log_table} WHERE sink_id = '{sink_id}' ORDER BY batch_seq"
+        ),
+    )
+    .lines()
+    .map(|l| {
+        let f: Vec<&str> = l.split('|').collect();
+        (f[0].parse().unwrap(), f[1].to_string(), f[2].to_string(), f[3].parse().unwrap())
+    })
+    .collect()
+}
+
+/// A fresh PostgreSQL database on the server of `url` for a table sink's
+/// target; returns its URL. Drop it with [`pg_drop_database`].
+#[allow(dead_code, reason = "used by the `it` binary only")]
+pub fn pg_create_database(url: &str, name: &str) -> String {
+    deltaforge_testkit::pg_sql(url, &format!("CREATE DATABASE {name}"));
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
+    format!("{base}/{name}")
+}
+
+/// Drops a database made by [`pg_create_database`] (connections forced off).
+#[allow(dead_code, reason = "used by the `it` binary only")]
+pub fn pg_drop_database(url: &str, name: &str) {
+    let _ = deltaforge_testkit::pg_command(url)
+        .arg("-c")
+        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .output();
+}
+
+/// MariaDB/MySQL table (a table sink's target): `select` (one expression,
+/// e.g. a `CONCAT_WS` of every column in an agreed text form) of every row
+/// of `table`, ordered by `order`.
+#[allow(dead_code, reason = "used by the `it` binary only")]
+pub fn mariadb_table_rows(url: &str, table: &str, select: &str, order: &str) -> Vec<String> {
+    let exists = deltaforge_testkit::mariadb_sql(
+        url,
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) = '{table}'"
+        ),
+    );
+    if exists.trim() != "1" {
+        return Vec::new();
+    }
+    deltaforge_testkit::mariadb_sql(url, &format!("SELECT {select} FROM {table} ORDER BY {order}"))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// What the `object_store` sink wrote, as DuckDB reads it back.
+#[derive(Debug, Clone)]
+#[allow(dead_code, reason = "used by the `it` binary only")]
+pub struct Lake {
+    /// Every data file, relative to the URL (manifests excluded).
+    pub data_files: Vec<String>,
+    /// Every manifest, as JSON.
+    pub manifests: Vec<Value>,
+    /// Per Parquet file: DuckDB's `DESCRIBE` as `(column, type)`.
+    pub describe: HashMap<String, Vec<(String, String)>>,
+    /// Per Parquet file: its rows in file order (timestamps as epoch
+    /// microseconds, decimals as text).
+    pub rows: HashMap<String, Vec<serde_json::Map<String, Value>>>,
+}
+
+/// Object storage: reads every file under `url` (`file:///dir` or
+/// `s3://bucket/prefix` on the S3 server at `endpoint`) with DuckDB, from
+/// the venv `scripts/services/s3.sh python` installs (S3 objects are
+/// downloaded first with boto3).
+#[allow(dead_code, reason = "used by the `it` binary only")]
+pub fn read_lake(url: &str, endpoint: &str) -> Lake {
+    let python = super::service_python();
+    let work = tempfile::tempdir().expect("temp dir");
+    let script = work.path().join("read_lake.py");
+    std::fs::write(&script, include_str!("read_lake.py")).expect("writing the reader");
+    let download = work.path().join("objects");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args([url, endpoint, download.to_str().unwrap()])
+        .output()
+        .expect("running the DuckDB reader");
+    assert!(out.status.success(), "read_lake.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("reader output is JSON");
+    let strings = |v: &Value| v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let mut lake = Lake {
+        data_files: strings(&doc["data_files"]),
+        manifests: doc["manifests"].as_array().unwrap().clone(),
+        describe: HashMap::new(),
+        rows: HashMap::new(),
+    };
+    for (file, f) in doc["files"].as_object().unwrap() {
+        let describe = f["describe"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d[0].as_str().unwrap().to_string(), d[1].as_str().unwrap().to_string()));
+        lake.describe.insert(file.clone(), describe.collect());
+        let rows = f["rows"].as_array().unwrap().iter().map(|r| r.as_object().unwrap().clone());
+        lake.rows.insert(file.clone(), rows.collect());
+    }
+    lake
 }

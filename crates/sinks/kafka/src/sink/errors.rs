@@ -13,8 +13,13 @@ use crate::config::is_secret;
 /// A client-creation error as a [`BuildError`], naming a rejected property but not its value.
 pub(super) fn creation_error(e: KafkaError) -> BuildError {
     match e {
-        KafkaError::ClientConfig(_, reason, property, _value) => {
-            let reason = if is_secret(&property) { "invalid value".to_string() } else { reason };
+        KafkaError::ClientConfig(_, reason, property, value) => {
+            // librdkafka quotes the value in its reason; no value is shown.
+            let reason = if is_secret(&property) || value.len() < 3 {
+                "invalid value".to_string()
+            } else {
+                reason.replace(&value, deltaforge_common::redact::MASK)
+            };
             BuildError::other(format!(
                 "kafka sink: librdkafka rejected client property `{property}`: {reason}; fix it in client_conf"
             ))
@@ -58,9 +63,16 @@ pub fn classify(e: &KafkaError, topic: &str, transactional_id: Option<&str>) -> 
         Some(C::SaslAuthenticationFailed | C::Authentication) => {
             fatal("authentication failed: check the SASL/SSL settings in client_conf".into())
         }
-        Some(C::UnknownTopicOrPartition | C::UnknownTopic) => fatal(format!(
-            "topic {topic:?} does not exist and the broker does not create topics on demand \
-             (auto.create.topics.enable=false): create the topic, or fix the `topic` template"
+        // Retryable, not fatal: librdkafka also fails messages as "unknown
+        // topic" when it could not learn the topic's metadata for
+        // `topic.metadata.propagation.max.ms` because no broker answered (a
+        // network fault), and a broker that auto-creates topics may answer
+        // so until the topic exists. The pipeline goes on once the topic
+        // exists; the message says how to make it so.
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic) => SinkError::Retryable(format!(
+            "kafka: topic {topic:?} is unknown to the brokers (or no broker could be reached to learn it): if the \
+             broker does not create topics on demand (auto.create.topics.enable=false), create the topic or fix \
+             the `topic` template; retrying ({e})"
         )),
         Some(C::InvalidTopic) => fatal(format!("{topic:?} is not a valid topic name: fix the `topic` template")),
         Some(C::MessageSizeTooLarge | C::InvalidMessageSize) => fatal(format!(

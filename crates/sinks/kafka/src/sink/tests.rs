@@ -16,8 +16,8 @@ fn classification() {
     assert!(matches!(classify(&e(RDKafkaErrorCode::AllBrokersDown), "t", None), SinkError::Retryable(_)));
     assert!(matches!(classify(&e(RDKafkaErrorCode::NotEnoughReplicas), "t", None), SinkError::Retryable(_)));
     match classify(&e(RDKafkaErrorCode::UnknownTopicOrPartition), "orders", None) {
-        SinkError::Fatal(m) => {
-            assert!(m.contains("\"orders\" does not exist") && m.contains("auto.create.topics.enable"), "{m}")
+        SinkError::Retryable(m) => {
+            assert!(m.contains("\"orders\" is unknown") && m.contains("auto.create.topics.enable"), "{m}")
         }
         other => panic!("{other:?}"),
     }

@@ -25,3 +25,14 @@ fn ddl_parsing() {
     assert_eq!(ddl_tables("CREATE DATABASE x"), None);
     assert_eq!(ddl_tables("TRUNCATE t"), Some(vec![]));
 }
+
+#[test]
+fn truncate_names_its_table() {
+    assert_eq!(truncated_table("TRUNCATE t"), Some(t(None, "t")));
+    assert_eq!(truncated_table("truncate table `shop`.`or``ders`;"), Some(t(Some("shop"), "or`ders")));
+    assert_eq!(truncated_table("/* c */ TRUNCATE TABLE a.b /* generated */"), Some(t(Some("a"), "b")));
+    assert_eq!(truncated_table("TRUNCATE TABLE"), None);
+    assert_eq!(truncated_table("TRUNCATE t, u"), None);
+    assert_eq!(truncated_table("ALTER TABLE t TRUNCATE PARTITION p0"), None);
+    assert_eq!(truncated_table("DROP TABLE t"), None);
+}

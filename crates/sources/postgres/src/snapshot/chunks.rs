@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, SimpleQueryRow};
 
 use super::convert::convert;
-use super::layout::{prepare, KeyKind, TableInfo};
+use super::layout::{describe, prepare, KeyKind, TableInfo};
 use super::link::{ChunkMsg, XidSnapshot};
 use super::sql::{cell, connect, ident, literal, quoted, rows, statements};
 use super::watermarks::emit_watermarks;
@@ -65,6 +65,8 @@ impl Worker {
         // The slot check and table layout read with the previous high
         // watermark (`Some(None)`: the table is gone).
         let mut ahead: Option<Option<TableInfo>> = None;
+        // The schema description, read again when the columns change.
+        let mut described: Option<(deltaforge_core::Columns, Arc<serde_json::Value>)> = None;
         let wm = |chunk, kind, key: &[String]| Watermark {
             run: self.run.clone(),
             chunk,
@@ -73,6 +75,10 @@ impl Worker {
             key: key.to_vec(),
         };
         loop {
+            if job.cancel.is_cancelled() {
+                // A cancelled backfill ends between chunks.
+                return Ok(false);
+            }
             let info = match ahead.take() {
                 Some(info) => info,
                 None => prepare(&client, &self.slot, &job.table).await?,
@@ -98,6 +104,14 @@ impl Worker {
                     chunk
                 }
             };
+            let description = match &described {
+                Some((columns, d)) if *columns == info.columns => d.clone(),
+                _ => {
+                    let d = Arc::new(describe(&client, &job.table).await?);
+                    described = Some((info.columns.clone(), d.clone()));
+                    d
+                }
+            };
             let (rows, snapshot, next) = self.select(&client, &info, &job.progress).await?;
             let (verdict, verdict_rx) = oneshot::channel();
             let msg = ChunkMsg {
@@ -105,6 +119,7 @@ impl Worker {
                 table: job.table.clone(),
                 schema: info.schema.clone(),
                 table_name: info.table.clone(),
+                description,
                 rows,
                 snapshot,
                 progress: next.clone(),

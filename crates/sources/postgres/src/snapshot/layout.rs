@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use deltaforge_core::{Columns, SourceError};
+use serde_json::{json, Value};
 use tokio_postgres::{Client, SimpleQueryRow};
 
-use super::sql::{cell, literal, quoted, statements, text_rows};
+use super::sql::{cell, literal, quoted, rows, statements, text_rows};
 
 /// How a table's rows are ordered and matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +122,57 @@ pub(super) fn layout(
         type_oids,
         key,
     }))
+}
+
+/// The table's schema description in the form the stream registers from
+/// a pgoutput Relation message (columns with type OID, type name, type
+/// modifier and replica-identity flag; the replica identity), so that a
+/// snapshot of a table no change was streamed for yet registers the same
+/// version the stream would: sinks then get the real column types.
+pub(super) async fn describe(client: &Client, table: &str) -> Result<Value, SourceError> {
+    let reg = format!("pg_catalog.to_regclass({})", literal(&quoted(table)));
+    let sql = format!(
+        "SELECT a.attname, a.atttypid, a.atttypmod, n.nspname || '.' || t.typname, \
+           CASE c.relreplident WHEN 'f' THEN true \
+             WHEN 'd' THEN EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid \
+                                   AND i.indisprimary AND a.attnum = ANY(i.indkey)) \
+             WHEN 'i' THEN EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid \
+                                   AND i.indisreplident AND a.attnum = ANY(i.indkey)) \
+             ELSE false END, \
+           c.relreplident \
+         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+         WHERE a.attrelid = {reg} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    );
+    let cols = rows(client, &sql, "describing the table's columns").await?;
+    Ok(description(&cols))
+}
+
+/// [`describe`]'s rows as the stream's schema JSON.
+fn description(cols: &[Vec<Option<String>>]) -> Value {
+    let columns: Vec<Value> = cols
+        .iter()
+        .map(|r| {
+            let type_oid: u32 = cell(r, 1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let type_modifier: i32 = cell(r, 2).and_then(|v| v.parse().ok()).unwrap_or(-1);
+            json!({
+                "name": cell(r, 0),
+                "type_oid": type_oid,
+                "type_name": crate::values::builtin_type_name(type_oid).map(str::to_string)
+                    .or_else(|| cell(r, 3).map(str::to_string)),
+                "type_modifier": type_modifier,
+                "key": cell(r, 4) == Some("t"),
+            })
+        })
+        .collect();
+    let identity = match cols.first().and_then(|r| cell(r, 5)) {
+        Some("d") => "default",
+        Some("f") => "full",
+        Some("i") => "index",
+        Some("n") => "nothing",
+        _ => "unknown",
+    };
+    json!({"columns": columns, "replica_identity": identity})
 }
 
 /// Stops the source when the slot is gone or invalidated.

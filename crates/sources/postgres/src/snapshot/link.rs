@@ -65,6 +65,10 @@ pub struct ChunkMsg {
     pub schema: Arc<str>,
     /// Table name.
     pub table_name: Arc<str>,
+    /// The table's schema description as the stream would register it
+    /// (see `layout::describe`), for a table the stream has no Relation
+    /// message of yet.
+    pub description: Arc<serde_json::Value>,
     /// Rows with their key strings ([`key_string`](deltaforge_core::snapshot::key_string)), in key order, being
     /// converted from the server's text off the reader's path (the reader
     /// selects the next chunk meanwhile).

@@ -44,7 +44,9 @@
 //! on each start (a `running` record resumes); `never`: none. With no
 //! checkpoint (first start, or after a reset) earlier records are ignored
 //! and every table is read again. Backfill requests are polled every
-//! second and run through the same chunks. Before each chunk the slot is
+//! second and run through the same chunks (a backfill's `where` in
+//! parentheses; a statement error while running it ends that backfill as
+//! `failed`, see [`deltaforge_core::snapshot`]). Before each chunk the slot is
 //! checked: a missing or invalidated (`wal_status = lost`) slot stops the
 //! source with an error.
 //!
@@ -52,7 +54,8 @@
 //! both sides import); `reader` schedules tables; `chunks` reads one
 //! table chunk by chunk; `watermarks` writes the watermarks; [`layout`]
 //! reads a table's columns and key and checks the slot; `convert` turns
-//! a chunk's text into values; `sql` holds the connection and quoting.
+//! a chunk's text into values; `sql` holds the connection and quoting;
+//! `check` prepares a backfill's chunk statements before it is queued.
 //! The stream's side is the core's [`StreamSide`](deltaforge_core::snapshot::StreamSide),
 //! driven by [`crate::stream`] (PostgreSQL's part in `stream::snapshot_rows`).
 //!
@@ -61,14 +64,17 @@
 //! progress to the [`ProgressWriter`](deltaforge_core::snapshot::ProgressWriter)
 //! only with the durable position it depends on.
 
+mod check;
 mod chunks;
 mod convert;
 pub mod layout;
 pub mod link;
+pub mod plain;
 mod reader;
 mod sql;
 mod watermarks;
 
+pub use check::check_backfill;
 pub use layout::{KeyKind, TableInfo};
 pub use link::{ChunkMsg, SnapshotLink, XidSnapshot, WATERMARK_PREFIX};
 pub use reader::Reader;

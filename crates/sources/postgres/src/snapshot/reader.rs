@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 use super::chunks::Worker;
 use super::link::{ChunkMsg, SnapshotLink};
-use super::sql::{cell, connect, literal, quoted, rows};
+use super::sql::{cell, connect, literal, matched_tables, quoted, rows};
 use crate::config::{Dsn, TablePattern};
 
 /// Everything the reader needs.
@@ -93,20 +93,7 @@ struct Catalogue {
 #[async_trait]
 impl SnapshotBackend for Catalogue {
     async fn matched_tables(&mut self) -> Result<Vec<String>, SourceError> {
-        let all = rows(
-            &self.client,
-            "SELECT schemaname, tablename FROM pg_catalog.pg_tables \
-             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
-            "listing tables",
-        )
-        .await?;
-        Ok(all
-            .iter()
-            .filter_map(|r| match (cell(r, 0), cell(r, 1)) {
-                (Some(s), Some(t)) if TablePattern::any(&self.patterns, s, t) => Some(format!("{s}.{t}")),
-                _ => None,
-            })
-            .collect())
+        matched_tables(&self.client, &self.patterns).await
     }
 
     async fn estimate_rows(&mut self, table: &str) -> Result<Option<u64>, SourceError> {

@@ -14,7 +14,7 @@ use futures::FutureExt as _;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, SimpleQueryRow};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::Dsn;
+use crate::config::{Dsn, TablePattern};
 use crate::tls;
 
 /// A SQL string literal.
@@ -35,14 +35,23 @@ pub(super) fn quoted(table: &str) -> String {
     }
 }
 
-/// Fatal errors keep their kind; query failures may pass.
+/// SQLSTATE classes that retrying the same statement cannot fix: syntax
+/// and access (42), data exceptions (22, e.g. a backfill `where` dividing
+/// by zero), invalid transaction state (25, e.g. a write in the read-only
+/// chunk), routine exceptions (2F, 38, 39) and unsupported features (0A).
+const FATAL_CLASSES: &[&str] = &["42", "22", "25", "2F", "38", "39", "0A"];
+
+/// Errors of the statement itself are fatal; others (connection, server
+/// shutting down) may pass.
 fn db_error(what: &str, e: tokio_postgres::Error) -> SourceError {
     let text = match e.as_db_error() {
         Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
         None => e.to_string(),
     };
     match e.code().map(|c| c.code()) {
-        Some(c) if c.starts_with("42") => SourceError::Fatal(format!("snapshot: {what}: {text}")),
+        Some(c) if FATAL_CLASSES.iter().any(|f| c.starts_with(f)) => {
+            SourceError::Fatal(format!("snapshot: {what}: {text}"))
+        }
         _ => SourceError::Retryable(format!("snapshot: {what}: {text}")),
     }
 }
@@ -136,4 +145,23 @@ pub(super) fn text_rows(rows: &[SimpleQueryRow]) -> Vec<Vec<Option<String>>> {
 /// One cell of a text row (`None`: SQL NULL or no such column).
 pub(super) fn cell(r: &[Option<String>], i: usize) -> Option<&str> {
     r.get(i).and_then(|c| c.as_deref())
+}
+
+/// The `schema.table` names of every user table matched by `patterns`, sorted
+/// (the snapshot's catalogue and `verify` list tables the same way).
+pub(super) async fn matched_tables(client: &Client, patterns: &[TablePattern]) -> Result<Vec<String>, SourceError> {
+    let all = rows(
+        client,
+        "SELECT schemaname, tablename FROM pg_catalog.pg_tables \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
+        "listing tables",
+    )
+    .await?;
+    Ok(all
+        .iter()
+        .filter_map(|r| match (cell(r, 0), cell(r, 1)) {
+            (Some(s), Some(t)) if TablePattern::any(patterns, s, t) => Some(format!("{s}.{t}")),
+            _ => None,
+        })
+        .collect())
 }

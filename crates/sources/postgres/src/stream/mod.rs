@@ -18,7 +18,7 @@
 //! covers.
 
 mod feedback;
-mod relations;
+pub(crate) mod relations;
 pub mod snapshot_rows;
 #[cfg(test)]
 mod tests;

@@ -81,7 +81,12 @@ pub(crate) async fn emit_rows(
         // no transaction id.
         relations.ensure_version(id, lsn, None, ctx).await?;
     }
-    let schema_version = relation.and_then(|id| relations.get(id)).and_then(|r| r.version);
+    let mut schema_version = relation.and_then(|id| relations.get(id)).and_then(|r| r.version);
+    if schema_version.is_none() {
+        // No change of the table streamed yet: register the description
+        // the reader read, so that sinks get the real column types.
+        schema_version = Some(register_description(&msg, lsn, ctx).await?);
+    }
     let key_columns: Option<Columns> =
         (!key.is_empty()).then(|| key.iter().map(|k| Arc::<str>::from(k.as_str())).collect::<Vec<_>>().into());
     let position = position(lsn, None);
@@ -112,6 +117,22 @@ pub(crate) async fn emit_rows(
     }
     ctx.sender.commit(position.clone()).await?;
     Ok(position)
+}
+
+/// Registers (or finds) the chunk's schema description at `lsn`.
+async fn register_description(msg: &ChunkMsg, lsn: u64, ctx: &SourceContext) -> Result<u64, SourceError> {
+    let at = position(lsn, None);
+    let fp = deltaforge_core::schema::fingerprint(&msg.description);
+    match ctx.schemas.version_at(&msg.schema, &msg.table_name, &at) {
+        Some(v) if v.fingerprint == fp => Ok(v.version),
+        _ => {
+            let durable = ctx.durable.borrow().clone();
+            let schema = (*msg.description).clone();
+            ctx.schemas.register(&msg.schema, &msg.table_name, schema, Some(at), durable).await.map_err(|e| {
+                SourceError::Retryable(format!("registering the schema of {}.{}: {e}", msg.schema, msg.table_name))
+            })
+        }
+    }
 }
 
 fn chrono_now_ms() -> i64 {

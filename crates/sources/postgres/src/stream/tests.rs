@@ -116,6 +116,10 @@ async fn drive(
             table: "public.t".into(),
             schema: "public".into(),
             table_name: "t".into(),
+            description: Arc::new(json!({"columns": [
+                {"name": "id", "type_oid": 23, "type_name": "int4", "type_modifier": -1, "key": true},
+                {"name": "v", "type_oid": 25, "type_name": "text", "type_modifier": -1, "key": false},
+            ], "replica_identity": "default"})),
             rows,
             snapshot,
             progress,

@@ -1,0 +1,300 @@
+//! `deltaforge verify`: builds the readers of a pipeline's source and sink
+//! and its processors from the spec, runs [`deltaforge_verify::verify`]
+//! and prints the report (text or JSON). Exit code 0: equal; 1: different;
+//! 2: the verification could not run.
+//!
+//! This module wires things together only; it must never print a DSN
+//! unredacted or a masked value (the report redacts those).
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use async_trait::async_trait;
+use clap::{Args, ValueEnum};
+use deltaforge_common::TablePattern;
+use deltaforge_config::{ComponentSpec, PipelineSpec};
+use deltaforge_core::component::parse_config;
+use deltaforge_core::{CheckpointStore, Position};
+use deltaforge_storage::StorageBackend;
+use deltaforge_verify::{
+    stream_sink_reader, FileSinkReader, MysqlSourceReader, Options, PostgresSourceReader, SinkContext, SinkProgress,
+    SinkReader, SourceReader, Transforms, VerifyError,
+};
+
+use crate::registry::Registry;
+use crate::storage::StorageArgs;
+
+/// The report's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// One JSON object, for machines.
+    Json,
+}
+
+/// `deltaforge verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Pipeline spec file, or a directory of *.yaml files.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The pipeline to verify.
+    pub pipeline: String,
+    /// The sink to compare (its `id`; needed when the pipeline has several).
+    #[arg(long)]
+    pub sink: Option<String>,
+    /// Only these tables (`db.table` patterns with `*`, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Only source rows matching this SQL condition.
+    #[arg(long = "where")]
+    pub condition: Option<String>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Skip JavaScript processors (differences they would explain are then expected).
+    #[arg(long)]
+    pub no_transform: bool,
+    /// Source rows per chunk.
+    #[arg(long, default_value_t = 2000)]
+    pub chunk_size: usize,
+    /// Seconds to wait for the sink to catch up before re-checking a difference.
+    #[arg(long, default_value_t = 120)]
+    pub catch_up_secs: u64,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Runs the command; errors print and give exit code 2.
+pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    match verify(&args).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let specs = deltaforge_config::load_path(&args.config, &|name| std::env::var(name).ok(), &Registry)
+        .map_err(|e| anyhow!("{e}"))?;
+    let spec = specs.iter().find(|s| s.name == args.pipeline).ok_or_else(|| {
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        anyhow!("no pipeline {:?} in {} (pipelines: {})", args.pipeline, args.config.display(), names.join(", "))
+    })?;
+    let only = args
+        .tables
+        .iter()
+        .map(|t| TablePattern::parse(t).map_err(|m| anyhow!("--tables {t:?}: {m}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let storage = crate::storage::open(&args.storage).await?;
+    let mut job = prepare(spec, args.sink.as_deref(), args.no_transform, storage).await?;
+    job.options.only = only;
+    job.options.condition = args.condition.clone();
+    job.options.chunk_size = args.chunk_size.max(1);
+    job.options.catch_up_timeout = Duration::from_secs(args.catch_up_secs);
+    let terminal = std::io::stderr().is_terminal();
+    let progress: deltaforge_verify::ProgressFn = Box::new(move |p| {
+        if terminal {
+            eprint!("\r\x1b[2K{} {}/{} tables, {} rows: {}", p.phase, p.tables_done, p.tables_total, p.rows, p.table);
+        }
+    });
+    let report = deltaforge_verify::verify(
+        job.source.as_mut(),
+        job.sink.as_mut(),
+        &mut job.transforms,
+        Some(&job.progress),
+        &job.options,
+        progress,
+    )
+    .await?;
+    if terminal {
+        eprintln!();
+    }
+    match args.output {
+        OutputFormat::Text => print!("{}", report.to_text()),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.equal { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Everything a verification of one pipeline and sink needs.
+pub struct Prepared {
+    /// The source's reader.
+    pub source: Box<dyn SourceReader>,
+    /// The sink's reader.
+    pub sink: Box<dyn SinkReader>,
+    /// The pipeline's processors.
+    pub transforms: Transforms,
+    /// The checkpoint watcher.
+    pub progress: CheckpointProgress,
+    /// Options, filled from the spec.
+    pub options: Options,
+}
+
+/// Builds the readers of `spec`'s source and sink `sink_id` (the only sink
+/// when `None`), and its processors.
+pub async fn prepare(
+    spec: &PipelineSpec,
+    sink_id: Option<&str>,
+    no_transform: bool,
+    storage: Arc<dyn StorageBackend>,
+) -> anyhow::Result<Prepared> {
+    let sink_spec = match sink_id {
+        Some(id) => spec.sinks.iter().find(|s| s.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = spec.sinks.iter().map(|s| s.id.as_str()).collect();
+            anyhow!("pipeline {} has no sink {id:?} (sinks: {})", spec.name, ids.join(", "))
+        })?,
+        None if spec.sinks.len() == 1 => &spec.sinks[0],
+        None => {
+            let ids: Vec<&str> = spec.sinks.iter().map(|s| s.id.as_str()).collect();
+            bail!("pipeline {} has several sinks; choose one with --sink ({})", spec.name, ids.join(", "))
+        }
+    };
+    let sink: Box<dyn SinkReader> = match sink_spec.kind.as_str() {
+        "file" => {
+            let path = sink_spec
+                .config
+                .get("path")
+                .and_then(|p| p.as_str())
+                .ok_or_else(|| anyhow!("sink {}: no path", sink_spec.id))?;
+            Box::new(FileSinkReader::new(&sink_spec.id, std::path::Path::new(path))?)
+        }
+        // Stream sinks, and the clear refusals (http, unknown types).
+        kind => {
+            let ctx = SinkContext {
+                sink_id: sink_spec.id.clone(),
+                pipeline: spec.name.clone(),
+                tenant: spec.tenant.clone(),
+                source_id: spec.source.id.clone(),
+            };
+            stream_sink_reader(kind, &sink_spec.config, &ctx)?
+        }
+    };
+    let source: Box<dyn SourceReader> = match spec.source.kind.as_str() {
+        "postgres" => {
+            let cfg: deltaforge_source_postgres::PostgresConfig =
+                parse_config(&spec.source.config).map_err(|p| anyhow!("source config: {p}"))?;
+            let dsn = deltaforge_source_postgres::Dsn::parse(&cfg.dsn).map_err(|e| anyhow!("source dsn: {e}"))?;
+            let patterns = cfg.patterns().map_err(|m| anyhow!("source tables: {m}"))?;
+            Box::new(PostgresSourceReader::connect(&dsn, patterns).await.context("connecting to the source")?)
+        }
+        "mysql" => {
+            let cfg: deltaforge_source_mysql::MysqlConfig =
+                parse_config(&spec.source.config).map_err(|p| anyhow!("source config: {p}"))?;
+            Box::new(MysqlSourceReader::connect(cfg).await.context("connecting to the source")?)
+        }
+        other => {
+            bail!("a {other} source has no tables to read back: verify compares PostgreSQL and MySQL/MariaDB sources")
+        }
+    };
+    let mut options = Options::new(&spec.name, &sink_spec.id);
+    let mut processors = Vec::new();
+    for (i, p) in spec.processors.iter().enumerate() {
+        if p.kind == "javascript" && no_transform {
+            options.warnings.push(format!(
+                "processor {i} (javascript) skipped (--no-transform): differences it would explain are expected"
+            ));
+            continue;
+        }
+        if p.kind == "mask" {
+            options.masked.extend(masked_columns(p));
+        }
+        processors.push(Registry.build_processor(p).map_err(|m| anyhow!("processor {i}: {m}"))?);
+    }
+    Ok(Prepared {
+        source,
+        sink,
+        transforms: Transforms::new(processors, &spec.name, &spec.tenant, &spec.source.id),
+        progress: CheckpointProgress {
+            store: CheckpointStore::new(storage),
+            source_id: spec.source.id.clone(),
+            sink_id: sink_spec.id.clone(),
+        },
+        options,
+    })
+}
+
+/// The columns a `mask` processor's rules name, per table pattern.
+fn masked_columns(p: &ComponentSpec) -> Vec<(TablePattern, Vec<String>)> {
+    let rules = p.config.get("rules").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    rules
+        .iter()
+        .filter_map(|r| {
+            let table = TablePattern::parse(r.get("table")?.as_str()?).ok()?;
+            let cols = r.get("columns")?.as_object()?.keys().cloned().collect();
+            Some((table, cols))
+        })
+        .collect()
+}
+
+/// The sink's position from the stored checkpoint: its own per-sink
+/// position when ahead, else the pipeline's.
+pub struct CheckpointProgress {
+    store: CheckpointStore,
+    source_id: String,
+    sink_id: String,
+}
+
+#[async_trait]
+impl SinkProgress for CheckpointProgress {
+    async fn reached(&self) -> Result<Option<Position>, VerifyError> {
+        let cp = self
+            .store
+            .load(&self.source_id)
+            .await
+            .map_err(|e| VerifyError::Unsupported(format!("reading the checkpoint of {}: {e}", self.source_id)))?;
+        Ok(cp.map(|cp| match cp.sinks.get(&self.sink_id) {
+            Some(own) if cp.position.is_at_or_before(own) => own.clone(),
+            _ => cp.position,
+        }))
+    }
+}
+
+/// Runs the API's verification jobs (`POST /pipelines/{name}/verify`) with
+/// the same readers as the command.
+pub struct ApiRunner;
+
+impl deltaforge_control::VerifyRunner for ApiRunner {
+    fn run(
+        &self,
+        spec: PipelineSpec,
+        storage: Arc<dyn StorageBackend>,
+        request: deltaforge_control::VerifyRequest,
+        progress: Arc<std::sync::Mutex<serde_json::Value>>,
+    ) -> deltaforge_control::verify_jobs::VerifyFuture {
+        Box::pin(async move {
+            let run = async {
+                let only = request
+                    .tables
+                    .iter()
+                    .map(|t| TablePattern::parse(t).map_err(|m| anyhow!("tables {t:?}: {m}")))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let mut job = prepare(&spec, request.sink.as_deref(), request.no_transform, storage).await?;
+                job.options.only = only;
+                job.options.condition = request.condition.clone();
+                let report = deltaforge_verify::verify(
+                    job.source.as_mut(),
+                    job.sink.as_mut(),
+                    &mut job.transforms,
+                    Some(&job.progress),
+                    &job.options,
+                    Box::new(move |p| {
+                        if let Ok(v) = serde_json::to_value(p) {
+                            *progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+                        }
+                    }),
+                )
+                .await?;
+                anyhow::Ok((report.equal, serde_json::to_value(&report)?))
+            };
+            run.await.map_err(|e| format!("{e:#}"))
+        })
+    }
+}
