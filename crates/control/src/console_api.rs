@@ -94,6 +94,14 @@ async fn all_history(
     Ok(Json(AllHistory { resolution_seconds: st.history.resolution().as_secs(), pipelines }))
 }
 
+/// `?since=T` of `GET /pipelines/{name}/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinceQuery {
+    /// Only samples taken after this unix time (seconds).
+    since: Option<u32>,
+}
+
 /// Body of `GET /pipelines/{name}/history`: up to an hour of samples
 /// (3,600 at a 1 s resolution), written straight into the response.
 #[derive(Serialize)]
@@ -107,13 +115,19 @@ struct PipelineHistory {
 async fn history(
     State(st): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
+    q: Result<Query<SinceQuery>, QueryRejection>,
 ) -> ApiResult<Json<PipelineHistory>> {
     let name = path(name)?;
+    let q = query(q)?;
     st.manager.spec(&name)?;
+    let samples = match q.since {
+        Some(since) => st.history.samples_since(&name, since),
+        None => st.history.samples(&name, usize::MAX),
+    };
     Ok(Json(PipelineHistory {
         resolution_seconds: st.history.resolution().as_secs(),
         window_seconds: crate::history::WINDOW.as_secs(),
-        samples: st.history.samples(&name, usize::MAX),
+        samples,
         pipeline: name,
     }))
 }

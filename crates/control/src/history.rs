@@ -122,6 +122,17 @@ impl History {
         ring.samples.iter().skip(skip).copied().collect()
     }
 
+    /// The samples of `pipeline` taken after unix time `since` (seconds),
+    /// oldest first: what a console that already holds the older ones
+    /// asks for on each poll. Filtered under the lock, so a poll copies
+    /// only the new samples, not the whole hour.
+    pub fn samples_since(&self, pipeline: &str, since: u32) -> Vec<Sample> {
+        let rings = self.lock();
+        let Some(ring) = rings.get(pipeline) else { return Vec::new() };
+        let newer = ring.samples.iter().rev().take_while(|s| s.t > since).count();
+        ring.samples.iter().skip(ring.samples.len() - newer).copied().collect()
+    }
+
     /// The last `last` samples of `pipeline` merged into at most `points`
     /// (for sparklines): each point has the last time of its group, the
     /// mean rate and the highest lags (NaN bytes when none was measured).
@@ -186,6 +197,22 @@ mod tests {
         assert_eq!(merged[1].events_per_second, 30.0);
         assert_eq!(h.downsampled("p", usize::MAX, 10).len(), 3, "never more points than samples");
         assert!(h.samples("other", 10).is_empty());
+    }
+
+    #[test]
+    fn samples_since_returns_only_later_samples() {
+        let h = History::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        for (i, t) in [100u32, 101, 102, 103].into_iter().enumerate() {
+            h.record("p", t0 + Duration::from_secs(i as u64), 0, i as f64, None);
+            // `record` stamps the wall clock; pin the times for the test.
+            h.lock().get_mut("p").unwrap().samples.back_mut().unwrap().t = t;
+        }
+        let since: Vec<u32> = h.samples_since("p", 101).iter().map(|s| s.t).collect();
+        assert_eq!(since, vec![102, 103]);
+        assert_eq!(h.samples_since("p", 99).len(), 4);
+        assert!(h.samples_since("p", 103).is_empty());
+        assert!(h.samples_since("other", 0).is_empty());
     }
 
     #[test]

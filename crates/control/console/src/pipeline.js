@@ -182,10 +182,19 @@ export function pipelinePage(name) {
     specPre.textContent = JSON.stringify(v.spec, null, 2);
   };
 
+  // The samples held so far: the first poll fetches the hour, later polls
+  // only what is newer than the last one held (`?since=`).
+  let held = [];
+  const historyPath = () => path + '/history' + (held.length ? '?since=' + held[held.length - 1].t : '');
   const renderHistory = (hist) => {
     resolution.textContent = 'One sample every ' + hist.resolution_seconds + ' s, kept for ' +
       Math.round(hist.window_seconds / 60) + ' minutes in the engine\'s memory.';
-    const s = hist.samples;
+    held = held.concat(hist.samples);
+    if (held.length) {
+      const oldest = held[held.length - 1].t - hist.window_seconds;
+      held = held.filter((x) => x.t > oldest);
+    }
+    const s = held;
     const t = s.map((x) => x.t);
     if (!rateChart) {
       rateChart = chart(rateBox, 'Events/s', [{ label: 'events/s', stroke: '#2563eb', width: 2 }]);
@@ -297,7 +306,7 @@ export function pipelinePage(name) {
   let formsDone = false;
   async function refresh() {
     const [v, hist, snap, row, schemas] = await Promise.all([
-      api('GET', path), api('GET', path + '/history'), api('GET', path + '/snapshot'),
+      api('GET', path), api('GET', historyPath()), api('GET', path + '/snapshot'),
       api('GET', path + '/checkpoint/stored'), api('GET', path + '/schemas'),
     ]);
     if (gen !== pageGeneration) return;

@@ -257,7 +257,20 @@ async fn console_shows_and_operates_both_pipelines_in_chromium() {
     })
     .await;
     let history = s.get(&format!("/pipelines/{PG}/history"));
-    assert!(history["samples"].as_array().unwrap().len() as f64 >= drawn, "{history}");
+    let samples = history["samples"].as_array().unwrap();
+    assert!(samples.len() as f64 >= drawn, "{history}");
+    // `?since=T`: only the samples after T (the page asks for these on each
+    // poll after its first), and the page's chart keeps growing with them.
+    let since = samples[0]["t"].as_u64().unwrap();
+    let newer = s.get(&format!("/pipelines/{PG}/history?since={since}"));
+    let newer = newer["samples"].as_array().unwrap();
+    assert!(!newer.is_empty() && newer.iter().all(|x| x["t"].as_u64().unwrap() > since), "{newer:?} after {since}");
+    assert!(newer.len() < samples.len(), "?since= returned the whole history");
+    eventually(&b, "the lag chart growing poll after poll", Duration::from_secs(30), || async {
+        let n = number(&b, "return Number(document.querySelector('#lag-chart').dataset.drawnPoints || 0);").await;
+        (n >= drawn + 3.0).then_some(())
+    })
+    .await;
     assert_eq!(b.js("return document.querySelectorAll('#lag-chart canvas').length").await, json!(1));
     // And the lines are on the canvas: pixels in the lag series' colours
     // (#b45309 seconds, #7c3aed bytes; a lag of 0 still draws along the axis).
