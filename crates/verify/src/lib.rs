@@ -39,9 +39,13 @@ pub mod envelope;
 pub mod error;
 pub mod event_index;
 pub mod file_sink;
+pub mod hashed;
+pub mod hashing;
 pub mod kafka_sink;
 pub mod model;
 pub mod nats_sink;
+pub mod normalize;
+pub mod options;
 pub mod readers;
 pub mod record;
 pub mod redis_sink;
@@ -49,7 +53,9 @@ pub mod report;
 pub mod sink;
 pub mod sink_context;
 pub mod source;
+pub mod sql;
 pub mod stream_names;
+pub mod table_sink;
 pub mod transform;
 
 pub use compare::{verify, Options, ProgressFn, SinkProgress};
@@ -60,6 +66,7 @@ pub use readers::{stream_sink_reader, SinkContext};
 pub use report::Report;
 pub use sink::SinkReader;
 pub use source::{MysqlSourceReader, PostgresSourceReader, SourceReader};
+pub use table_sink::TableSinkReader;
 pub use transform::Transforms;
 
 #[cfg(test)]
