@@ -129,14 +129,14 @@ pub fn buckets_sql(d: Dialect, table: &str, key: &str, row: &str, lo: i128, hi: 
     let k = d.ident(key);
     match d {
         Dialect::Postgres => format!(
-            "SELECT div({k}::numeric - {lo}, {width})::bigint AS b, count(*), \
+            "SELECT div({k}::numeric - {lo}, {width})::bigint AS df_bucket, count(*), \
              sum(('x' || substr(md5({row}), 1, 15))::bit(60)::bigint) \
              FROM {table} WHERE {k} >= {lo} AND {k} < {hi} GROUP BY 1 ORDER BY 1"
         ),
         Dialect::Mysql => format!(
-            "SELECT ({k} - {lo}) DIV {width} AS b, COUNT(*), \
+            "SELECT ({k} - {lo}) DIV {width} AS df_bucket, COUNT(*), \
              SUM(CAST(CONV(SUBSTRING(MD5({row}), 1, 15), 16, 10) AS UNSIGNED)) \
-             FROM {table} WHERE {k} >= {lo} AND {k} < {hi} GROUP BY b ORDER BY b"
+             FROM {table} WHERE {k} >= {lo} AND {k} < {hi} GROUP BY 1 ORDER BY 1"
         ),
     }
 }
