@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::error::VerifyError;
 use crate::model::{SinkRow, TableLayout};
-use crate::report::{ColumnDiff, KeyRef, Report, RowDiff, TableSummary, REDACTED};
+use crate::report::{KeyRef, Report, RowDiff, TableSummary};
 use crate::sink::SinkReader;
 use crate::source::SourceReader;
 use crate::transform::Transforms;
@@ -36,26 +36,12 @@ pub trait SinkProgress: Send + Sync {
     async fn reached(&self) -> Result<Option<Position>, VerifyError>;
 }
 
+use crate::diff::{differ, Diff, Suspect};
 pub use crate::options::{Options, Progress, ProgressFn};
 
 /// Suspect rows read again from the source: per batch, the position read
 /// with them and each key's expected row (`None`: absent or filtered).
 type Reread = Vec<(Position, HashMap<String, Option<SinkRow>>)>;
-
-/// A key that differed, to re-check.
-#[derive(Debug, Clone)]
-pub(crate) struct Suspect {
-    pub(crate) key: String,
-    pub(crate) values: Vec<Value>,
-    pub(crate) diff: Diff,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) enum Diff {
-    Missing,
-    Extra,
-    Values(Vec<ColumnDiff>),
-}
 
 /// Compares `source` with `sink` and reports what differs.
 pub async fn verify(
@@ -95,7 +81,8 @@ pub async fn verify(
         if let Some(plan) = hash_plan(source, sink, transforms.is_empty(), table, opts, &mut report.warnings).await? {
             let h = crate::hashed::compare(source, sink, table, &plan, opts).await?;
             summary.source_rows = h.source_rows;
-            summary.method = format!("chunk hashes: {} ranges hashed, {} read row by row", h.ranges_hashed, h.ranges_read);
+            summary.method =
+                format!("chunk hashes: {} ranges hashed, {} read row by row", h.ranges_hashed, h.ranges_read);
             suspects[ti].extend(h.suspects);
             step.rows += h.source_rows;
             progress(&step);
@@ -213,41 +200,6 @@ async fn hash_plan(
     Ok(None)
 }
 
-/// The difference between the expected row and the sink's, if any
-/// (`same`: the sink's value equality).
-pub(crate) fn differ(
-    opts: &Options,
-    table: &str,
-    want: Option<&SinkRow>,
-    got: Option<&SinkRow>,
-    same: &dyn Fn(&Value, &Value) -> bool,
-) -> Option<Diff> {
-    match (want, got) {
-        (None, None) => None,
-        (Some(_), None) => Some(Diff::Missing),
-        (None, Some(_)) => Some(Diff::Extra),
-        (Some(w), Some(g)) => {
-            let mut cols: Vec<&String> = w.keys().collect();
-            cols.extend(g.keys().filter(|k| !w.contains_key(*k)));
-            let diffs: Vec<ColumnDiff> = cols
-                .into_iter()
-                .filter(|c| match (w.get(*c), g.get(*c)) {
-                    (Some(a), Some(b)) => !same(a, b),
-                    (a, b) => a != b,
-                })
-                .map(|c| {
-                    let shown = |v: Option<&Value>| match opts.is_masked(table, c) {
-                        true => Value::String(REDACTED.into()),
-                        false => v.cloned().unwrap_or(Value::Null),
-                    };
-                    ColumnDiff { column: c.clone(), source: shown(w.get(c)), sink: shown(g.get(c)) }
-                })
-                .collect();
-            (!diffs.is_empty()).then_some(Diff::Values(diffs))
-        }
-    }
-}
-
 /// Re-checks the suspects in rounds; returns whether the sink caught up
 /// and the last source position read.
 #[allow(clippy::too_many_arguments)]
@@ -300,7 +252,9 @@ async fn recheck(
                 let sink_rows = sink.rows_as_of(table, &keys, position).await?;
                 for s in suspects[ti].iter().filter(|s| rows.contains_key(&s.key)) {
                     let want = rows.get(&s.key).cloned().flatten();
-                    if let Some(diff) = differ(opts, &table.name, want.as_ref(), sink_rows.get(&s.key), &|a, b| sink.same(a, b)) {
+                    if let Some(diff) =
+                        differ(opts, &table.name, want.as_ref(), sink_rows.get(&s.key), &|a, b| sink.same(a, b))
+                    {
                         still.push(Suspect { diff, ..s.clone() });
                     }
                 }

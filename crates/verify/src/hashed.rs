@@ -15,11 +15,12 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::compare::{differ, Diff, Options, Suspect};
+use crate::diff::{differ, Diff, Suspect};
 use crate::error::VerifyError;
 use crate::hashing::{self, Class, Range, RangeHash};
 use crate::model::{row_object, TableLayout};
 use crate::normalize;
+use crate::options::Options;
 use crate::sink::SinkReader;
 use crate::source::SourceReader;
 use crate::sql::{Dialect, SqlReader};
@@ -92,7 +93,8 @@ impl HashSide for SqlSide<'_> {
     async fn bounds(&mut self) -> Result<Option<(i128, i128)>, VerifyError> {
         let d = self.sql.dialect();
         let rows = self.sql.query(&hashing::bounds_sql(d, &self.table, &self.key)).await?;
-        let cell = |i: usize| rows.first().and_then(|r| r.get(i)).and_then(|c| c.as_deref()).and_then(|t| t.parse().ok());
+        let cell =
+            |i: usize| rows.first().and_then(|r| r.get(i)).and_then(|c| c.as_deref()).and_then(|t| t.parse().ok());
         Ok(cell(0).zip(cell(1)))
     }
 
@@ -152,7 +154,10 @@ pub async fn plan(
         return Ok(Err(format!("the target table {target} has other columns than the source's")));
     }
     if let Some((n, c)) = src_cols.iter().find(|(n, c)| !c.agrees(by_name[n.as_str()])) {
-        return Ok(Err(format!("column {n} has type class {c:?} in the source and {:?} in the target", by_name[n.as_str()])));
+        return Ok(Err(format!(
+            "column {n} has type class {c:?} in the source and {:?} in the target",
+            by_name[n.as_str()]
+        )));
     }
     let key_int = |cols: &[(String, Class)]| cols.iter().any(|(n, c)| n == key && *c == Class::Int);
     if !key_int(&src_cols) || !key_int(&dst_cols) {

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod compare;
+pub mod diff;
 pub mod envelope;
 pub mod error;
 pub mod event_index;

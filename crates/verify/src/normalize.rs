@@ -27,7 +27,9 @@ pub fn canonical(v: &Value) -> Value {
                 return Value::String(t);
             }
             match s.trim_start().chars().next() {
-                Some('{' | '[') => serde_json::from_str::<Value>(s).map(|j| canonical(&j)).unwrap_or_else(|_| v.clone()),
+                Some('{' | '[') => {
+                    serde_json::from_str::<Value>(s).map(|j| canonical(&j)).unwrap_or_else(|_| v.clone())
+                }
                 _ => v.clone(),
             }
         }

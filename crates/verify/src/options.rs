@@ -89,4 +89,3 @@ impl Options {
         self.masked.iter().any(|(p, cols)| p.matches(db, t) && cols.iter().any(|c| c == column))
     }
 }
-

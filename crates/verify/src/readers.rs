@@ -15,8 +15,8 @@ use crate::kafka_sink::KafkaSinkReader;
 use crate::nats_sink::NatsSinkReader;
 use crate::redis_sink::RedisSinkReader;
 use crate::sink::SinkReader;
-use crate::table_sink::TableSinkReader;
 pub use crate::sink_context::SinkContext;
+use crate::table_sink::TableSinkReader;
 
 /// Sink types [`stream_sink_reader`] reads.
 pub const STREAM_SINKS: &[&str] = &["kafka", "redis", "nats", "postgres", "mysql"];

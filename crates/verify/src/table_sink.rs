@@ -118,8 +118,7 @@ impl TableSinkReader {
         let connect_err = |e: VerifyError| ctx.err(format!("connecting to the target: {e}"));
         Ok(match kind.as_str() {
             "postgres" => {
-                let dsn =
-                    deltaforge_source_postgres::Dsn::parse(&dsn).map_err(|e| ctx.err(format!("its dsn: {e}")))?;
+                let dsn = deltaforge_source_postgres::Dsn::parse(&dsn).map_err(|e| ctx.err(format!("its dsn: {e}")))?;
                 Box::new(PostgresSourceReader::connect(&dsn, patterns).await.map_err(connect_err)?)
             }
             _ => {

@@ -159,7 +159,10 @@ impl PlainReader {
     /// write) and returns its rows as text (`None`: NULL). For verify's
     /// catalogue reads and per-range hashes; nothing is ever written.
     pub async fn read_only_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
-        self.conn.query_drop("START TRANSACTION READ ONLY").await.map_err(sql_error("starting a read-only transaction"))?;
+        self.conn
+            .query_drop("START TRANSACTION READ ONLY")
+            .await
+            .map_err(sql_error("starting a read-only transaction"))?;
         let rows: Result<Vec<mysql_async::Row>, _> = self.conn.query(sql).await;
         let _ = self.conn.query_drop("COMMIT").await;
         let rows = rows.map_err(|e| match e {

@@ -179,5 +179,13 @@ macro_rules! table_test {
 }
 
 table_test!(pg_to_pg_table_sink_equal_under_kill_9_and_target_faults_found_by_both_methods, pg_setup, pg_target);
-table_test!(pg_to_mariadb_table_sink_equal_under_kill_9_and_target_faults_found_by_both_methods, pg_setup, mariadb_target);
-table_test!(mariadb_to_pg_table_sink_equal_under_kill_9_and_target_faults_found_by_both_methods, mariadb_setup, pg_target);
+table_test!(
+    pg_to_mariadb_table_sink_equal_under_kill_9_and_target_faults_found_by_both_methods,
+    pg_setup,
+    mariadb_target
+);
+table_test!(
+    mariadb_to_pg_table_sink_equal_under_kill_9_and_target_faults_found_by_both_methods,
+    mariadb_setup,
+    pg_target
+);
