@@ -288,6 +288,10 @@ impl deltaforge_control::VerifyRunner for ApiRunner {
                 let mut job = prepare(&spec, request.sink.as_deref(), request.no_transform, storage).await?;
                 job.options.only = only;
                 job.options.condition = request.condition.clone();
+                job.options.hashes = !request.no_hashes;
+                if let Some(n) = request.hash_rows {
+                    job.options.hash_rows = n.max(1);
+                }
                 let report = deltaforge_verify::verify(
                     job.source.as_mut(),
                     job.sink.as_mut(),

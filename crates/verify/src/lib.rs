@@ -17,7 +17,10 @@
 //!   streams) are read from their start into the same index
 //!   ([`event_index`], one reader per sink type chosen by [`readers`]);
 //!   Debezium records take the idempotency key the sink carries beside
-//!   them ([`record`]).
+//!   them ([`record`]). The table sinks (`postgres`, `mysql`, upsert
+//!   mode) are queried in place ([`table_sink`]), values compared through
+//!   [`normalize`], and large tables compared by chunk hashes first
+//!   ([`hashed`], [`hashing`]; SQL connections in [`sql`]).
 //! - [`Transforms`] ([`transform`]): the pipeline's own processors
 //!   (`filter`, `mask`, …) applied to the source rows before comparing.
 //! - [`verify`] ([`compare`]): walks the source chunks, looks each key up

@@ -320,3 +320,28 @@ impl SinkReader for TableSinkReader {
         self.rows_where(table, condition).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(config: Value) -> Result<TableSinkReader, VerifyError> {
+        let ctx =
+            SinkContext { sink_id: "replica".into(), pipeline: "p".into(), tenant: "t".into(), source_id: "s".into() };
+        TableSinkReader::new("postgres", config.as_object().unwrap(), &ctx)
+    }
+
+    #[test]
+    fn targets_follow_renames_then_the_template_and_keys_the_override() {
+        let r = reader(json!({"dsn": "postgres://h/db", "tables": {"template": "replica.${table}",
+            "rename": {"shop.users": "public.customers"}}, "key": {"shop.orders": ["order_no"]}}))
+        .unwrap();
+        assert_eq!(r.target_name("shop.orders").unwrap(), "replica.orders");
+        assert_eq!(r.target_name("shop.users").unwrap(), "public.customers");
+        assert_eq!(r.key_override("shop.orders"), Some(vec!["order_no".to_string()]));
+        assert_eq!(r.key_override("shop.users"), None);
+        assert!(r.same(&json!(true), &json!(1)) && !r.same(&json!("a"), &json!("b")));
+        let err = reader(json!({"dsn": "postgres://u:secret@h/db", "mode": "append"})).err().unwrap().to_string();
+        assert!(err.contains("mode: append") && !err.contains("secret"), "{err}");
+    }
+}
