@@ -220,9 +220,15 @@ impl SinkReader for TableSinkReader {
             let connect = Self::connect(self.ctx.clone(), self.kind.clone(), self.cfg.dsn.clone(), names.clone());
             self.target = Some(connect.await?);
         }
-        let (listed, _keyless) = self.target()?.tables(&[]).await?;
+        let (listed, keyless) = self.target()?.tables(&[]).await?;
         self.targets.clear();
         for (t, name) in tables.iter().zip(&names) {
+            if keyless.contains(name) {
+                return Err(self.ctx.err(format!(
+                    "the target table {name} has neither a primary key nor a NOT NULL unique index: it cannot be \
+                     read in key order"
+                )));
+            }
             let Some(found) = listed.iter().find(|l| &l.name == name) else {
                 return Err(self.ctx.err(format!(
                     "the target table {name} (of source table {}) does not exist: nothing was replicated yet, or \
