@@ -52,14 +52,17 @@ pub struct Walk {
 /// differing ranges down to `leaf` key values.
 pub async fn walk(a: &mut dyn HashSide, b: &mut dyn HashSide, top: u128, leaf: u128) -> Result<Walk, VerifyError> {
     let mut out = Walk::default();
-    let bounds = match (a.bounds().await?, b.bounds().await?) {
+    // Both sides at once: each statement scans its server's range.
+    let (ba, bb) = tokio::join!(a.bounds(), b.bounds());
+    let bounds = match (ba?, bb?) {
         (None, None) => return Ok(out),
         (Some(x), None) | (None, Some(x)) => x,
         (Some((l1, h1)), Some((l2, h2))) => (l1.min(l2), h1.max(h2)),
     };
     let mut todo = vec![(Range { lo: bounds.0, hi: bounds.1 + 1 }, top.max(1), true)];
     while let Some((range, width, first)) = todo.pop() {
-        let (ha, hb) = (a.buckets(range, width).await?, b.buckets(range, width).await?);
+        let (ha, hb) = tokio::join!(a.buckets(range, width), b.buckets(range, width));
+        let (ha, hb) = (ha?, hb?);
         out.ranges_hashed += ha.len().max(hb.len()) as u64;
         if first {
             out.rows = ha.values().map(|h| h.rows).sum();
@@ -299,7 +302,9 @@ mod tests {
         let other = BTreeMap::from([(0, RangeHash { rows: 2, sum: 124 }), (1, RangeHash { rows: 1, sum: 1 })]);
         assert_eq!(hashing::differing(&parsed, &other), vec![0, 1]);
         let pg = hashing::buckets_sql(Dialect::Postgres, "\"s\".\"t\"", "id", "R", 5, 105, 10);
-        assert!(pg.contains("div(\"id\"::numeric - 5, 10)") && pg.contains("\"id\" < 105"), "{pg}");
+        assert!(pg.contains("(\"id\" - (5)::bigint) / 10") && pg.contains("\"id\" < 105"), "{pg}");
+        let wide = hashing::buckets_sql(Dialect::Postgres, "t", "id", "R", i64::MIN as i128, i64::MAX as i128, 10);
+        assert!(wide.contains("div(\"id\"::numeric - -9223372036854775808, 10)"), "{wide}");
         let my = hashing::buckets_sql(Dialect::Mysql, "`d`.`t`", "id", "R", 5, 105, 10);
         assert!(my.contains("(`id` - 5) DIV 10") && my.contains("MD5(R)"), "{my}");
         let text = hashing::row_text(Dialect::Mysql, &[("a".into(), Class::Int), ("b".into(), Class::Decimal)]);

@@ -128,6 +128,12 @@ pub struct RangeHash {
 pub fn buckets_sql(d: Dialect, table: &str, key: &str, row: &str, lo: i128, hi: i128, width: u128) -> String {
     let k = d.ident(key);
     match d {
+        // bigint arithmetic unless the range is wider than a bigint.
+        Dialect::Postgres if hi - lo <= i64::MAX as i128 && lo >= i64::MIN as i128 => format!(
+            "SELECT ({k} - ({lo})::bigint) / {width} AS df_bucket, count(*), \
+             sum(('x' || substr(md5({row}), 1, 15))::bit(60)::bigint) \
+             FROM {table} WHERE {k} >= {lo} AND {k} < {hi} GROUP BY 1 ORDER BY 1"
+        ),
         Dialect::Postgres => format!(
             "SELECT div({k}::numeric - {lo}, {width})::bigint AS df_bucket, count(*), \
              sum(('x' || substr(md5({row}), 1, 15))::bit(60)::bigint) \
