@@ -61,6 +61,12 @@ pub struct VerifyRequest {
     /// Skip JavaScript processors.
     #[serde(default)]
     pub no_transform: bool,
+    /// Table sinks: compare row by row, not by chunk hashes.
+    #[serde(default)]
+    pub no_hashes: bool,
+    /// Table sinks: key values per hashed range (default 10,000).
+    #[serde(default)]
+    pub hash_rows: Option<u64>,
 }
 
 /// The outcome of a comparison: whether equal, and the report as JSON.

@@ -66,6 +66,12 @@ pub struct VerifyArgs {
     /// Seconds to wait for the sink to catch up before re-checking a difference.
     #[arg(long, default_value_t = 120)]
     pub catch_up_secs: u64,
+    /// Table sinks: compare row by row, not by chunk hashes.
+    #[arg(long)]
+    pub no_hashes: bool,
+    /// Table sinks: key values per hashed range (differing ranges are split by 8 down to 256, then read row by row).
+    #[arg(long, default_value_t = 10_000)]
+    pub hash_rows: u64,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -99,6 +105,8 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     job.options.condition = args.condition.clone();
     job.options.chunk_size = args.chunk_size.max(1);
     job.options.catch_up_timeout = Duration::from_secs(args.catch_up_secs);
+    job.options.hashes = !args.no_hashes;
+    job.options.hash_rows = args.hash_rows.max(1);
     let terminal = std::io::stderr().is_terminal();
     let progress: deltaforge_verify::ProgressFn = Box::new(move |p| {
         if terminal {
@@ -166,7 +174,8 @@ pub async fn prepare(
                 .ok_or_else(|| anyhow!("sink {}: no path", sink_spec.id))?;
             Box::new(FileSinkReader::new(&sink_spec.id, std::path::Path::new(path))?)
         }
-        // Stream sinks, and the clear refusals (http, unknown types).
+        // Stream and table sinks, and the clear refusals (http, append-mode
+        // table sinks, unknown types).
         kind => {
             let ctx = SinkContext {
                 sink_id: sink_spec.id.clone(),
@@ -279,6 +288,10 @@ impl deltaforge_control::VerifyRunner for ApiRunner {
                 let mut job = prepare(&spec, request.sink.as_deref(), request.no_transform, storage).await?;
                 job.options.only = only;
                 job.options.condition = request.condition.clone();
+                job.options.hashes = !request.no_hashes;
+                if let Some(n) = request.hash_rows {
+                    job.options.hash_rows = n.max(1);
+                }
                 let report = deltaforge_verify::verify(
                     job.source.as_mut(),
                     job.sink.as_mut(),

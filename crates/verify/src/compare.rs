@@ -18,13 +18,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deltaforge_common::TablePattern;
 use deltaforge_core::Position;
 use serde_json::Value;
 
 use crate::error::VerifyError;
 use crate::model::{SinkRow, TableLayout};
-use crate::report::{ColumnDiff, KeyRef, Report, RowDiff, TableSummary, REDACTED};
+use crate::report::{KeyRef, Report, RowDiff, TableSummary};
 use crate::sink::SinkReader;
 use crate::source::SourceReader;
 use crate::transform::Transforms;
@@ -37,98 +36,12 @@ pub trait SinkProgress: Send + Sync {
     async fn reached(&self) -> Result<Option<Position>, VerifyError>;
 }
 
-/// Progress of a run, for a terminal line or an API job.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Progress {
-    /// The table being read.
-    pub table: String,
-    /// Tables finished.
-    pub tables_done: usize,
-    /// Tables in all.
-    pub tables_total: usize,
-    /// Source rows compared so far.
-    pub rows: u64,
-    /// What the run is doing (`reading the sink`, `comparing`, `re-checking`).
-    pub phase: String,
-}
-
-/// Called with each progress step.
-pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
-
-/// What to compare and how.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The pipeline's name (for the report).
-    pub pipeline: String,
-    /// The sink's id (for the report).
-    pub sink: String,
-    /// Only these tables (empty: every captured table).
-    pub only: Vec<TablePattern>,
-    /// An SQL condition on the source rows (`--where`). With one, rows the
-    /// sink has and the source lacks are not looked for (they cannot be
-    /// told from rows outside the condition).
-    pub condition: Option<String>,
-    /// Source rows per chunk.
-    pub chunk_size: usize,
-    /// Keys listed per category in the report (all are counted).
-    pub max_listed: usize,
-    /// Differences re-checked at most (beyond: reported as they stand).
-    pub max_suspects: usize,
-    /// Re-check rounds at most.
-    pub rounds: usize,
-    /// How long to wait for the sink to catch up in a round.
-    pub catch_up_timeout: Duration,
-    /// Stop waiting when the sink's position has not moved for this long.
-    pub stall_timeout: Duration,
-    /// Columns whose values are masked, per table pattern.
-    pub masked: Vec<(TablePattern, Vec<String>)>,
-    /// Warnings to put in the report (skipped transforms and the like).
-    pub warnings: Vec<String>,
-}
-
-impl Options {
-    /// Defaults for `pipeline` and `sink`.
-    pub fn new(pipeline: &str, sink: &str) -> Self {
-        Options {
-            pipeline: pipeline.into(),
-            sink: sink.into(),
-            only: Vec::new(),
-            condition: None,
-            chunk_size: 2000,
-            max_listed: 100,
-            max_suspects: 100_000,
-            rounds: 4,
-            catch_up_timeout: Duration::from_secs(120),
-            stall_timeout: Duration::from_secs(30),
-            masked: Vec::new(),
-            warnings: Vec::new(),
-        }
-    }
-
-    fn is_masked(&self, table: &str, column: &str) -> bool {
-        let (db, t) = table.split_once('.').unwrap_or(("", table));
-        self.masked.iter().any(|(p, cols)| p.matches(db, t) && cols.iter().any(|c| c == column))
-    }
-}
+use crate::diff::{differ, Diff, Suspect};
+pub use crate::options::{Options, Progress, ProgressFn};
 
 /// Suspect rows read again from the source: per batch, the position read
 /// with them and each key's expected row (`None`: absent or filtered).
 type Reread = Vec<(Position, HashMap<String, Option<SinkRow>>)>;
-
-/// A key that differed, to re-check.
-#[derive(Debug, Clone)]
-struct Suspect {
-    key: String,
-    values: Vec<Value>,
-    diff: Diff,
-}
-
-#[derive(Debug, Clone)]
-enum Diff {
-    Missing,
-    Extra,
-    Values(Vec<ColumnDiff>),
-}
 
 /// Compares `source` with `sink` and reports what differs.
 pub async fn verify(
@@ -141,7 +54,12 @@ pub async fn verify(
 ) -> Result<Report, VerifyError> {
     let mut report = Report { pipeline: opts.pipeline.clone(), sink: opts.sink.clone(), ..Report::default() };
     report.warnings = opts.warnings.clone();
-    let (tables, keyless) = source.tables(&opts.only).await?;
+    let (mut tables, keyless) = source.tables(&opts.only).await?;
+    for t in &mut tables {
+        if let Some(key) = sink.key_override(&t.name) {
+            t.key = key;
+        }
+    }
     for t in keyless {
         report.warnings.push(format!("table {t} has no primary key or NOT NULL unique index: not compared"));
     }
@@ -160,6 +78,21 @@ pub async fn verify(
     for (ti, table) in tables.iter().enumerate() {
         step.table = table.name.clone();
         let mut summary = TableSummary { table: table.name.clone(), ..TableSummary::default() };
+        if let Some(plan) = hash_plan(source, sink, transforms.is_empty(), table, opts, &mut report.warnings).await? {
+            let h = crate::hashed::compare(source, sink, table, &plan, opts).await?;
+            summary.source_rows = h.source_rows;
+            summary.method =
+                format!("chunk hashes: {} ranges hashed, {} read row by row", h.ranges_hashed, h.ranges_read);
+            suspects[ti].extend(h.suspects);
+            step.rows += h.source_rows;
+            progress(&step);
+            // The position of a later read: what the hashes saw is at or before it.
+            last_position = Some(source.chunk(table, None, Some("1 = 0"), 1).await?.position);
+            report.rows_compared += summary.source_rows;
+            report.tables.push(summary);
+            step.tables_done += 1;
+            continue;
+        }
         let mut after: Option<Vec<String>> = None;
         loop {
             let chunk = source.chunk(table, after.as_deref(), opts.condition.as_deref(), opts.chunk_size).await?;
@@ -170,7 +103,7 @@ pub async fn verify(
                 if want.is_some() {
                     summary.source_rows += 1;
                 }
-                if let Some(diff) = differ(opts, &table.name, want.as_ref(), found.get(key)) {
+                if let Some(diff) = differ(opts, &table.name, want.as_ref(), found.get(key), &|a, b| sink.same(a, b)) {
                     if total(&suspects) < opts.max_suspects {
                         suspects[ti].push(Suspect { key: key.clone(), values: table.key_values(row), diff });
                     } else {
@@ -238,29 +171,33 @@ fn total(s: &[Vec<Suspect>]) -> usize {
     s.iter().map(Vec::len).sum()
 }
 
-/// The difference between the expected row and the sink's, if any.
-fn differ(opts: &Options, table: &str, want: Option<&SinkRow>, got: Option<&SinkRow>) -> Option<Diff> {
-    match (want, got) {
-        (None, None) => None,
-        (Some(_), None) => Some(Diff::Missing),
-        (None, Some(_)) => Some(Diff::Extra),
-        (Some(w), Some(g)) => {
-            let mut cols: Vec<&String> = w.keys().collect();
-            cols.extend(g.keys().filter(|k| !w.contains_key(*k)));
-            let diffs: Vec<ColumnDiff> = cols
-                .into_iter()
-                .filter(|c| w.get(*c) != g.get(*c))
-                .map(|c| {
-                    let shown = |v: Option<&Value>| match opts.is_masked(table, c) {
-                        true => Value::String(REDACTED.into()),
-                        false => v.cloned().unwrap_or(Value::Null),
-                    };
-                    ColumnDiff { column: c.clone(), source: shown(w.get(c)), sink: shown(g.get(c)) }
-                })
-                .collect();
-            (!diffs.is_empty()).then_some(Diff::Values(diffs))
-        }
+/// Whether `table` is compared by chunk hashes (and how); when the sink
+/// could hash but hashes cannot be used, a warning says why.
+async fn hash_plan(
+    source: &mut dyn SourceReader,
+    sink: &mut dyn SinkReader,
+    no_processors: bool,
+    table: &TableLayout,
+    opts: &Options,
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::hashed::Plan>, VerifyError> {
+    if sink.table_sql(&table.name).is_none() {
+        return Ok(None);
     }
+    let why = if !opts.hashes {
+        return Ok(None);
+    } else if !no_processors {
+        "the pipeline has processors".to_string()
+    } else if opts.condition.is_some() {
+        "--where is given".to_string()
+    } else {
+        match crate::hashed::plan(source, sink, table).await? {
+            Ok(plan) => return Ok(Some(plan)),
+            Err(why) => why,
+        }
+    };
+    warnings.push(format!("table {} compared row by row, not by chunk hashes: {why}", table.name));
+    Ok(None)
 }
 
 /// Re-checks the suspects in rounds; returns whether the sink caught up
@@ -315,7 +252,9 @@ async fn recheck(
                 let sink_rows = sink.rows_as_of(table, &keys, position).await?;
                 for s in suspects[ti].iter().filter(|s| rows.contains_key(&s.key)) {
                     let want = rows.get(&s.key).cloned().flatten();
-                    if let Some(diff) = differ(opts, &table.name, want.as_ref(), sink_rows.get(&s.key)) {
+                    if let Some(diff) =
+                        differ(opts, &table.name, want.as_ref(), sink_rows.get(&s.key), &|a, b| sink.same(a, b))
+                    {
                         still.push(Suspect { diff, ..s.clone() });
                     }
                 }

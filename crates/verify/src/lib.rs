@@ -17,7 +17,10 @@
 //!   streams) are read from their start into the same index
 //!   ([`event_index`], one reader per sink type chosen by [`readers`]);
 //!   Debezium records take the idempotency key the sink carries beside
-//!   them ([`record`]).
+//!   them ([`record`]). The table sinks (`postgres`, `mysql`, upsert
+//!   mode) are queried in place ([`table_sink`]), values compared through
+//!   [`normalize`], and large tables compared by chunk hashes first
+//!   ([`hashed`], [`hashing`]; SQL connections in [`sql`]).
 //! - [`Transforms`] ([`transform`]): the pipeline's own processors
 //!   (`filter`, `mask`, …) applied to the source rows before comparing.
 //! - [`verify`] ([`compare`]): walks the source chunks, looks each key up
@@ -35,13 +38,18 @@
 #![warn(missing_docs)]
 
 pub mod compare;
+pub mod diff;
 pub mod envelope;
 pub mod error;
 pub mod event_index;
 pub mod file_sink;
+pub mod hashed;
+pub mod hashing;
 pub mod kafka_sink;
 pub mod model;
 pub mod nats_sink;
+pub mod normalize;
+pub mod options;
 pub mod readers;
 pub mod record;
 pub mod redis_sink;
@@ -49,7 +57,9 @@ pub mod report;
 pub mod sink;
 pub mod sink_context;
 pub mod source;
+pub mod sql;
 pub mod stream_names;
+pub mod table_sink;
 pub mod transform;
 
 pub use compare::{verify, Options, ProgressFn, SinkProgress};
@@ -60,6 +70,7 @@ pub use readers::{stream_sink_reader, SinkContext};
 pub use report::Report;
 pub use sink::SinkReader;
 pub use source::{MysqlSourceReader, PostgresSourceReader, SourceReader};
+pub use table_sink::TableSinkReader;
 pub use transform::Transforms;
 
 #[cfg(test)]

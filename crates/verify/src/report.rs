@@ -55,6 +55,10 @@ pub struct TableSummary {
     pub extra: u64,
     /// Rows whose values differ.
     pub differing: u64,
+    /// How it was compared: empty for row by row, else `chunk hashes: …`
+    /// (ranges hashed and read).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub method: String,
 }
 
 /// How the sink's deliveries went (at-least-once: duplicates are expected
@@ -128,6 +132,9 @@ impl Report {
                 "  {}: {} rows, {} missing, {} extra, {} differing\n",
                 t.table, t.source_rows, t.missing, t.extra, t.differing
             ));
+            if !t.method.is_empty() {
+                out.push_str(&format!("      compared by {}\n", t.method));
+            }
         }
         for k in &self.missing {
             out.push_str(&format!("  missing in sink: {} {}\n", k.table, k.key));

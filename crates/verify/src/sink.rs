@@ -7,10 +7,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use deltaforge_core::Position;
+use serde_json::Value;
 
 use crate::error::VerifyError;
 use crate::model::{SinkRow, TableLayout};
 use crate::report::Deliveries;
+use crate::sql::SqlReader;
 
 /// Reads what a sink holds.
 #[async_trait]
@@ -41,4 +43,30 @@ pub trait SinkReader: Send {
 
     /// Duplicate and out-of-order deliveries seen by the last load.
     fn deliveries(&self) -> Deliveries;
+
+    /// Whether a source value and this sink's value hold the same data
+    /// (a table sink's types differ from the source's).
+    fn same(&self, source: &Value, sink: &Value) -> bool {
+        source == sink
+    }
+
+    /// The key columns the sink matches rows of source table `table` by,
+    /// when not the source's key.
+    fn key_override(&self, _table: &str) -> Option<Vec<String>> {
+        None
+    }
+
+    /// A read-only SQL connection to where `table`'s rows are, and the
+    /// table's name there (`schema.table`): only database sinks have one
+    /// (chunk hashes need it). Valid after [`SinkReader::load`].
+    fn table_sql(&mut self, _table: &str) -> Option<(&mut dyn SqlReader, String)> {
+        None
+    }
+
+    /// The rows of `table` matching `condition` (SQL of the sink's
+    /// dialect), with their key texts; only for sinks with
+    /// [`SinkReader::table_sql`].
+    async fn rows_in(&mut self, table: &str, _condition: &str) -> Result<Vec<(String, SinkRow)>, VerifyError> {
+        Err(VerifyError::Unsupported(format!("rows of {table} cannot be read by condition from this sink")))
+    }
 }

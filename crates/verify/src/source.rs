@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::error::VerifyError;
 use crate::model::{SourceChunk, TableLayout};
+use crate::sql::SqlReader;
 
 /// Reads a source's tables for comparison.
 #[async_trait]
@@ -40,6 +41,12 @@ pub trait SourceReader: Send {
     /// A condition selecting the rows with these key values (key-column
     /// order), for re-reading single rows.
     fn key_condition(&self, table: &TableLayout, keys: &[Vec<Value>]) -> String;
+
+    /// The reader's read-only SQL connection, for chunk hashes (`None`: it
+    /// has none).
+    fn sql(&mut self) -> Option<&mut dyn SqlReader> {
+        None
+    }
 }
 
 fn filtered(names: Vec<String>, only: &[TablePattern]) -> Vec<String> {
@@ -108,6 +115,10 @@ impl SourceReader for PostgresSourceReader {
     fn key_condition(&self, table: &TableLayout, keys: &[Vec<Value>]) -> String {
         pg::key_condition(&table.key, keys)
     }
+
+    fn sql(&mut self) -> Option<&mut dyn SqlReader> {
+        Some(&mut self.reader)
+    }
 }
 
 /// MySQL/MariaDB tables, read with the snapshot's chunk statement.
@@ -122,6 +133,14 @@ impl MysqlSourceReader {
     pub async fn connect(cfg: deltaforge_source_mysql::config::MysqlConfig) -> Result<Self, VerifyError> {
         let watermark_table = cfg.watermark_table();
         Ok(MysqlSourceReader { reader: my::PlainReader::connect(cfg).await?, watermark_table, tables: HashMap::new() })
+    }
+
+    /// Connects to a table sink's target (binary logging may be off there:
+    /// chunks carry no position).
+    pub async fn connect_target(cfg: deltaforge_source_mysql::config::MysqlConfig) -> Result<Self, VerifyError> {
+        let watermark_table = cfg.watermark_table();
+        let reader = my::PlainReader::connect(cfg).await?.without_positions();
+        Ok(MysqlSourceReader { reader, watermark_table, tables: HashMap::new() })
     }
 }
 
@@ -160,6 +179,10 @@ impl SourceReader for MysqlSourceReader {
 
     fn key_condition(&self, table: &TableLayout, keys: &[Vec<Value>]) -> String {
         my::key_condition(&table.key, keys)
+    }
+
+    fn sql(&mut self) -> Option<&mut dyn SqlReader> {
+        Some(&mut self.reader)
     }
 }
 

@@ -37,6 +37,11 @@ impl Transforms {
         Transforms::new(Vec::new(), "", "", "")
     }
 
+    /// Whether no processor applies (rows are compared as read).
+    pub fn is_empty(&self) -> bool {
+        self.processors.is_empty()
+    }
+
     /// The expected sink row of each source row (`None`: filtered out), in
     /// input order.
     pub async fn apply(

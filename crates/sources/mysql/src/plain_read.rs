@@ -51,6 +51,7 @@ pub struct PlainReader {
     conn: Conn,
     mariadb: bool,
     patterns: Vec<TablePattern>,
+    positions: bool,
 }
 
 fn sql_error(what: &'static str) -> impl FnOnce(mysql_async::Error) -> SourceError {
@@ -68,7 +69,7 @@ impl PlainReader {
         let version: String =
             conn.query_first("SELECT VERSION()").await.map_err(sql_error("reading the version"))?.unwrap_or_default();
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
-        Ok(PlainReader { conn, mariadb, patterns: server.patterns })
+        Ok(PlainReader { conn, mariadb, patterns: server.patterns, positions: true })
     }
 
     /// The `db.table` names the source's `tables` match, sorted (the
@@ -146,9 +147,49 @@ impl PlainReader {
         Ok(PlainChunk { rows, last_key, position })
     }
 
+    /// Reads no binlog position with each chunk (for a server that is read
+    /// as a sink's target, where binary logging may be off): chunks then
+    /// carry the start of binlog `""`.
+    pub fn without_positions(mut self) -> Self {
+        self.positions = false;
+        self
+    }
+
+    /// Runs one query in a `READ ONLY` transaction (the server refuses any
+    /// write) and returns its rows as text (`None`: NULL). For verify's
+    /// catalogue reads and per-range hashes; nothing is ever written.
+    pub async fn read_only_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+        self.conn
+            .query_drop("START TRANSACTION READ ONLY")
+            .await
+            .map_err(sql_error("starting a read-only transaction"))?;
+        let rows: Result<Vec<mysql_async::Row>, _> = self.conn.query(sql).await;
+        let _ = self.conn.query_drop("COMMIT").await;
+        let rows = rows.map_err(|e| match e {
+            mysql_async::Error::Server(se) => SourceError::Fatal(format!("verify: a query: {se}")),
+            other => sql_error("a verify query")(other),
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        mysql_async::Value::NULL => None,
+                        mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// The binlog's current end (`SHOW MASTER STATUS`, MySQL 8.4: `SHOW
     /// BINARY LOG STATUS`).
     pub async fn position(&mut self) -> Result<Position, SourceError> {
+        if !self.positions {
+            return Ok(BinlogPosition::at("".into(), 0, None));
+        }
         let row: Option<mysql_async::Row> = match self.conn.query_first("SHOW MASTER STATUS").await {
             Ok(r) => r,
             Err(_) => {

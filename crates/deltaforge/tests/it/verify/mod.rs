@@ -12,6 +12,7 @@
 mod mariadb;
 mod pg;
 mod streams;
+mod tables;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -104,6 +105,49 @@ fn rewrite(out: &Path, mut f: impl FnMut(Value) -> Vec<Value>) {
     std::fs::write(out, text).unwrap();
 }
 
+/// A pipeline killed with `kill -9` three times, running again, and the
+/// writer still writing.
+struct Running {
+    df: Deltaforge,
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<u64>,
+}
+
+/// Starts the pipeline, inserts the fixture rows, starts the [`writer`],
+/// then three times waits for the sink to make progress (`progress`
+/// grows), kills the pipeline with `kill -9` and starts it again; returns
+/// once the sink progresses after the last restart.
+fn writer_under_kill_9(src: &Source, args: &RunArgs, log: &Path, progress: &dyn Fn() -> u64) -> Running {
+    let mut rng = Rng::from_env();
+    let mut df = args.start(log, &[]);
+    (src.ready)(&df);
+    (src.sql)(
+        &(MISSING..=DELETED + 2)
+            .map(|i| format!("INSERT INTO {} VALUES ({i}, 7, 'fixture');", src.table))
+            .collect::<String>(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, prelude) = (src.client)();
+        let (table, stop, seed) = (src.table.clone(), stop.clone(), rng.range(1, u64::MAX));
+        std::thread::spawn(move || writer(client, prelude, table, seed, stop))
+    };
+    let grows = |df: &Deltaforge| {
+        let before = progress();
+        wait_for(Duration::from_secs(60), || (progress() > before).then_some(()))
+            .unwrap_or_else(|| panic!("no progress\n{}", df.log_text()));
+    };
+    for round in 0..3 {
+        grows(&df);
+        std::thread::sleep(Duration::from_millis(rng.range(100, 1500)));
+        df.kill9();
+        eprintln!("kill -9 #{}", round + 1);
+        df = args.start(log, &[]);
+    }
+    grows(&df);
+    Running { df, stop, writer }
+}
+
 /// What a scenario needs of its database.
 struct Source {
     /// Runs SQL (fixtures, the deleted row).
@@ -124,34 +168,13 @@ fn scenario(src: Source, name: &str, cfg: &Path, out: &Path, dir: &Path) {
     let db = dir.join("state/df.db");
     let log = dir.join("df.log");
     let (args, api, _metrics) = RunArgs::new(cfg, &db).free_ports();
-    let mut rng = Rng::from_env();
-    let mut df = args.start(&log, &[]);
-    (src.ready)(&df);
-    (src.sql)(
-        &(MISSING..=DELETED + 2)
-            .map(|i| format!("INSERT INTO {} VALUES ({i}, 7, 'fixture');", src.table))
-            .collect::<String>(),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (client, prelude) = (src.client)();
-        let (table, stop, seed) = (src.table.clone(), stop.clone(), rng.range(1, u64::MAX));
-        std::thread::spawn(move || writer(client, prelude, table, seed, stop))
-    };
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let Running { mut df, stop, writer } = writer_under_kill_9(&src, &args, &log, &|| size(out));
     let grows = |df: &Deltaforge| {
         let before = size(out);
         wait_for(Duration::from_secs(60), || (size(out) > before).then_some(()))
             .unwrap_or_else(|| panic!("no progress\n{}", df.log_text()));
     };
-    for round in 0..3 {
-        grows(&df);
-        std::thread::sleep(Duration::from_millis(rng.range(100, 1500)));
-        df.kill9();
-        eprintln!("kill -9 #{}", round + 1);
-        df = args.start(&log, &[]);
-    }
-    grows(&df);
 
     // Equal while the writer writes.
     let (code, report, took) = verify(cfg, &db, name, &[]);

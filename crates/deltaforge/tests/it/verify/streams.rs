@@ -9,8 +9,7 @@
 //! produced again into the Kafka topic (a duplicate delivery of its id,
 //! counted exactly).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,24 +17,23 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
-use super::{report_summary, verify, writer, Source, DELETED, DUPLICATED, MISSING};
+use super::{report_summary, verify, writer_under_kill_9, Running, Source, DUPLICATED, MISSING};
 use crate::support::sinks::{kafka_consume, redis_conn};
 use crate::support::{
-    mariadb_command, mariadb_sql, pg_command, pg_sql, service, storage, unique_suffix, wait_for, Deltaforge, Pipeline,
-    Rng, RunArgs,
+    mariadb_command, mariadb_sql, pg_command, pg_sql, service, storage, unique_suffix, wait_for, Pipeline, RunArgs,
 };
 
 /// A scenario's source: the pipeline with it, the handle, and cleanup.
-struct Setup {
-    pipeline: Pipeline,
-    src: Source,
+pub(super) struct Setup {
+    pub(super) pipeline: Pipeline,
+    pub(super) src: Source,
     /// `db` and `table` of the events (`${db}`/`${table}` in templates).
-    db: String,
-    table: String,
-    cleanup: Box<dyn FnOnce()>,
+    pub(super) db: String,
+    pub(super) table: String,
+    pub(super) cleanup: Box<dyn FnOnce()>,
 }
 
-fn pg_setup(id: &str, _dir: &std::path::Path) -> Setup {
+pub(super) fn pg_setup(id: &str, _dir: &std::path::Path) -> Setup {
     let url = service("postgres");
     let s = unique_suffix();
     let (table, slot) = (format!("verify_{s}"), format!("verify_{s}"));
@@ -60,7 +58,7 @@ fn pg_setup(id: &str, _dir: &std::path::Path) -> Setup {
     Setup { pipeline, src, db: "public".into(), table, cleanup }
 }
 
-fn mariadb_setup(id: &str, dir: &std::path::Path) -> Setup {
+pub(super) fn mariadb_setup(id: &str, dir: &std::path::Path) -> Setup {
     let url = service("mariadb");
     let db = format!("dfverify_{}", unique_suffix());
     mariadb_sql(
@@ -276,33 +274,7 @@ fn scenario(setup: Setup, sink: &dyn StreamSink, name: &str, dir: &std::path::Pa
     let db = dir.join("state/df.db");
     let log = dir.join("df.log");
     let args = RunArgs::new(&cfg, &db);
-    let mut rng = Rng::from_env();
-    let mut df = args.start(&log, &[]);
-    (src.ready)(&df);
-    (src.sql)(
-        &(MISSING..=DELETED + 2)
-            .map(|i| format!("INSERT INTO {} VALUES ({i}, 7, 'fixture');", src.table))
-            .collect::<String>(),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (client, prelude) = (src.client)();
-        let (table, stop, seed) = (src.table.clone(), stop.clone(), rng.range(1, u64::MAX));
-        std::thread::spawn(move || writer(client, prelude, table, seed, stop))
-    };
-    let grows = |df: &Deltaforge| {
-        let before = sink.count();
-        wait_for(Duration::from_secs(60), || (sink.count() > before).then_some(()))
-            .unwrap_or_else(|| panic!("no progress\n{}", df.log_text()));
-    };
-    for round in 0..3 {
-        grows(&df);
-        std::thread::sleep(Duration::from_millis(rng.range(100, 1500)));
-        df.kill9();
-        eprintln!("kill -9 #{}", round + 1);
-        df = args.start(&log, &[]);
-    }
-    grows(&df);
+    let Running { mut df, stop, writer } = writer_under_kill_9(&src, &args, &log, &|| sink.count());
 
     let (code, report, took) = verify(&cfg, &db, name, &[]);
     eprintln!("verify while writing: exit {code} in {took:?}: {}", report_summary(&report));

@@ -14,7 +14,7 @@ use tokio_postgres::{Client, SimpleQueryRow};
 
 use super::convert::convert;
 use super::layout::{layout, layout_sql, KeyKind, TableInfo};
-use super::sql::{connect, ident, literal, matched_tables, quoted, statements};
+use super::sql::{connect, ident, literal, matched_tables, quoted, statements, text_rows};
 use crate::config::{Dsn, TablePattern};
 use crate::position::{position, Lsn};
 
@@ -105,6 +105,20 @@ impl PlainReader {
         let last_key = data.last().map(|r| idx.iter().map(|i| r.get(*i).unwrap_or_default().to_string()).collect());
         let rows = convert(&data, &info.columns, &info.type_oids, &info.key).into_iter().map(|(_, r)| r).collect();
         Ok(PlainChunk { rows, last_key, position: position(lsn.0, None) })
+    }
+    /// Runs one query in a `READ ONLY` transaction (the server refuses any
+    /// write) and returns its rows as text (`None`: NULL). For verify's
+    /// catalogue reads and per-range hashes; nothing is ever written.
+    pub async fn read_only_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+        let wrapped = format!("BEGIN READ ONLY; {sql}; COMMIT");
+        let results = match statements(&self.client, &wrapped, "a verify query").await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.client.simple_query("ROLLBACK").await;
+                return Err(e);
+            }
+        };
+        Ok(results.get(1).map(|rows| text_rows(rows)).unwrap_or_default())
     }
 }
 
