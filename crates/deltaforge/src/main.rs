@@ -14,6 +14,7 @@ mod runner;
 mod schema_cmd;
 mod storage;
 mod verify_cmd;
+mod verify_repair;
 
 use std::process::ExitCode;
 

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};
 use deltaforge_common::TablePattern;
-use deltaforge_config::{ComponentSpec, PipelineSpec};
+use deltaforge_config::{ComponentSpec, PipelineSpec, SinkSpec};
 use deltaforge_core::component::parse_config;
 use deltaforge_core::{CheckpointStore, Position};
 use deltaforge_storage::StorageBackend;
@@ -72,6 +72,12 @@ pub struct VerifyArgs {
     /// Table sinks: key values per hashed range (differing ranges are split by 8 down to 256, then read row by row).
     #[arg(long, default_value_t = 10_000)]
     pub hash_rows: u64,
+    /// Table sinks: re-deliver the missing and differing rows through the pipeline's backfill, then verify again.
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: do not ask for confirmation.
+    #[arg(long, requires = "repair")]
+    pub yes: bool,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -100,13 +106,91 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .map(|t| TablePattern::parse(t).map_err(|m| anyhow!("--tables {t:?}: {m}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let storage = crate::storage::open(&args.storage).await?;
+    let sink = sink_spec(spec, args.sink.as_deref())?;
+    if args.repair && !crate::verify_repair::REPAIRABLE_SINKS.contains(&sink.kind.as_str()) {
+        bail!(
+            "--repair re-delivers rows into table sinks only ({}); sink {:?} is a {} sink: \
+             verify it, then backfill or reset the pipeline",
+            crate::verify_repair::REPAIRABLE_SINKS.join(", "),
+            sink.id,
+            sink.kind
+        );
+    }
+    let report = verify_once(args, spec, &only, storage.clone()).await?;
+    if !args.repair || report.equal {
+        print_report(args.output, &report, None)?;
+        return Ok(exit_code(&report));
+    }
+    let keys = crate::verify_repair::keys_to_redeliver(&report)?;
+    let mut result = crate::verify_repair::RepairResult {
+        keys: keys.values().map(Vec::len).sum(),
+        not_repaired_extra: report.tables.iter().map(|t| t.extra as usize).sum(),
+        ..Default::default()
+    };
+    if args.output == OutputFormat::Text {
+        print!("{}", report.to_text());
+    }
+    if result.keys > 0 {
+        crate::verify_repair::confirm(args.yes, &spec.name, result.keys, keys.len())?;
+        let mut job = prepare(spec, args.sink.as_deref(), args.no_transform, storage.clone()).await?;
+        let timeout = Duration::from_secs(args.catch_up_secs.max(30));
+        result.requests =
+            crate::verify_repair::redeliver(&spec.name, storage.clone(), job.source.as_mut(), &keys, timeout).await?;
+    }
+    if args.output == OutputFormat::Text {
+        print!("{}", result.to_text());
+    }
+    let after = verify_once(args, spec, &only, storage).await?;
+    match args.output {
+        OutputFormat::Text => print!("after the repair:\n{}", after.to_text()),
+        OutputFormat::Json => print_report(args.output, &report, Some((&result, &after)))?,
+    }
+    Ok(exit_code(&after))
+}
+
+fn exit_code(report: &deltaforge_verify::Report) -> ExitCode {
+    if report.equal {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Prints a report; with a repair, JSON output is one object holding the
+/// first report, the repair and the report after it.
+fn print_report(
+    format: OutputFormat,
+    report: &deltaforge_verify::Report,
+    repair: Option<(&crate::verify_repair::RepairResult, &deltaforge_verify::Report)>,
+) -> anyhow::Result<()> {
+    match (format, repair) {
+        (OutputFormat::Text, _) => print!("{}", report.to_text()),
+        (OutputFormat::Json, None) => println!("{}", serde_json::to_string_pretty(report)?),
+        (OutputFormat::Json, Some((result, after))) => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "report": report, "repair": result, "after": after }))?
+        ),
+    }
+    Ok(())
+}
+
+/// One verification of `spec` as `args` ask.
+async fn verify_once(
+    args: &VerifyArgs,
+    spec: &PipelineSpec,
+    only: &[TablePattern],
+    storage: Arc<dyn StorageBackend>,
+) -> anyhow::Result<deltaforge_verify::Report> {
     let mut job = prepare(spec, args.sink.as_deref(), args.no_transform, storage).await?;
-    job.options.only = only;
+    job.options.only = only.to_vec();
     job.options.condition = args.condition.clone();
     job.options.chunk_size = args.chunk_size.max(1);
     job.options.catch_up_timeout = Duration::from_secs(args.catch_up_secs);
     job.options.hashes = !args.no_hashes;
     job.options.hash_rows = args.hash_rows.max(1);
+    if args.repair {
+        job.options.max_listed = job.options.max_listed.max(crate::verify_repair::KEYS_PER_REQUEST * 20);
+    }
     let terminal = std::io::stderr().is_terminal();
     let progress: deltaforge_verify::ProgressFn = Box::new(move |p| {
         if terminal {
@@ -125,11 +209,7 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     if terminal {
         eprintln!();
     }
-    match args.output {
-        OutputFormat::Text => print!("{}", report.to_text()),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-    }
-    Ok(if report.equal { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(report)
 }
 
 /// Everything a verification of one pipeline and sink needs.
@@ -154,17 +234,7 @@ pub async fn prepare(
     no_transform: bool,
     storage: Arc<dyn StorageBackend>,
 ) -> anyhow::Result<Prepared> {
-    let sink_spec = match sink_id {
-        Some(id) => spec.sinks.iter().find(|s| s.id == id).ok_or_else(|| {
-            let ids: Vec<&str> = spec.sinks.iter().map(|s| s.id.as_str()).collect();
-            anyhow!("pipeline {} has no sink {id:?} (sinks: {})", spec.name, ids.join(", "))
-        })?,
-        None if spec.sinks.len() == 1 => &spec.sinks[0],
-        None => {
-            let ids: Vec<&str> = spec.sinks.iter().map(|s| s.id.as_str()).collect();
-            bail!("pipeline {} has several sinks; choose one with --sink ({})", spec.name, ids.join(", "))
-        }
-    };
+    let sink_spec = sink_spec(spec, sink_id)?;
     let sink: Box<dyn SinkReader> = match sink_spec.kind.as_str() {
         "file" => {
             let path = sink_spec
@@ -228,6 +298,21 @@ pub async fn prepare(
         },
         options,
     })
+}
+
+/// The sink `sink_id` of `spec` (the only sink when `None`).
+fn sink_spec<'a>(spec: &'a PipelineSpec, sink_id: Option<&str>) -> anyhow::Result<&'a SinkSpec> {
+    match sink_id {
+        Some(id) => spec.sinks.iter().find(|s| s.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = spec.sinks.iter().map(|s| s.id.as_str()).collect();
+            anyhow!("pipeline {} has no sink {id:?} (sinks: {})", spec.name, ids.join(", "))
+        }),
+        None if spec.sinks.len() == 1 => Ok(&spec.sinks[0]),
+        None => {
+            let ids: Vec<&str> = spec.sinks.iter().map(|s| s.id.as_str()).collect();
+            bail!("pipeline {} has several sinks; choose one with --sink ({})", spec.name, ids.join(", "))
+        }
+    }
 }
 
 /// The columns a `mask` processor's rules name, per table pattern.

@@ -67,7 +67,7 @@ pub use error::VerifyError;
 pub use file_sink::FileSinkReader;
 pub use model::{SinkRow, SourceChunk, TableLayout};
 pub use readers::{stream_sink_reader, SinkContext};
-pub use report::Report;
+pub use report::{KeyRef, Report, RowDiff};
 pub use sink::SinkReader;
 pub use source::{MysqlSourceReader, PostgresSourceReader, SourceReader};
 pub use table_sink::TableSinkReader;

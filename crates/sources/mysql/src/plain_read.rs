@@ -205,8 +205,11 @@ impl PlainReader {
 }
 
 /// A condition selecting the rows whose key columns equal one of `keys`:
-/// `(a, b) IN (('1', 'x'), …)`, values as string literals (the server
-/// converts them to the column's type).
+/// `(a, b) IN ((_utf8mb4 X'31', _utf8mb4 X'78'), …)`. Each value is a
+/// hex string literal with a character set introducer: no byte of a key
+/// can end the literal, and the server's `sql_mode` (`NO_BACKSLASH_ESCAPES`
+/// or not) reads it the same way; the server converts the string to the
+/// column's type as it does a quoted literal.
 pub fn key_condition(key_columns: &[String], keys: &[Vec<Value>]) -> String {
     let cols = key_columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let lit = |v: &Value| {
@@ -214,7 +217,8 @@ pub fn key_condition(key_columns: &[String], keys: &[Vec<Value>]) -> String {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+        let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("_utf8mb4 X'{hex}'")
     };
     let tuples =
         keys.iter().map(|k| format!("({})", k.iter().map(lit).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>();
@@ -226,8 +230,8 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn key_conditions_escape_quotes_and_backslashes() {
+    fn key_conditions_are_hex_literals_whatever_the_value() {
         let c = super::key_condition(&["id".into(), "k".into()], &[vec![json!(1), json!("a'b\\")]]);
-        assert_eq!(c, r"(`id`, `k`) IN (('1', 'a''b\\'))");
+        assert_eq!(c, "(`id`, `k`) IN ((_utf8mb4 X'31', _utf8mb4 X'6127625c'))");
     }
 }
