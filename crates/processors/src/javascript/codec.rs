@@ -1,8 +1,11 @@
-//! The JSON that crosses into the JavaScript engine and back.
+//! The JSON view of a batch: the reference of what the script sees, and
+//! the reader of results that only `JSON.stringify` can model.
 //!
-//! The script sees a slim view of each event (`id`, `op`, `before`,
-//! `after`, `source: {db, table, ts_ms}`), written straight from the
-//! [`Event`] without an intermediate `serde_json::Value`. The returned text
+//! Batches normally cross as objects ([`super::objects`]); this module is
+//! the JSON round trip those objects must equal. The script sees a slim
+//! view of each event (`id`, `op`, `before`, `after`, `source: {db, table,
+//! ts_ms}`), written by [`encode`] (tests only) straight from the
+//! [`Event`] without an intermediate `serde_json::Value`. A returned text
 //! is read in one pass by serde visitors that know the origin of each
 //! element: a row whose column names match its origin's keeps the origin's
 //! shared column list instead of allocating one name per value, and
@@ -19,23 +22,31 @@ use std::sync::{Arc, OnceLock};
 
 use deltaforge_core::{Columns, Event, Row};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+#[cfg(test)]
 use serde::ser::{SerializeStruct, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+#[cfg(test)]
+use serde::Serialize;
 use serde_json::Value;
 
 /// The batch as the JSON array the script receives, and each event's `id`
 /// (its idempotency key), by which returned objects find their origin.
+/// The reference of what [`super::objects::build`] hands over (tests
+/// compare the two).
+#[cfg(test)]
 pub(super) fn encode(events: &[Event]) -> Result<(String, Vec<String>), serde_json::Error> {
     let ids: Vec<String> = events.iter().map(Event::idempotency_key).collect();
     let slim: Vec<SlimEvent<'_>> = events.iter().zip(&ids).map(|(event, id)| SlimEvent { event, id }).collect();
     Ok((serde_json::to_string(&slim)?, ids))
 }
 
+#[cfg(test)]
 struct SlimEvent<'a> {
     event: &'a Event,
     id: &'a str,
 }
 
+#[cfg(test)]
 impl Serialize for SlimEvent<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let e = self.event;
@@ -49,8 +60,10 @@ impl Serialize for SlimEvent<'_> {
     }
 }
 
+#[cfg(test)]
 struct SlimSource<'a>(&'a Event);
 
+#[cfg(test)]
 impl Serialize for SlimSource<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let m = &self.0.source;

@@ -4,7 +4,8 @@
 //!
 //! It runs one call at a time on the thread that owns it; it must never
 //! register a module loader, a file, network, process or environment API,
-//! and never look at events (it sees only JSON text).
+//! and never look at event values (it hands the batch to [`super::objects`]
+//! to build and read back, or takes JSON text).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use rquickjs::{CatchResultExt, CaughtError, Context, Function, Runtime};
 
-use deltaforge_core::{ComponentConfig, ConfigProblem};
+use deltaforge_core::{ComponentConfig, ConfigProblem, Event};
+
+use super::codec::Output;
+use super::objects::{self, Atoms};
 
 use super::config::JavascriptConfig;
 
@@ -70,6 +74,14 @@ impl JsFailure {
     pub(super) fn is_limit(&self) -> bool {
         matches!(self, JsFailure::Timeout(_) | JsFailure::Memory(_))
     }
+}
+
+/// What `process` returned.
+pub(super) enum Returned {
+    /// Read through the engine's API.
+    Objects(Vec<Output>),
+    /// Its `JSON.stringify` text, for [`super::codec::decode`].
+    Json(String),
 }
 
 /// One QuickJS runtime with the script loaded. Lives on its own thread.
@@ -228,7 +240,43 @@ impl Engine {
         }
     }
 
+    /// Calls `process` on `events` handed over as objects ([`objects`]);
+    /// returns what it gave back, read as objects, or as JSON text when
+    /// the result holds something only `JSON.stringify` models.
+    pub(super) fn call_events(&self, events: &[Event], ids: &[String]) -> Result<Returned, JsFailure> {
+        self.arm();
+        let out = self.context.with(|ctx| -> Result<Returned, JsFailure> {
+            let fail = |e| self.failure(e);
+            let f: Function = ctx.globals().get("process").catch(&ctx).map_err(fail)?;
+            let mut atoms = Atoms::new(&ctx).catch(&ctx).map_err(fail)?;
+            let arg = objects::build(&ctx, &mut atoms, events, ids).catch(&ctx).map_err(fail)?;
+            let ret: rquickjs::Value = f.call((arg,)).catch(&ctx).map_err(fail)?;
+            if ret.is_promise() {
+                return Err(JsFailure::Script("process(events) returned a Promise; it must be synchronous".into()));
+            }
+            let Some(array) = ret.as_array() else {
+                return Err(JsFailure::Script(format!(
+                    "process(events) must return an array of events, got {}",
+                    ret.type_name()
+                )));
+            };
+            if let Some(read) = objects::read(&atoms, array, events, ids).catch(&ctx).map_err(fail)? {
+                return Ok(Returned::Objects(read));
+            }
+            let s = ctx.json_stringify(ret).catch(&ctx).map_err(fail)?;
+            s.ok_or_else(|| JsFailure::Script("process(events) returned a value JSON cannot represent".into()))?
+                .to_string()
+                .map(Returned::Json)
+                .map_err(|e| JsFailure::Script(format!("result is not valid text: {e}")))
+        });
+        self.disarm();
+        // Free garbage between batches, outside the time limit.
+        self.context.runtime().run_gc();
+        out
+    }
+
     /// Calls `process` on a JSON array text; returns the result as JSON text.
+    #[cfg(test)]
     pub(super) fn call(&self, input: &str) -> Result<String, JsFailure> {
         self.arm();
         let out = self.context.with(|ctx| -> Result<String, JsFailure> {

@@ -22,9 +22,15 @@
 //! and `before`/`after` are objects (or null). The rest of the native
 //! envelope (connector, positions, transaction, schema version) is not
 //! handed over: a script cannot change it, and leaving it out halves the
-//! cost of a batch. Values went through JSON: integers beyond ±2^53 lose
-//! precision in JavaScript (QuickJS numbers are doubles), so keep such
-//! columns as strings if the script touches them.
+//! cost of a batch. Values are what `JSON.parse` of the event's JSON would
+//! give (the objects are built through the engine's API, not parsed, but
+//! equal to it): text is a string (so decimals, kept as strings by the
+//! sources, stay exact), integers are numbers, and integers beyond ±2^53
+//! lose precision in JavaScript (QuickJS numbers are doubles), so keep such
+//! columns as strings if the script touches them. What the script returns
+//! is read as `JSON.stringify` would print it: `undefined` and functions
+//! are left out of objects, `NaN` and `Infinity` become `null`, a `Date`
+//! becomes its ISO text, a `BigInt` is an error.
 //!
 //! **What it returns.** An array of such objects, in source order. Each
 //! returned object is matched to the input event whose `id` it carries (so
@@ -81,18 +87,20 @@
 //! (without the `parallel` feature), so each processor owns a dedicated
 //! thread that holds the runtime; batches travel to it by channel, and the
 //! event conversion runs there too, off the async workers. The batch is
-//! handed over as one JSON text (`JSON.parse` in the engine) and returned
-//! as one (`JSON.stringify`), converted on the Rust side by [`codec`]
-//! without intermediate values. Measured per event (release, 8192-event
-//! batches of 6-column rows, `cargo test --release -p deltaforge-processors
-//! per_event_time -- --ignored --nocapture`): about 10.7 µs, of which
-//! QuickJS's own `JSON.parse` and `JSON.stringify` are most; building the
-//! objects property by property through the FFI is the next step if that
-//! matters. This module never logs event values.
+//! built as objects through the engine's API, with property-name atoms
+//! made once per column list ([`objects`]), and the result is read back
+//! the same way; JSON text (`JSON.stringify`, read by [`codec`]) is used
+//! only for results holding what only `JSON.stringify` models (a `Date`,
+//! an object with `toJSON`, a `Map`, a `BigInt`…). `JSON.parse` and
+//! `JSON.stringify` of the batch were most of the earlier cost (≈ 10.7 µs
+//! per event; `cargo test --release -p deltaforge-processors
+//! per_event_time -- --ignored --nocapture` measures it). This module
+//! never logs event values.
 //!
 //! Layout, each module depending only on the ones listed before it:
-//! `config` (the YAML settings), `codec` (the JSON crossing into the engine
-//! and back), `engine` (one sandboxed QuickJS runtime and its limits),
+//! `config` (the YAML settings), `codec` (the JSON view: the reference and
+//! the fallback reader), `objects` (the batch as engine objects and back),
+//! `engine` (one sandboxed QuickJS runtime and its limits),
 //! `worker` (the engine thread: runs a batch, pins errors on events,
 //! rebuilds events from what the script returned) and `processor` (the
 //! async handle the pipeline holds). This facade only declares and
@@ -101,12 +109,15 @@
 mod codec;
 mod config;
 mod engine;
+mod objects;
 mod processor;
 mod worker;
 
 pub use config::JavascriptConfig;
 pub use processor::JavascriptProcessor;
 
+#[cfg(test)]
+mod objects_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -32,7 +32,7 @@ async fn per_event_time() {
                 .collect(),
         )
     };
-    for _ in 0..3 {
+    for _ in 0..9 {
         let batch = mk();
         let t = Instant::now();
         let out = p.process(batch).await.unwrap();

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::codec;
 use super::config::JavascriptConfig;
-use super::engine::{Engine, JsFailure};
+use super::engine::{Engine, JsFailure, Returned};
 use crate::value::{describe, error};
 
 /// A batch for the engine thread.
@@ -63,15 +63,13 @@ impl Worker {
         if events.is_empty() {
             return Ok(events);
         }
-        let (input, ids) = codec::encode(&events)
-            .map_err(|e| error(&self.name, None, format!("cannot encode the batch as JSON: {e}")))?;
-        let result = self.engine()?.call(&input);
-        let output = match result {
-            Ok(text) => text,
+        let ids: Vec<String> = events.iter().map(Event::idempotency_key).collect();
+        let returned = match self.engine()?.call_events(&events, &ids) {
+            Ok(Returned::Objects(read)) => read,
+            Ok(Returned::Json(text)) => codec::decode(&text, &events, &ids)
+                .map_err(|e| error(&self.name, None, format!("process(events) returned invalid JSON: {e}")))?,
             Err(f) => return Err(self.blame(&events, f)),
         };
-        let returned = codec::decode(&output, &events, &ids)
-            .map_err(|e| error(&self.name, None, format!("process(events) returned invalid JSON: {e}")))?;
         self.rebuild(events, returned)
     }
 
@@ -89,9 +87,8 @@ impl Worker {
                 if Instant::now() > budget {
                     break;
                 }
-                let Ok((one, _)) = codec::encode(std::slice::from_ref(e)) else { break };
                 let Ok(engine) = self.engine() else { break };
-                match engine.call(&one) {
+                match engine.call_events(std::slice::from_ref(e), &[e.idempotency_key()]) {
                     Ok(_) => continue,
                     Err(single) => {
                         if single.is_limit() {
