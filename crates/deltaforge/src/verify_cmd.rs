@@ -107,16 +107,16 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let storage = crate::storage::open(&args.storage).await?;
     let sink = sink_spec(spec, args.sink.as_deref())?;
-    if args.repair && !crate::verify_repair::REPAIRABLE_SINKS.contains(&sink.kind.as_str()) {
+    if args.repair && !deltaforge_verify::TABLE_SINKS.contains(&sink.kind.as_str()) {
         bail!(
             "--repair re-delivers rows into table sinks only ({}); sink {:?} is a {} sink: \
              verify it, then backfill or reset the pipeline",
-            crate::verify_repair::REPAIRABLE_SINKS.join(", "),
+            deltaforge_verify::TABLE_SINKS.join(", "),
             sink.id,
             sink.kind
         );
     }
-    let report = verify_once(args, spec, &only, storage.clone()).await?;
+    let (report, mut first) = verify_once(args, spec, &only, storage.clone()).await?;
     if !args.repair || report.equal {
         print_report(args.output, &report, None)?;
         return Ok(exit_code(&report));
@@ -132,15 +132,15 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     if result.keys > 0 {
         crate::verify_repair::confirm(args.yes, &spec.name, result.keys, keys.len())?;
-        let mut job = prepare(spec, args.sink.as_deref(), args.no_transform, storage.clone()).await?;
         let timeout = Duration::from_secs(args.catch_up_secs.max(30));
         result.requests =
-            crate::verify_repair::redeliver(&spec.name, storage.clone(), job.source.as_mut(), &keys, timeout).await?;
+            crate::verify_repair::redeliver(&spec.name, storage.clone(), first.source.as_mut(), &keys, timeout).await?;
     }
     if args.output == OutputFormat::Text {
         print!("{}", result.to_text());
     }
-    let after = verify_once(args, spec, &only, storage).await?;
+    // A fresh job: the sink reader starts over from the sink as it is now.
+    let (after, _) = verify_once(args, spec, &only, storage).await?;
     match args.output {
         OutputFormat::Text => print!("after the repair:\n{}", after.to_text()),
         OutputFormat::Json => print_report(args.output, &report, Some((&result, &after)))?,
@@ -174,13 +174,14 @@ fn print_report(
     Ok(())
 }
 
-/// One verification of `spec` as `args` ask.
+/// One verification of `spec` as `args` ask; its report, and the job (whose
+/// source reader a repair goes on using).
 async fn verify_once(
     args: &VerifyArgs,
     spec: &PipelineSpec,
     only: &[TablePattern],
     storage: Arc<dyn StorageBackend>,
-) -> anyhow::Result<deltaforge_verify::Report> {
+) -> anyhow::Result<(deltaforge_verify::Report, Prepared)> {
     let mut job = prepare(spec, args.sink.as_deref(), args.no_transform, storage).await?;
     job.options.only = only.to_vec();
     job.options.condition = args.condition.clone();
@@ -209,7 +210,7 @@ async fn verify_once(
     if terminal {
         eprintln!();
     }
-    Ok(report)
+    Ok((report, job))
 }
 
 /// Everything a verification of one pipeline and sink needs.

@@ -19,7 +19,7 @@
 //! queues backfill requests in the pipeline's storage, as
 //! `POST /pipelines/{name}/backfill` does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +32,6 @@ use deltaforge_storage::StorageBackend;
 use deltaforge_verify::{Report, SourceReader};
 use serde::Serialize;
 use serde_json::Value;
-
-/// The sink types whose differences `--repair` re-delivers.
-pub const REPAIRABLE_SINKS: &[&str] = &["postgres", "mysql"];
 
 /// The most keys one backfill request lists.
 pub const KEYS_PER_REQUEST: usize = 500;
@@ -87,13 +84,14 @@ impl RepairResult {
 /// The keys to re-deliver per table: the report's missing and differing rows.
 pub fn keys_to_redeliver(report: &Report) -> anyhow::Result<BTreeMap<String, Vec<Vec<Value>>>> {
     let mut out: BTreeMap<String, Vec<Vec<Value>>> = BTreeMap::new();
+    let mut seen = HashSet::new();
     for row in report.missing.iter().chain(report.differing.iter().map(|d| &d.row)) {
+        if !seen.insert(row) {
+            continue;
+        }
         let key: Vec<Value> = serde_json::from_str(&row.key)
             .with_context(|| format!("the report's key {} of {} is not a JSON array", row.key, row.table))?;
-        let keys = out.entry(row.table.clone()).or_default();
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
+        out.entry(row.table.clone()).or_default().push(key);
     }
     Ok(out)
 }

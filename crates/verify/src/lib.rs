@@ -66,7 +66,7 @@ pub use compare::{verify, Options, ProgressFn, SinkProgress};
 pub use error::VerifyError;
 pub use file_sink::FileSinkReader;
 pub use model::{SinkRow, SourceChunk, TableLayout};
-pub use readers::{stream_sink_reader, SinkContext};
+pub use readers::{stream_sink_reader, SinkContext, TABLE_SINKS};
 pub use report::{KeyRef, Report, RowDiff};
 pub use sink::SinkReader;
 pub use source::{MysqlSourceReader, PostgresSourceReader, SourceReader};

@@ -21,6 +21,9 @@ use crate::table_sink::TableSinkReader;
 /// Sink types [`stream_sink_reader`] reads.
 pub const STREAM_SINKS: &[&str] = &["kafka", "redis", "nats", "postgres", "mysql"];
 
+/// The table sinks among them (read by [`TableSinkReader`]).
+pub const TABLE_SINKS: &[&str] = &["postgres", "mysql"];
+
 /// The reader of a stream or table sink of type `kind` with config
 /// `config`; a clear [`VerifyError::Unsupported`] for a sink that cannot be
 /// read back (an `http` sink, an append-mode table sink) or an unknown type.

@@ -12,7 +12,7 @@ use serde_json::Value;
 pub const REDACTED: &str = "***";
 
 /// A row by table and key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct KeyRef {
     /// `db.table`.
     pub table: String,

@@ -107,23 +107,29 @@ pub(super) struct Output {
 
 /// Reads the script's returned JSON array.
 pub(super) fn decode(text: &str, events: &[Event], ids: &[String]) -> Result<Vec<Output>, serde_json::Error> {
-    let origins = Origins { events, ids, by_id: OnceLock::new() };
+    let origins = Origins::new(events, ids);
     let mut de = serde_json::Deserializer::from_str(text);
     let out = OutputsSeed { origins: &origins }.deserialize(&mut de)?;
     de.end()?;
     Ok(out)
 }
 
-struct Origins<'a> {
-    events: &'a [Event],
+/// The input events of a batch and their ids, by which returned objects
+/// find their origin.
+pub(super) struct Origins<'a> {
+    pub(super) events: &'a [Event],
     ids: &'a [String],
     by_id: OnceLock<HashMap<&'a str, usize>>,
 }
 
-impl Origins<'_> {
+impl<'a> Origins<'a> {
+    pub(super) fn new(events: &'a [Event], ids: &'a [String]) -> Self {
+        Origins { events, ids, by_id: OnceLock::new() }
+    }
+
     /// The input event with this id. Scripts mostly keep order, so the
     /// previous origin and the one after it are tried before the map.
-    fn find(&self, id: &str, hint: usize) -> Option<usize> {
+    pub(super) fn find(&self, id: &str, hint: usize) -> Option<usize> {
         for i in [hint, hint + 1] {
             if self.ids.get(i).is_some_and(|k| k == id) {
                 return Some(i);
@@ -300,28 +306,12 @@ impl<'de> Visitor<'de> for ImageSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Image, A::Error> {
-        let like: &[Arc<str>] = self.like.map(|c| &c[..]).unwrap_or(&[]);
-        let mut values = Vec::with_capacity(like.len());
-        // `None` while every name so far equals `like`'s at the same place.
-        let mut names: Option<Vec<Arc<str>>> = None;
+        let mut row = RowLike::new(self.like);
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let i = values.len();
-            match (&mut names, like.get(i)) {
-                (None, Some(c)) if **c == *key => {}
-                (None, _) => {
-                    let mut n: Vec<Arc<str>> = like[..i].to_vec();
-                    n.push(Arc::from(&*key));
-                    names = Some(n);
-                }
-                (Some(n), _) => n.push(Arc::from(&*key)),
-            }
-            values.push(map.next_value::<Value>()?);
+            let same = row.like_name().is_some_and(|c| **c == *key);
+            row.push(same, || Ok::<_, A::Error>(Arc::from(&*key)), map.next_value::<Value>()?)?;
         }
-        Ok(Image::Row(match (names, self.like) {
-            (None, Some(cols)) if cols.len() == values.len() => Row::new(cols.clone(), values),
-            (None, _) => Row::new(like[..values.len()].iter().cloned().collect(), values),
-            (Some(n), _) => Row::new(n.into(), values),
-        }))
+        Ok(Image::Row(row.finish()))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Image, E> {
@@ -345,6 +335,72 @@ impl<'de> Visitor<'de> for ImageSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Image, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Image::Invalid("an array"))
+    }
+}
+
+/// A row read back column by column, sharing `like`'s column list (the
+/// origin's) while every name equals `like`'s at the same place — the
+/// common case of a script that kept the columns — and making its own list
+/// from the first name that differs.
+pub(super) struct RowLike<'c> {
+    like: Option<&'c Columns>,
+    /// `None` while the names so far are `like`'s.
+    names: Option<Vec<Arc<str>>>,
+    values: Vec<Value>,
+}
+
+impl<'c> RowLike<'c> {
+    pub(super) fn new(like: Option<&'c Columns>) -> Self {
+        RowLike { like, names: None, values: Vec::with_capacity(like.map_or(0, |c| c.len())) }
+    }
+
+    fn like_names(&self) -> &'c [Arc<str>] {
+        self.like.map(|c| &c[..]).unwrap_or(&[])
+    }
+
+    /// `like`'s name at the next column's place, while the names match.
+    pub(super) fn like_name(&self) -> Option<&'c Arc<str>> {
+        if self.names.is_some() {
+            return None;
+        }
+        self.like_names().get(self.values.len())
+    }
+
+    /// The next column: `same` when its name is [`Self::like_name`];
+    /// otherwise `name` makes it.
+    pub(super) fn push<E>(
+        &mut self,
+        same: bool,
+        name: impl FnOnce() -> Result<Arc<str>, E>,
+        value: Value,
+    ) -> Result<(), E> {
+        let i = self.values.len();
+        match &mut self.names {
+            None if same => {}
+            None => {
+                let mut n: Vec<Arc<str>> = self.like_names()[..i].to_vec();
+                n.push(name()?);
+                self.names = Some(n);
+            }
+            Some(n) => n.push(name()?),
+        }
+        self.values.push(value);
+        Ok(())
+    }
+
+    /// The place the next column takes.
+    pub(super) fn next_index(&self) -> usize {
+        self.values.len()
+    }
+
+    pub(super) fn finish(self) -> Row {
+        let like_names = self.like_names();
+        let RowLike { like, names, values } = self;
+        match (names, like) {
+            (None, Some(cols)) if cols.len() == values.len() => Row::new(cols.clone(), values),
+            (None, _) => Row::new(like_names[..values.len()].iter().cloned().collect(), values),
+            (Some(n), _) => Row::new(n.into(), values),
+        }
     }
 }
 

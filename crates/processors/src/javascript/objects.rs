@@ -25,7 +25,6 @@
 //!
 //! This module never looks at what values mean and never logs them.
 
-use std::cell::OnceCell;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +33,7 @@ use deltaforge_core::{Columns, Event, Row};
 use rquickjs::{Array, Atom, Ctx, Object, Type, Value as JsValue};
 use serde_json::{Number, Value};
 
-use super::codec::{Image, Output};
+use super::codec::{Image, Origins, Output, RowLike};
 
 /// Nesting beyond this (JSON columns inside rows) is left to `JSON.stringify`.
 pub(super) const MAX_DEPTH: usize = 64;
@@ -171,7 +170,7 @@ pub(super) fn read<'js>(
     events: &[Event],
     ids: &[String],
 ) -> rquickjs::Result<Option<Vec<Output>>> {
-    let reader = Reader { atoms, events, ids, by_id: OnceCell::new() };
+    let reader = Reader { atoms, origins: Origins::new(events, ids) };
     let mut out = Vec::with_capacity(ret.len());
     let mut hint = 0usize;
     for i in 0..ret.len() {
@@ -205,23 +204,10 @@ fn kind_only(kind: &'static str) -> Output {
 
 struct Reader<'a, 'js> {
     atoms: &'a Atoms<'js>,
-    events: &'a [Event],
-    ids: &'a [String],
-    by_id: OnceCell<HashMap<&'a str, usize>>,
+    origins: Origins<'a>,
 }
 
 impl<'js> Reader<'_, 'js> {
-    /// The input event with this id; the previous origin and the one after
-    /// it are tried first (scripts mostly keep order).
-    fn find(&self, id: &str, hint: usize) -> Option<usize> {
-        [hint, hint + 1].into_iter().find(|&i| self.ids.get(i).is_some_and(|k| k == id)).or_else(|| {
-            self.by_id
-                .get_or_init(|| self.ids.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect())
-                .get(id)
-                .copied()
-        })
-    }
-
     /// Whether `JSON.stringify` would treat `o` other than as its own
     /// enumerable properties: not a plain object, or one with `toJSON`.
     fn special(&self, o: &Object<'js>) -> rquickjs::Result<bool> {
@@ -240,7 +226,7 @@ impl<'js> Reader<'_, 'js> {
             let (key, v) = prop?;
             if key == self.atoms.id {
                 if let Some(s) = v.as_string() {
-                    out.origin = self.find(&s.to_string()?, hint);
+                    out.origin = self.origins.find(&s.to_string()?, hint);
                 }
             } else if key == self.atoms.op {
                 match json(self, &v, 0)? {
@@ -265,8 +251,9 @@ impl<'js> Reader<'_, 'js> {
         }
         // Until `id` is known, guess the next event in order: the guess
         // only decides whose column list may be shared.
-        let origin = out.origin.unwrap_or((hint + 1).min(self.events.len().saturating_sub(1)));
-        let ev = self.events.get(origin);
+        let events = self.origins.events;
+        let origin = out.origin.unwrap_or((hint + 1).min(events.len().saturating_sub(1)));
+        let ev = events.get(origin);
         if let Some(v) = before {
             let like = ev.and_then(|e| e.before.as_ref().or(e.after.as_ref()));
             match self.image(&v, like.map(Row::columns))? {
@@ -310,11 +297,8 @@ impl<'js> Reader<'_, 'js> {
         if self.special(o)? {
             return Ok(None);
         }
-        let like_names: &[Arc<str>] = like.map(|c| &c[..]).unwrap_or(&[]);
         let like_atoms: &[Atom<'js>] = like.and_then(|c| self.atoms.known(c)).unwrap_or(&[]);
-        let mut values = Vec::with_capacity(like_names.len());
-        // `None` while every name so far equals `like`'s at the same place.
-        let mut names: Option<Vec<Arc<str>>> = None;
+        let mut row = RowLike::new(like);
         for prop in o.props::<Atom<'js>, JsValue<'js>>() {
             let (key, v) = prop?;
             let value = match json(self, &v, 1)? {
@@ -322,23 +306,10 @@ impl<'js> Reader<'_, 'js> {
                 Json::Omitted => continue,
                 Json::GiveUp => return Ok(None),
             };
-            let i = values.len();
-            match (&mut names, like_atoms.get(i)) {
-                (None, Some(a)) if *a == key => {}
-                (None, _) => {
-                    let mut n: Vec<Arc<str>> = like_names[..i].to_vec();
-                    n.push(Arc::from(key.to_string()?));
-                    names = Some(n);
-                }
-                (Some(n), _) => n.push(Arc::from(key.to_string()?)),
-            }
-            values.push(value);
+            let same = row.like_name().is_some() && like_atoms.get(row.next_index()) == Some(&key);
+            row.push(same, || key.to_string().map(Arc::<str>::from), value)?;
         }
-        Ok(Some(match (names, like) {
-            (None, Some(cols)) if cols.len() == values.len() => Row::new(cols.clone(), values),
-            (None, _) => Row::new(like_names[..values.len()].iter().cloned().collect(), values),
-            (Some(n), _) => Row::new(n.into(), values),
-        }))
+        Ok(Some(row.finish()))
     }
 }
 

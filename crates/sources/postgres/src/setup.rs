@@ -36,9 +36,11 @@ pub struct Plan<'a> {
     pub checkpoint: Option<u64>,
 }
 
-/// A SQL string literal.
+/// A SQL string literal: an escape string (`E'…'`, backslashes and quotes
+/// doubled), which the server reads the same way whatever the session's
+/// `standard_conforming_strings`, so no value can end it early.
 pub(crate) fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// A SQL identifier, always quoted.

@@ -14,7 +14,7 @@ use tokio_postgres::{Client, SimpleQueryRow};
 
 use super::convert::convert;
 use super::layout::{layout, layout_sql, KeyKind, TableInfo};
-use super::sql::{connect, ident, matched_tables, quoted, statements, text_rows};
+use super::sql::{connect, ident, literal, matched_tables, quoted, statements, text_rows};
 use crate::config::{Dsn, TablePattern};
 use crate::position::{position, Lsn};
 
@@ -78,7 +78,7 @@ impl PlainReader {
         let key_cols = idx.iter().map(|i| ident(&info.columns[*i])).collect::<Vec<_>>().join(", ");
         let after = match after {
             Some(k) if k.len() == idx.len() => {
-                format!("({key_cols}) > ({})", k.iter().map(|v| escape_literal(v)).collect::<Vec<_>>().join(", "))
+                format!("({key_cols}) > ({})", k.iter().map(|v| literal(v)).collect::<Vec<_>>().join(", "))
             }
             _ => "true".into(),
         };
@@ -124,26 +124,19 @@ impl PlainReader {
 
 /// A condition selecting the rows whose key columns equal one of `keys`
 /// (each the key's values in key-column order), for re-reading single
-/// rows: `("a", "b") IN ((E'1', E'x'), …)`. Values are escape string
-/// literals (`E'…'`, backslashes and quotes escaped), read the same way
-/// whatever the session's `standard_conforming_strings`; PostgreSQL casts
-/// them to the column's type.
+/// rows: `("a", "b") IN ((E'1', E'x'), …)`. Values are string literals
+/// ([`literal`]), which PostgreSQL casts to the column's type.
 pub fn key_condition(key_columns: &[String], keys: &[Vec<Value>]) -> String {
     let cols = key_columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let tuples = keys
         .iter()
         .map(|k| {
-            let vals = k.iter().map(|v| escape_literal(&text_of(v))).collect::<Vec<_>>().join(", ");
+            let vals = k.iter().map(|v| literal(&text_of(v))).collect::<Vec<_>>().join(", ");
             format!("({vals})")
         })
         .collect::<Vec<_>>()
         .join(", ");
     format!("({cols}) IN ({tuples})")
-}
-
-/// `E'…'` with backslashes and quotes doubled.
-fn escape_literal(s: &str) -> String {
-    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 fn text_of(v: &Value) -> String {

@@ -17,10 +17,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::config::{Dsn, TablePattern};
 use crate::tls;
 
-/// A SQL string literal.
-pub(super) fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+pub(super) use crate::setup::literal;
 
 /// A SQL identifier, always quoted.
 pub(super) fn ident(s: &str) -> String {
