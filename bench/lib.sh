@@ -11,3 +11,13 @@ wait_lines() {
     sleep "$interval"
   done
 }
+
+# peak_rss_mb FILE: the peak RSS in MB from a `/usr/bin/time -v` report.
+peak_rss_mb() {
+  awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print int($2 / 1024)}' "$1"
+}
+
+# cpu_seconds FILE: user + system CPU seconds from a `/usr/bin/time -v` report.
+cpu_seconds() {
+  awk -F: '/User time \(seconds\)/ {u = $2} /System time \(seconds\)/ {s = $2} END {printf "%.2f\n", u + s}' "$1"
+}

@@ -142,6 +142,13 @@ pub trait Transport: Send {
 /// How long connecting, authenticating and each set-up step may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the replication reader lets a busy stream gather before it
+/// reads again. A stream of one-row transactions otherwise costs a wakeup,
+/// a `recv` and (over TLS) a record decryption per message; a millisecond
+/// turns that into one read of a hundred transactions, while a read that
+/// finds the stream idle still returns as soon as data arrives.
+pub(crate) const READ_COALESCE: Duration = Duration::from_millis(1);
+
 /// Session settings that make the server's text output ISO 8601 and UTC
 /// (see [`crate::values`]).
 pub(crate) const SESSION_OPTIONS: &str =
@@ -175,6 +182,9 @@ pub struct SessionParams {
     pub connect_timeout: Duration,
     /// Longest silence of the server on the stream (see the module docs).
     pub receive_timeout: Duration,
+    /// How long to let a busy stream gather before reading again (see
+    /// [`READ_COALESCE`]).
+    pub read_coalesce: Duration,
 }
 
 impl PgWire {
@@ -204,6 +214,7 @@ impl PgWire {
         .with_start_lsn(WireLsn(params.start_lsn))
         .with_status_interval(params.status_interval)
         .with_wakeup_interval(params.receive_timeout)
+        .with_read_coalesce(params.read_coalesce)
         .with_options(session_options(params.receive_timeout))
         .with_application_name("deltaforge");
         // The gated client connects and authenticates in its worker; the
