@@ -1,6 +1,6 @@
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -419,11 +419,23 @@ impl WorkerState {
                 // DeltaForge patch: caught up with a busy stream; let the
                 // kernel gather more before the next read (see
                 // `ReplicationConfig::read_coalesce`).
+                // Only when nothing more is ready now: a fill that would
+                // block (polled once, without waiting) means caught up.
                 if drained < DRAIN_BATCH
                     && stream.buffer().len() < 5
                     && !self.cfg.read_coalesce.is_zero()
                 {
-                    tokio::time::sleep(self.cfg.read_coalesce).await;
+                    let caught_up = {
+                        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                        match std::pin::Pin::new(&mut *stream).poll_fill_buf(&mut cx) {
+                            std::task::Poll::Ready(Err(e)) => return Err(e.into()),
+                            std::task::Poll::Ready(Ok(_)) => false,
+                            std::task::Poll::Pending => true,
+                        }
+                    };
+                    if caught_up {
+                        tokio::time::sleep(self.cfg.read_coalesce).await;
+                    }
                 }
                 // Check stop signal without blocking
                 if self.stop_rx.has_changed().unwrap_or(false) && *self.stop_rx.borrow() {
