@@ -3,8 +3,9 @@
 # changes (written while the pipeline is stopped, in transactions of 100 and
 # of 1 rows) to the `file` sink, and, in the same run, the rate at which
 # `mariadb-binlog --read-from-remote-server` reads the same binlog range into
-# /dev/null (the server's own limit). Prints events/s and deltaforge's peak
-# RSS, medians of REPS runs.
+# /dev/null (the server's own limit). Prints events/s, CPU seconds (user +
+# system) and µs per event of both, and deltaforge's peak RSS, medians of
+# REPS runs. SKIP_BUILD=1 uses the release binary already built.
 #
 # usage: bench/mysql.sh            (ROWS=1000000 REPS=3 TX_SIZES="100 1" by default)
 #        ROWS=200000 REPS=1 bench/mysql.sh   (a quick look)
@@ -22,10 +23,14 @@ echo "MariaDB: $URL" >&2
 if [ ! -x /usr/bin/time ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null
 fi
-echo "building deltaforge (release)…" >&2
-(cd "$ROOT" && cargo build --release -q -p deltaforge)
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "building deltaforge (release)…" >&2
+  (cd "$ROOT" && cargo build --release -q -p deltaforge)
+fi
 BIN="$CARGO_TARGET_DIR/release/deltaforge"
 WORK="$(mktemp -d /tmp/deltaforge-bench-mysql.XXXXXX)"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 FLUSH_BEFORE="$(mariadb --protocol=TCP -h "$HOST" -P "$PORT" -udeltaforge -pdeltaforge -N -B -e 'SELECT @@innodb_flush_log_at_trx_commit')"
 cleanup() {
   sql "SET GLOBAL innodb_flush_log_at_trx_commit = $FLUSH_BEFORE" >/dev/null 2>&1 || true
@@ -34,7 +39,6 @@ cleanup() {
 trap cleanup EXIT
 
 sql() { mariadb --protocol=TCP -h "$HOST" -P "$PORT" -udeltaforge -pdeltaforge -N -B -e "$1"; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 master() { sql "SHOW MASTER STATUS" | awk '{print $1, $2}'; }
 
 sql "CREATE DATABASE IF NOT EXISTS dfbench; DROP TABLE IF EXISTS dfbench.bench_my; DROP PROCEDURE IF EXISTS dfbench.fill;"
@@ -79,7 +83,9 @@ ckpt() { # store id -> "file pos"
   sqlite3 "$1" "SELECT json_extract(value,'\$.position.file') || ' ' || json_extract(value,'\$.position.pos') FROM kv WHERE namespace='checkpoints' AND key='$2'" 2>/dev/null || true
 }
 
-printf '%-8s %-5s %15s %15s %8s %12s\n' "tx_rows" "rep" "deltaforge ev/s" "mariadb-binlog ev/s" "ratio" "peak RSS MB"
+hdr() { printf '%-7s %-6s %12s %12s %6s %8s %8s %8s %7s\n' tx_rows rep "df ev/s" "binlog ev/s" ratio "df cpu s" "df µs/ev" "raw cpu" "RSS MB"; }
+row() { printf '%-7s %-6s %12s %12s %6s %8s %8s %8s %7s\n' "$@"; }
+hdr
 summary=()
 base=0
 for TX in $TX_SIZES; do
@@ -99,14 +105,15 @@ for TX in $TX_SIZES; do
   echo "  written in $(echo "$(date +%s.%N) - $t0" | bc) s" >&2
   read -r EFILE EPOS < <(master)
   FILES=$(sql "SHOW BINARY LOGS" | awk -v s="$SFILE" -v e="$EFILE" '$1 >= s && $1 <= e {print $1}')
-  df_rates=(); raw_rates=(); rss=()
+  df_rates=(); raw_rates=(); rss=(); df_cpus=(); raw_cpus=()
   for r in $(seq 1 "$REPS"); do
     # Server limit: mariadb-binlog over the replication protocol, to /dev/null.
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
-    mariadb-binlog --read-from-remote-server --host="$HOST" --port="$PORT" --user=deltaforge --password=deltaforge \
+    /usr/bin/time -v -o "$WORK/raw-time.txt" mariadb-binlog --read-from-remote-server --host="$HOST" --port="$PORT" --user=deltaforge --password=deltaforge \
       --start-position="$SPOS" --stop-position="$EPOS" $FILES >/dev/null
     raw=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
+    rawcpu=$(time_cpu_s "$WORK/raw-time.txt")
 
     out="$WORK/out-$TX-$r.jsonl"
     store="$WORK/state-$TX-$r/df.db"
@@ -115,7 +122,9 @@ for TX in $TX_SIZES; do
     /usr/bin/time -v -o "$WORK/time.txt" "$BIN" run --config "$WORK/p.yaml" --storage-path "$store" 2>"$WORK/df.log" &
     tpid=$!
     while :; do
-      [ "$(ckpt "$store" "bench-my-$TX-$r")" = "$EFILE $EPOS" ] && break
+      # At or past the backlog's end (other writers may move the binlog on).
+      read -r CFILE CPOS <<<"$(ckpt "$store" "bench-my-$TX-$r") "
+      if [ -n "$CFILE" ] && { [[ "$CFILE" > "$EFILE" ]] || { [ "$CFILE" = "$EFILE" ] && [ "$CPOS" -ge "$EPOS" ]; }; }; then break; fi
       if ! kill -0 "$tpid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$WORK/df.log" >&2; exit 1; fi
       sleep 0.1
     done
@@ -124,18 +133,22 @@ for TX in $TX_SIZES; do
     wait "$tpid" || true
     n=$(wc -l <"$out")
     [ "$n" -ge "$ROWS" ] || { echo "only $n of $ROWS events in the file" >&2; exit 1; }
-    kb=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$WORK/time.txt")
-    mb=$((kb / 1024))
+    mb=$(time_rss_mb "$WORK/time.txt")
+    cpu=$(time_cpu_s "$WORK/time.txt")
     rm -f "$out"
-    printf '%-8s %-5s %15s %15s %8s %12s\n' "$TX" "$r" "$dfr" "$raw" "$(echo "scale=2; $dfr / $raw" | bc)" "$mb"
-    df_rates+=("$dfr"); raw_rates+=("$raw"); rss+=("$mb")
+    row "$TX" "$r" "$dfr" "$raw" "$(echo "scale=2; $dfr / $raw" | bc)" "$cpu" \
+      "$(echo "scale=2; $cpu * 1000000 / $ROWS" | bc)" "$rawcpu" "$mb"
+    df_rates+=("$dfr"); raw_rates+=("$raw"); rss+=("$mb"); df_cpus+=("$cpu"); raw_cpus+=("$rawcpu")
   done
   mdf=$(printf '%s\n' "${df_rates[@]}" | median)
   mraw=$(printf '%s\n' "${raw_rates[@]}" | median)
   mrss=$(printf '%s\n' "${rss[@]}" | median)
-  summary+=("$(printf '%-8s %-5s %15s %15s %8s %12s' "$TX" "median" "$mdf" "$mraw" "$(echo "scale=2; $mdf / $mraw" | bc)" "$mrss")")
+  mcpu=$(printf '%s\n' "${df_cpus[@]}" | median)
+  mrawcpu=$(printf '%s\n' "${raw_cpus[@]}" | median)
+  summary+=("$(row "$TX" median "$mdf" "$mraw" "$(echo "scale=2; $mdf / $mraw" | bc)" "$mcpu" \
+    "$(echo "scale=2; $mcpu * 1000000 / $ROWS" | bc)" "$mrawcpu" "$mrss")")
 done
 echo
-printf '%-8s %-5s %15s %15s %8s %12s\n' "tx_rows" "" "deltaforge ev/s" "mariadb-binlog ev/s" "ratio" "peak RSS MB"
+hdr
 printf '%s\n' "${summary[@]}"
 sql "DROP DATABASE IF EXISTS dfbench" >/dev/null

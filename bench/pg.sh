@@ -35,7 +35,6 @@ WORK="$(mktemp -d /tmp/deltaforge-bench-pg.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 
 sql() { psql "$URL" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 sql "DROP TABLE IF EXISTS bench_pg; DROP PUBLICATION IF EXISTS bench_pg;" >/dev/null
 sql "CREATE TABLE bench_pg (id bigint PRIMARY KEY, name text, amount numeric(12,2), created_at timestamptz);
@@ -72,7 +71,10 @@ for TX in $TX_SIZES; do
   t0=$(date +%s.%N)
   sql "CALL bench_pg_fill($ROWS, $TX)" >/dev/null
   echo "  written in $(echo "$(date +%s.%N) - $t0" | bc) s" >&2
-  ENDPOS="$(sql "SELECT pg_current_wal_lsn()")"
+  # A non-transactional logical message right after the backlog: its LSN is
+  # where pg_recvlogical stops (it receives it with messages=true), so it
+  # need not wait for a server keepalive past the backlog's end.
+  ENDPOS="$(sql "SELECT pg_logical_emit_message(false, 'bench-end', '')")"
   for mode in $SSLMODES; do
     df_rates=(); raw_rates=(); rss=(); df_cpus=(); raw_cpus=()
     for r in $(seq 1 "$REPS"); do
@@ -81,9 +83,9 @@ for TX in $TX_SIZES; do
       t0=$(date +%s.%N)
       /usr/bin/time -v -o "$WORK/raw-time.txt" "$PGBIN/pg_recvlogical" \
         -d "host=127.0.0.1 port=$PORT user=postgres dbname=deltaforge sslmode=$mode" --start --slot "bench_raw_${mode}_$r" \
-        --plugin pgoutput -o proto_version=1 -o publication_names=bench_pg -f /dev/null --endpos "$ENDPOS" --no-loop
+        --plugin pgoutput -o proto_version=1 -o publication_names=bench_pg -o messages=true -f /dev/null --endpos "$ENDPOS" --no-loop
       raw=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
-      rawcpu=$(cpu_seconds "$WORK/raw-time.txt")
+      rawcpu=$(time_cpu_s "$WORK/raw-time.txt")
 
       # deltaforge: postgres → file, until every row is in the file.
       out="$WORK/out-$TX-$r.jsonl"
@@ -108,8 +110,8 @@ EOF
       dfr=$(echo "$ROWS / ($(date +%s.%N) - $t0)" | bc)
       for c in $(pgrep -P "$tpid"); do kill -TERM "$c"; done
       wait "$tpid" || true
-      mb=$(peak_rss_mb "$WORK/time.txt")
-      cpu=$(cpu_seconds "$WORK/time.txt")
+      mb=$(time_rss_mb "$WORK/time.txt")
+      cpu=$(time_cpu_s "$WORK/time.txt")
       rm -f "$out"
       row "$TX" "$mode" "$r" "$dfr" "$raw" "$(echo "scale=2; $dfr / $raw" | bc)" "$cpu" \
         "$(echo "scale=2; $cpu * 1000000 / $ROWS" | bc)" "$rawcpu" "$mb"
