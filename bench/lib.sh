@@ -1,13 +1,36 @@
 # Helpers shared by the benchmark scripts (sourced, not run).
 
 # wait_lines FILE N PID LOG [INTERVAL]: waits until FILE holds at least N
-# lines; exits the script with LOG's tail if process PID ends first.
+# lines; exits the script with LOG's tail if process PID ends first. Counts
+# only the bytes added since the last look, so that polling a large file
+# costs little CPU beside the process measured.
 wait_lines() {
-  local file="$1" want="$2" pid="$3" log="$4" interval="${5:-0.1}" n
+  local file="$1" want="$2" pid="$3" log="$4" interval="${5:-0.1}" n=0 off=0 size
   while :; do
-    n=$( (wc -l <"$file") 2>/dev/null || echo 0)
+    size=$(stat -c %s "$file" 2>/dev/null || echo 0)
+    if [ "$size" -gt "$off" ]; then
+      n=$((n + $(tail -c +$((off + 1)) "$file" | head -c $((size - off)) | wc -l)))
+      off=$size
+    fi
     [ "$n" -ge "$want" ] && return 0
     if ! kill -0 "$pid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$log" >&2; exit 1; fi
     sleep "$interval"
   done
+}
+
+# median: the median of the numbers on stdin, one a line.
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# time_rss_mb FILE: peak RSS in MB from a `/usr/bin/time -v -o FILE` report.
+time_rss_mb() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%d\n", $2 / 1024}' "$1"; }
+
+# time_cpu_s FILE: user + system CPU seconds from a `/usr/bin/time -v -o FILE` report.
+time_cpu_s() { awk -F: '/User time|System time/ {s += $2} END {printf "%.2f\n", s}' "$1"; }
+
+# stop_timed PID: stops the program run under `/usr/bin/time` with pid PID
+# (TERM to its children) and waits for the report.
+stop_timed() {
+  local c
+  for c in $(pgrep -P "$1"); do kill -TERM "$c" 2>/dev/null || true; done
+  wait "$1" || true
 }
