@@ -5,15 +5,19 @@
 # only the bytes added since the last look, so that polling a large file
 # costs little CPU beside the process measured.
 wait_lines() {
-  local file="$1" want="$2" pid="$3" log="$4" interval="${5:-0.1}" n=0 off=0 size
+  local file="$1" want="$2" pid="$3" log="$4" interval="${5:-0.1}" n=0 off=0 size alive
   while :; do
+    # Liveness first: a process that writes its last lines and exits between
+    # the count and the check has still written them.
+    alive=1
+    kill -0 "$pid" 2>/dev/null || alive=0
     size=$(stat -c %s "$file" 2>/dev/null || echo 0)
     if [ "$size" -gt "$off" ]; then
-      n=$((n + $(tail -c +$((off + 1)) "$file" | head -c $((size - off)) | wc -l)))
+      n=$((n + $(dd if="$file" iflag=skip_bytes,count_bytes skip="$off" count=$((size - off)) status=none | wc -l)))
       off=$size
     fi
     [ "$n" -ge "$want" ] && return 0
-    if ! kill -0 "$pid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$log" >&2; exit 1; fi
+    if [ "$alive" = 0 ]; then echo "deltaforge exited early:" >&2; tail -20 "$log" >&2; exit 1; fi
     sleep "$interval"
   done
 }

@@ -86,6 +86,7 @@ run_dbz() {
   line=$(cat "$WORK/dbz.out")
   secs=$(sed -n 's/.*engine_s=\([0-9.]*\).*/\1/p' <<<"$line")
   boot=$(sed -n 's/.*boot_s=\([0-9.]*\).*/\1/p' <<<"$line")
+  echo "  debezium: $line" >&2
   check_out "$out" debezium
   rm -f "$out"
   DBZ="$(echo "$ROWS / $secs" | bc) $(time_cpu_s "$WORK/dbz.time") $(time_rss_mb "$WORK/dbz.time") $boot"
