@@ -49,8 +49,10 @@ fi
 BIN="$CARGO_TARGET_DIR/release/deltaforge"
 [ -x "$BIN" ] || { echo "no deltaforge binary at $BIN" >&2; exit 1; }
 echo "building the Debezium runner (mvn)…" >&2
-if ! (cd "$ROOT/bench/debezium" && mvn -B -q -Dstyle.color=never package && mvn -B -q -Dstyle.color=never -Pmariadb package) >/tmp/deltaforge-bench-dbz-mvn.log 2>&1; then
-  cat /tmp/deltaforge-bench-dbz-mvn.log >&2; exit 1
+WORK="$(mktemp -d /tmp/deltaforge-bench-dbz.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+if ! (cd "$ROOT/bench/debezium" && mvn -B -q -Dstyle.color=never package && mvn -B -q -Dstyle.color=never -Pmariadb package) >"$WORK/mvn.log" 2>&1; then
+  cat "$WORK/mvn.log" >&2; exit 1
 fi
 PGJAR="$ROOT/bench/debezium/target/postgres/dbz-bench.jar"
 MYJAR="$ROOT/bench/debezium/target/mariadb/dbz-bench.jar"
@@ -63,7 +65,6 @@ rest="${MYURL#*://}"; auth="${rest%@*}"; hostport="${rest##*@}"; hostport="${hos
 MYUSER="${auth%%:*}"; MYPASS="${auth#*:}"; MYHOST="${hostport%:*}"; MYPORT="${hostport##*:}"
 echo "PostgreSQL: $PGURL  MariaDB: $MYURL" >&2
 
-WORK="$(mktemp -d /tmp/deltaforge-bench-dbz.XXXXXX)"
 : >"$WORK/slots"
 CUR=""      # the reader running now (its /usr/bin/time pid), stopped on exit
 FLUSH_BEFORE=""
