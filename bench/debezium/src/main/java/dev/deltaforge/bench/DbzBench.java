@@ -99,7 +99,11 @@ public final class DbzBench {
             }
         }
         boolean reached = want == 0 ? finished.getCount() > 0 : sink.done.getCount() == 0;
-        engine.close();
+        try {
+            engine.close();
+        } catch (IllegalStateException alreadyStopped) {
+            // the engine failed and shut itself down
+        }
         executor.shutdown();
         executor.awaitTermination(60, TimeUnit.SECONDS);
         sink.close();
