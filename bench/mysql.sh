@@ -82,6 +82,15 @@ YAML
 ckpt() { # store id -> "file pos"
   sqlite3 "$1" "SELECT json_extract(value,'\$.position.file') || ' ' || json_extract(value,'\$.position.pos') FROM kv WHERE namespace='checkpoints' AND key='$2'" 2>/dev/null || true
 }
+# at_or_past "file pos" FILE POS: the checkpoint is at FILE:POS or later. Not
+# equality: on a shared server other writers' events follow the backlog, and
+# the checkpoint moves past its end with them. (Binlog names are zero-padded,
+# so they compare as strings.)
+at_or_past() {
+  local f p
+  read -r f p <<<"$1"
+  [ -n "$f" ] && { [[ "$f" > "$2" ]] || { [ "$f" = "$2" ] && [ "$p" -ge "$3" ]; }; }
+}
 
 hdr() { printf '%-7s %-6s %12s %12s %6s %8s %8s %8s %7s\n' tx_rows rep "df ev/s" "binlog ev/s" ratio "df cpu s" "df µs/ev" "raw cpu" "RSS MB"; }
 row() { printf '%-7s %-6s %12s %12s %6s %8s %8s %8s %7s\n' "$@"; }
@@ -122,9 +131,7 @@ for TX in $TX_SIZES; do
     /usr/bin/time -v -o "$WORK/time.txt" "$BIN" run --config "$WORK/p.yaml" --storage-path "$store" 2>"$WORK/df.log" &
     tpid=$!
     while :; do
-      # At or past the backlog's end (other writers may move the binlog on).
-      read -r CFILE CPOS <<<"$(ckpt "$store" "bench-my-$TX-$r") "
-      if [ -n "$CFILE" ] && { [[ "$CFILE" > "$EFILE" ]] || { [ "$CFILE" = "$EFILE" ] && [ "$CPOS" -ge "$EPOS" ]; }; }; then break; fi
+      at_or_past "$(ckpt "$store" "bench-my-$TX-$r")" "$EFILE" "$EPOS" && break
       if ! kill -0 "$tpid" 2>/dev/null; then echo "deltaforge exited early:" >&2; tail -20 "$WORK/df.log" >&2; exit 1; fi
       sleep 0.1
     done
