@@ -10,7 +10,6 @@
 //! Rows keep their column names in a shared, reference-counted list so that
 //! a source decoding a million rows of one table allocates the names once.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::ser::{SerializeMap, SerializeStruct};
@@ -251,7 +250,8 @@ impl Event {
         key.push_str(&self.source.source_id);
         key.push(':');
         self.tx_position.write_key(&mut key);
-        let _ = write!(key, ":{}", self.index);
+        key.push(':');
+        key.push_str(itoa::Buffer::new().format(self.index));
         key
     }
 

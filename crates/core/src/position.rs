@@ -93,6 +93,7 @@ trait Erased: fmt::Debug + fmt::Display + Send + Sync {
     fn order_erased(&self, other: &dyn Erased) -> Option<Ordering>;
     fn eq_erased(&self, other: &dyn Erased) -> bool;
     fn to_json(&self) -> Value;
+    fn as_serialize(&self) -> &dyn erased_serde::Serialize;
     fn write_key(&self, key: &mut String);
     fn parse_key(&self, text: &str) -> Result<Position, String>;
     fn debezium_fields(&self, index: u32, block: &mut Map<String, Value>);
@@ -110,6 +111,9 @@ impl<P: SourcePosition> Erased for P {
     }
     fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or_else(|e| Value::String(format!("unserialisable position: {e}")))
+    }
+    fn as_serialize(&self) -> &dyn erased_serde::Serialize {
+        self
     }
     fn write_key(&self, key: &mut String) {
         SourcePosition::write_key(self, key)
@@ -210,8 +214,10 @@ impl fmt::Display for Position {
 }
 
 impl Serialize for Position {
+    /// Serialises the source's own position directly (no JSON value in
+    /// between: every envelope of every event carries one).
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
+        erased_serde::serialize(self.0.as_serialize(), s)
     }
 }
 

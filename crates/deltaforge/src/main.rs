@@ -6,6 +6,8 @@ mod api_client;
 mod backup_cmd;
 mod cli;
 mod dlq_cmd;
+#[cfg(test)]
+mod envelope_golden_tests;
 mod failpoint;
 mod help_cmd;
 mod ops_cmd;

@@ -146,7 +146,7 @@ impl Source for DatagenSource {
                 n => (seq + cfg.rows_per_tx).min(n),
             };
             let tx_position = DatagenPosition::at(tx_end);
-            let tx_id: Arc<str> = tx_end.to_string().into();
+            let tx_id: Arc<str> = Arc::from(itoa::Buffer::new().format(tx_end));
             for (index, id) in (seq + 1..=tx_end).enumerate() {
                 let t = (id % tables.len() as u64) as usize;
                 let (db, table) = &tables[t];
