@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::time::civil_from_days;
+use crate::time::{civil_from_days, push_datetime, push_fraction, push_two_digits};
 
 /// Epoch of generated timestamps: 2026-01-01T00:00:00Z, in milliseconds.
 /// Row `id` is created at `EPOCH_MS + id`.
@@ -59,12 +59,6 @@ pub fn values_for(id: u64) -> Vec<Value> {
     ]
 }
 
-/// Appends `n` (0..=99) as two digits.
-fn push_two_digits(out: &mut String, n: u32) {
-    out.push(char::from(b'0' + (n / 10) as u8));
-    out.push(char::from(b'0' + (n % 10) as u8));
-}
-
 /// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds.
 fn timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -72,19 +66,9 @@ fn timestamp(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        return format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60);
-    }
     let mut out = String::with_capacity(24);
-    push_two_digits(&mut out, (y / 100) as u32);
-    push_two_digits(&mut out, (y % 100) as u32);
-    for (sep, n) in [('-', m), ('-', d), ('T', rem / 3600), (':', rem % 3600 / 60), (':', rem % 60)] {
-        out.push(sep);
-        push_two_digits(&mut out, n);
-    }
-    out.push('.');
-    out.push(char::from(b'0' + (millis / 100) as u8));
-    push_two_digits(&mut out, millis % 100);
+    push_datetime(&mut out, y, m, d, rem / 3600, rem % 3600 / 60, rem % 60);
+    push_fraction(&mut out, millis * 1000, 3);
     out.push('Z');
     out
 }

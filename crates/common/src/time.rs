@@ -3,7 +3,11 @@
 //! Hand-written rather than through `chrono`: sources format millions of
 //! dates per second, and converting a day count to a civil date is a dozen
 //! integer operations (Howard Hinnant's algorithm), cheaper than building a
-//! calendar type per value. This module must stay allocation-free.
+//! calendar type per value; likewise the text is written digit by digit
+//! instead of through `format!`. This module never allocates beyond the
+//! string it is asked to append to.
+
+use std::fmt::Write as _;
 
 /// Days since 1970-01-01 to the civil date `(year, month, day)`
 /// (proleptic Gregorian calendar; negative days are before 1970).
@@ -27,9 +31,100 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Appends `n` as at least two digits (`{n:02}`).
+pub fn push_two_digits(out: &mut String, n: u32) {
+    if n < 100 {
+        out.push(char::from(b'0' + (n / 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+    } else {
+        let _ = write!(out, "{n:02}");
+    }
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS`, exactly what
+/// `format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")` writes.
+///
+/// ```
+/// let mut s = String::new();
+/// deltaforge_common::time::push_datetime(&mut s, 2026, 1, 2, 3, 4, 5);
+/// assert_eq!(s, "2026-01-02T03:04:05");
+/// ```
+pub fn push_datetime(out: &mut String, y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) {
+    if (0..=9999).contains(&y) {
+        push_two_digits(out, (y / 100) as u32);
+        push_two_digits(out, (y % 100) as u32);
+    } else {
+        let _ = write!(out, "{y:04}");
+    }
+    for (sep, n) in [('-', mo), ('-', d), ('T', h), (':', mi), (':', s)] {
+        out.push(sep);
+        push_two_digits(out, n);
+    }
+}
+
+/// Appends the fractional seconds of `us` microseconds shown with `fsp`
+/// digits (`.123`): nothing when both are zero, six digits when `fsp` is 0
+/// (an unknown precision), at most six.
+///
+/// ```
+/// let mut s = String::new();
+/// deltaforge_common::time::push_fraction(&mut s, 123_000, 3);
+/// assert_eq!(s, ".123");
+/// ```
+pub fn push_fraction(out: &mut String, us: u32, fsp: u8) {
+    if fsp == 0 && us == 0 {
+        return;
+    }
+    let fsp = if fsp == 0 { 6 } else { fsp.min(6) } as usize;
+    if us >= 1_000_000 {
+        // More than six digits: the first `fsp` of them, as `{us:06}` would.
+        let digits = us.to_string();
+        out.push('.');
+        out.push_str(&digits[..fsp]);
+        return;
+    }
+    out.push('.');
+    let mut div = 100_000;
+    for _ in 0..fsp {
+        out.push(char::from(b'0' + (us / div % 10) as u8));
+        div /= 10;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digit writers give what `format!` gives.
+    #[test]
+    fn writers_match_format() {
+        for (y, mo, d, h, mi, s) in [
+            (2026, 1, 2, 3, 4, 5),
+            (0, 0, 0, 0, 0, 0),
+            (9999, 12, 31, 23, 59, 59),
+            (10_000, 1, 1, 0, 0, 0),
+            (65_535, 99, 99, 838, 99, 99),
+            (-1, 1, 1, 0, 0, 0),
+            (7, 1, 1, 0, 0, 0),
+        ] {
+            let mut out = String::new();
+            push_datetime(&mut out, y, mo, d, h, mi, s);
+            assert_eq!(out, format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}"));
+        }
+        for us in [0, 1, 9, 10, 999, 123_456, 999_999, 1_000_000, 12_345_678] {
+            for fsp in 0..=8u8 {
+                let mut out = String::new();
+                push_fraction(&mut out, us, fsp);
+                let want = if fsp == 0 && us == 0 {
+                    String::new()
+                } else {
+                    let n = if fsp == 0 { 6 } else { fsp.min(6) } as usize;
+                    format!(".{}", &format!("{us:06}")[..n])
+                };
+                assert_eq!(out, want, "us {us} fsp {fsp}");
+            }
+        }
+    }
 
     #[test]
     fn leap_years_and_century_rules() {

@@ -42,6 +42,7 @@ use mysql_async::consts::ColumnType;
 use mysql_async::Value as MyValue;
 use serde_json::{Number, Value};
 
+use deltaforge_common::time::{push_datetime, push_fraction};
 use deltaforge_core::{Columns, Op, Row};
 
 use crate::schema::TableSchema;
@@ -438,10 +439,10 @@ fn plain(kind: &Kind, v: &MyValue) -> Result<Value, String> {
         (_, MyValue::Bytes(b)) => Value::String(B64.encode(b)),
         (Kind::Date, MyValue::Date(y, m, d, ..)) => Value::String(format!("{y:04}-{m:02}-{d:02}")),
         (Kind::DateTime(fsp), MyValue::Date(y, mo, d, h, mi, s, us)) => {
-            Value::String(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}", frac(*us, *fsp)))
+            Value::String(datetime_text((*y, *mo, *d, *h, *mi, *s), *us, *fsp, ""))
         }
         (_, MyValue::Date(y, mo, d, h, mi, s, us)) => {
-            Value::String(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}", frac(*us, 6)))
+            Value::String(datetime_text((*y, *mo, *d, *h, *mi, *s), *us, 6, ""))
         }
         (kind, MyValue::Time(neg, days, h, m, s, us)) => {
             let fsp = if let Kind::Time(f) = kind { *f } else { 6 };
@@ -462,12 +463,19 @@ fn enum_label(labels: &[String], idx: u64) -> Value {
 }
 
 fn frac(us: u32, fsp: u8) -> String {
-    if fsp == 0 && us == 0 {
-        return String::new();
-    }
-    let fsp = if fsp == 0 { 6 } else { fsp.min(6) } as usize;
-    let digits = format!("{us:06}");
-    format!(".{}", &digits[..fsp])
+    let mut out = String::new();
+    push_fraction(&mut out, us, fsp);
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`, the fraction and `suffix`, written without
+/// `format!` (a datetime column is decoded once per row).
+fn datetime_text((y, mo, d, h, mi, s): (u16, u8, u8, u8, u8, u8), us: u32, fsp: u8, suffix: &str) -> String {
+    let mut out = String::with_capacity(27);
+    push_datetime(&mut out, y.into(), mo.into(), d.into(), h.into(), mi.into(), s.into());
+    push_fraction(&mut out, us, fsp);
+    out.push_str(suffix);
+    out
 }
 
 fn timestamp(b: &[u8], fsp: u8) -> Result<Value, String> {
@@ -483,13 +491,12 @@ fn timestamp(b: &[u8], fsp: u8) -> Result<Value, String> {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = deltaforge_common::time::civil_from_days(days);
-    Ok(Value::String(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        frac(us, fsp)
-    )))
+    let rem = rem as u32;
+    let mut out = String::with_capacity(28);
+    push_datetime(&mut out, y, m, d, rem / 3600, rem % 3600 / 60, rem % 60);
+    push_fraction(&mut out, us, fsp);
+    out.push('Z');
+    Ok(Value::String(out))
 }
 
 #[cfg(test)]
@@ -610,7 +617,7 @@ pub fn snapshot_value(kind: &Kind, v: &MyValue) -> Result<Value, String> {
             Value::String(String::from_utf8_lossy(b).into_owned())
         }
         (Kind::Timestamp(fsp), MyValue::Date(y, mo, d, h, mi, s, us)) => {
-            Value::String(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{}Z", frac(*us, *fsp)))
+            Value::String(datetime_text((*y, *mo, *d, *h, *mi, *s), *us, *fsp, "Z"))
         }
         (Kind::Timestamp(fsp), MyValue::Bytes(b)) if b.starts_with(b"0000-00-00") => {
             Value::String(format!("0000-00-00T00:00:00{}Z", frac(0, *fsp)))
