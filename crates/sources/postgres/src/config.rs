@@ -60,6 +60,14 @@ pub struct PostgresConfig {
     /// 3 × `status_interval_secs` when set.
     #[serde(default)]
     pub receive_timeout_secs: Option<u64>,
+    /// Milliseconds the replication reader waits, once it has read all the
+    /// server sent, before reading again (0–100, default 1). On a busy
+    /// stream of small transactions one read then serves many of them
+    /// instead of one wakeup per transaction (like a Kafka consumer's
+    /// `fetch.max.wait.ms`); a read that finds the stream idle returns as
+    /// soon as data arrives. 0 reads at once.
+    #[serde(default = "one")]
+    pub read_wait_ms: u64,
     /// Snapshot of the matched tables (`mode`, `chunk_size`,
     /// `max_parallel_tables`); see [`crate::snapshot`].
     #[serde(default)]
@@ -79,6 +87,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("status_interval_secs", &self.status_interval_secs)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("receive_timeout_secs", &self.receive_timeout_secs)
+            .field("read_wait_ms", &self.read_wait_ms)
             .field("snapshot", &self.snapshot)
             .finish()
     }
@@ -86,6 +95,10 @@ impl std::fmt::Debug for PostgresConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn one() -> u64 {
+    1
 }
 
 fn five() -> u64 {
@@ -136,6 +149,12 @@ impl ComponentConfig for PostgresConfig {
                 ));
             }
         }
+        if self.read_wait_ms > 100 {
+            return Err(ConfigProblem::new(
+                "read_wait_ms",
+                "must be between 0 and 100 (milliseconds a busy stream gathers before the next read)",
+            ));
+        }
         // Its fields already carry the `snapshot.` prefix.
         self.snapshot.check().map_err(|(field, message)| ConfigProblem::new(field, message))?;
         Ok(())
@@ -158,6 +177,11 @@ impl PostgresConfig {
     pub fn receive_timeout(&self) -> std::time::Duration {
         let secs = self.receive_timeout_secs.unwrap_or_else(|| (3 * self.status_interval_secs).max(20));
         std::time::Duration::from_secs(secs)
+    }
+
+    /// How long a busy replication stream gathers before the next read.
+    pub fn read_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.read_wait_ms)
     }
 
     /// The table patterns, parsed.
@@ -510,6 +534,15 @@ mod tests {
             pg_config(serde_json::json!({"connect_timeout_secs": 0})).check().unwrap_err().field,
             "connect_timeout_secs"
         );
+    }
+
+    #[test]
+    fn read_wait_defaults_to_a_millisecond_and_is_bounded() {
+        assert_eq!(pg_config(serde_json::json!({})).read_wait(), std::time::Duration::from_millis(1));
+        assert!(pg_config(serde_json::json!({"read_wait_ms": 0})).check().is_ok());
+        assert!(pg_config(serde_json::json!({"read_wait_ms": 100})).check().is_ok());
+        let e = pg_config(serde_json::json!({"read_wait_ms": 101})).check().unwrap_err();
+        assert_eq!(e.field, "read_wait_ms");
     }
 
     #[test]

@@ -142,13 +142,6 @@ pub trait Transport: Send {
 /// How long connecting, authenticating and each set-up step may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the replication reader lets a busy stream gather before it
-/// reads again. A stream of one-row transactions otherwise costs a wakeup,
-/// a `recv` and (over TLS) a record decryption per message; a millisecond
-/// turns that into one read of a hundred transactions, while a read that
-/// finds the stream idle still returns as soon as data arrives.
-pub(crate) const READ_COALESCE: Duration = Duration::from_millis(1);
-
 /// Session settings that make the server's text output ISO 8601 and UTC
 /// (see [`crate::values`]).
 pub(crate) const SESSION_OPTIONS: &str =
@@ -182,8 +175,8 @@ pub struct SessionParams {
     pub connect_timeout: Duration,
     /// Longest silence of the server on the stream (see the module docs).
     pub receive_timeout: Duration,
-    /// How long to let a busy stream gather before reading again (see
-    /// [`READ_COALESCE`]).
+    /// How long to let a busy stream gather before reading again
+    /// (`read_wait_ms`).
     pub read_coalesce: Duration,
 }
 
