@@ -38,3 +38,13 @@ stop_timed() {
   for c in $(pgrep -P "$1"); do kill -TERM "$c" 2>/dev/null || true; done
   wait "$1" || true
 }
+
+# median_of VALUE...: the median of the values given.
+median_of() { printf '%s\n' "$@" | median; }
+
+# reader_cols DF_RATE RAW_RATE DF_CPU RAW_CPU RSS_MB: the measurement columns
+# of bench/pg.sh and bench/mysql.sh: both rates, their ratio, DeltaForge's CPU
+# seconds and µs per event (of ROWS), the server reader's CPU seconds, RSS.
+reader_cols() {
+  echo "$1" "$2" "$(echo "scale=2; $1 / $2" | bc)" "$3" "$(echo "scale=2; $3 * 1000000 / $ROWS" | bc)" "$4" "$5"
+}

@@ -143,17 +143,13 @@ for TX in $TX_SIZES; do
     mb=$(time_rss_mb "$WORK/time.txt")
     cpu=$(time_cpu_s "$WORK/time.txt")
     rm -f "$out"
-    row "$TX" "$r" "$dfr" "$raw" "$(echo "scale=2; $dfr / $raw" | bc)" "$cpu" \
-      "$(echo "scale=2; $cpu * 1000000 / $ROWS" | bc)" "$rawcpu" "$mb"
+    # shellcheck disable=SC2046
+    row "$TX" "$r" $(reader_cols "$dfr" "$raw" "$cpu" "$rawcpu" "$mb")
     df_rates+=("$dfr"); raw_rates+=("$raw"); rss+=("$mb"); df_cpus+=("$cpu"); raw_cpus+=("$rawcpu")
   done
-  mdf=$(printf '%s\n' "${df_rates[@]}" | median)
-  mraw=$(printf '%s\n' "${raw_rates[@]}" | median)
-  mrss=$(printf '%s\n' "${rss[@]}" | median)
-  mcpu=$(printf '%s\n' "${df_cpus[@]}" | median)
-  mrawcpu=$(printf '%s\n' "${raw_cpus[@]}" | median)
-  summary+=("$(row "$TX" median "$mdf" "$mraw" "$(echo "scale=2; $mdf / $mraw" | bc)" "$mcpu" \
-    "$(echo "scale=2; $mcpu * 1000000 / $ROWS" | bc)" "$mrawcpu" "$mrss")")
+  # shellcheck disable=SC2046
+  summary+=("$(row "$TX" median $(reader_cols "$(median_of "${df_rates[@]}")" "$(median_of "${raw_rates[@]}")" \
+    "$(median_of "${df_cpus[@]}")" "$(median_of "${raw_cpus[@]}")" "$(median_of "${rss[@]}")"))")
 done
 echo
 hdr

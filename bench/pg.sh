@@ -113,17 +113,13 @@ EOF
       mb=$(time_rss_mb "$WORK/time.txt")
       cpu=$(time_cpu_s "$WORK/time.txt")
       rm -f "$out"
-      row "$TX" "$mode" "$r" "$dfr" "$raw" "$(echo "scale=2; $dfr / $raw" | bc)" "$cpu" \
-        "$(echo "scale=2; $cpu * 1000000 / $ROWS" | bc)" "$rawcpu" "$mb"
+      # shellcheck disable=SC2046
+      row "$TX" "$mode" "$r" $(reader_cols "$dfr" "$raw" "$cpu" "$rawcpu" "$mb")
       df_rates+=("$dfr"); raw_rates+=("$raw"); rss+=("$mb"); df_cpus+=("$cpu"); raw_cpus+=("$rawcpu")
     done
-    mdf=$(printf '%s\n' "${df_rates[@]}" | median)
-    mraw=$(printf '%s\n' "${raw_rates[@]}" | median)
-    mrss=$(printf '%s\n' "${rss[@]}" | median)
-    mcpu=$(printf '%s\n' "${df_cpus[@]}" | median)
-    mrawcpu=$(printf '%s\n' "${raw_cpus[@]}" | median)
-    summary+=("$(row "$TX" "$mode" median "$mdf" "$mraw" "$(echo "scale=2; $mdf / $mraw" | bc)" "$mcpu" \
-      "$(echo "scale=2; $mcpu * 1000000 / $ROWS" | bc)" "$mrawcpu" "$mrss")")
+    # shellcheck disable=SC2046
+    summary+=("$(row "$TX" "$mode" median $(reader_cols "$(median_of "${df_rates[@]}")" "$(median_of "${raw_rates[@]}")" \
+      "$(median_of "${df_cpus[@]}")" "$(median_of "${raw_cpus[@]}")" "$(median_of "${rss[@]}")"))")
     for r in $(seq 1 "$REPS"); do
       for kind in df raw; do
         sql "SELECT pg_drop_replication_slot('bench_${kind}_${mode}_$r')" >/dev/null || true
