@@ -62,6 +62,20 @@ pub fn push_datetime(out: &mut String, y: i64, mo: u32, d: u32, h: u32, mi: u32,
     }
 }
 
+/// Appends `secs` seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS`
+/// (UTC, proleptic Gregorian; negative is before 1970).
+///
+/// ```
+/// let mut s = String::new();
+/// deltaforge_common::time::push_unix_seconds(&mut s, 86_399);
+/// assert_eq!(s, "1970-01-01T23:59:59");
+/// ```
+pub fn push_unix_seconds(out: &mut String, secs: i64) {
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400) as u32;
+    push_datetime(out, y, m, d, rem / 3600, rem % 3600 / 60, rem % 60);
+}
+
 /// Appends the fractional seconds of `us` microseconds shown with `fsp`
 /// digits (`.123`): nothing when both are zero, six digits when `fsp` is 0
 /// (an unknown precision), at most six.

@@ -42,7 +42,7 @@ use mysql_async::consts::ColumnType;
 use mysql_async::Value as MyValue;
 use serde_json::{Number, Value};
 
-use deltaforge_common::time::{push_datetime, push_fraction};
+use deltaforge_common::time::{push_datetime, push_fraction, push_unix_seconds};
 use deltaforge_core::{Columns, Op, Row};
 
 use crate::schema::TableSchema;
@@ -488,12 +488,8 @@ fn timestamp(b: &[u8], fsp: u8) -> Result<Value, String> {
     if secs == 0 && us == 0 {
         return Ok(Value::String(format!("0000-00-00T00:00:00{}Z", frac(0, fsp))));
     }
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = deltaforge_common::time::civil_from_days(days);
-    let rem = rem as u32;
     let mut out = String::with_capacity(28);
-    push_datetime(&mut out, y, m, d, rem / 3600, rem % 3600 / 60, rem % 60);
+    push_unix_seconds(&mut out, secs);
     push_fraction(&mut out, us, fsp);
     out.push('Z');
     Ok(Value::String(out))

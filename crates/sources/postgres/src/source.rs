@@ -54,7 +54,7 @@ impl PostgresSource {
             status_interval: Duration::from_secs(self.cfg.status_interval_secs),
             connect_timeout: Duration::from_secs(self.cfg.connect_timeout_secs),
             receive_timeout: self.cfg.receive_timeout(),
-            read_coalesce: self.cfg.read_wait(),
+            read_wait: self.cfg.read_wait(),
         }
     }
 }

@@ -177,7 +177,7 @@ pub struct SessionParams {
     pub receive_timeout: Duration,
     /// How long to let a busy stream gather before reading again
     /// (`read_wait_ms`).
-    pub read_coalesce: Duration,
+    pub read_wait: Duration,
 }
 
 impl PgWire {
@@ -207,7 +207,7 @@ impl PgWire {
         .with_start_lsn(WireLsn(params.start_lsn))
         .with_status_interval(params.status_interval)
         .with_wakeup_interval(params.receive_timeout)
-        .with_read_coalesce(params.read_coalesce)
+        .with_read_coalesce(params.read_wait)
         .with_options(session_options(params.receive_timeout))
         .with_application_name("deltaforge");
         // The gated client connects and authenticates in its worker; the
